@@ -1,0 +1,340 @@
+"""URLs -> filesystems: local folders, S3 (with a custom endpoint) and other fsspec protocols.
+
+Every stage reads and writes through `filesystem(url, options)`, so the same code runs on a
+laptop folder and on object storage. Results are published by writing the data first and a
+small JSON marker last (`publish_marker`); readers trust a folder only once the marker is
+there (`is_published`).
+
+Credentials come from `StorageOptions` or, when it leaves them empty, from the standard AWS
+credential chain. They never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from cohort.errors import StorageError
+
+logger = logging.getLogger(__name__)
+
+# Protocols served by s3fs.
+_S3_PROTOCOLS = frozenset({"s3", "s3a"})
+# Object stores: a "folder" is only a key prefix (nothing to create) and one PUT is atomic.
+_OBJECT_STORE_PROTOCOLS = _S3_PROTOCOLS | {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+# user:password@ in a URL's authority, to keep it out of messages.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@")
+_WRITABLE_HINT = (
+    "give a folder you can write to or an s3:// URL whose bucket exists and whose "
+    "credentials allow PutObject"
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach object storage; the defaults mean AWS with the standard credential chain."""
+
+    endpoint_url: str | None = None  # S3-compatible server, e.g. "http://127.0.0.1:8333"
+    key: str | None = None  # access key id; None: the AWS credential chain decides
+    secret: str | None = None  # secret access key; None: the AWS credential chain decides
+    region: str | None = None  # None: botocore's default (us-east-1 for custom endpoints)
+    anon: bool = False  # unsigned requests, for public buckets
+    token: str | None = None  # session token that goes with temporary key/secret
+
+    @classmethod
+    def from_env(cls) -> StorageOptions:
+        """Options from the environment.
+
+        The endpoint is ``COHORT_S3_ENDPOINT``, else ``AWS_ENDPOINT_URL_S3``, else
+        ``AWS_ENDPOINT_URL``. Keys are copied only when both ``AWS_ACCESS_KEY_ID`` and
+        ``AWS_SECRET_ACCESS_KEY`` are set (with ``AWS_SESSION_TOKEN`` if present); otherwise
+        they stay None and the AWS credential chain (profiles, instance roles) finds them.
+        ``COHORT_S3_ANON=1`` asks for unsigned requests.
+        """
+        env = os.environ
+        endpoint = (
+            env.get("COHORT_S3_ENDPOINT")
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
+            or None
+        )
+        key = env.get("AWS_ACCESS_KEY_ID") or None
+        secret = env.get("AWS_SECRET_ACCESS_KEY") or None
+        if key is None or secret is None:
+            key = secret = None
+        token = (env.get("AWS_SESSION_TOKEN") or None) if key else None
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+        anon = env.get("COHORT_S3_ANON", "").strip().lower() in {"1", "true", "yes"}
+        return cls(
+            endpoint_url=endpoint, key=key, secret=secret, region=region, anon=anon, token=token
+        )
+
+    def __repr__(self) -> str:
+        def hidden(value: str | None) -> str:
+            return "None" if value is None else "'***'"
+
+        return (
+            f"StorageOptions(endpoint_url={self.endpoint_url!r}, key={hidden(self.key)}, "
+            f"secret={hidden(self.secret)}, region={self.region!r}, anon={self.anon!r}, "
+            f"token={hidden(self.token)})"
+        )
+
+    __str__ = __repr__
+
+    def s3fs_kwargs(self) -> dict:
+        """Keyword arguments for `s3fs.S3FileSystem` (they include the secrets: never log)."""
+        client_kwargs: dict = {}
+        config_kwargs: dict = {}
+        if self.endpoint_url:
+            client_kwargs["endpoint_url"] = self.endpoint_url
+            # S3-compatible servers (SeaweedFS, MinIO, Ceph) reach buckets by path, not by a
+            # bucket.host DNS name.
+            config_kwargs["s3"] = {"addressing_style": "path"}
+        if self.region:
+            client_kwargs["region_name"] = self.region
+        kwargs: dict = {
+            "anon": self.anon,
+            # Listings change under us (other workers write); always ask the server.
+            "use_listings_cache": False,
+            "client_kwargs": client_kwargs,
+            "config_kwargs": config_kwargs,
+        }
+        if not self.anon:
+            if self.key is not None:
+                kwargs["key"] = self.key
+            if self.secret is not None:
+                kwargs["secret"] = self.secret
+            if self.token is not None:
+                kwargs["token"] = self.token
+        return kwargs
+
+
+def protocol_of(url: str) -> str:
+    """The URL's scheme in lower case ("s3", "gs", ...), or "file" for a plain path."""
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else "file"
+
+
+def is_local(url: str) -> bool:
+    """True when `url` is a plain path or a file:// URL."""
+    return protocol_of(url) in _LOCAL_PROTOCOLS
+
+
+def redact(url: str) -> str:
+    """`url` with any ``user:password@`` part replaced by ``***@``, for messages and logs."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def filesystem(
+    url: str, options: StorageOptions | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem that serves `url`, and the path of `url` inside it.
+
+    Args:
+        url: a local path, ``file://...``, ``s3://bucket/prefix`` or any URL whose protocol
+            fsspec knows (``gs://``, ``memory://``, ...).
+        options: endpoint and credentials for s3:// URLs; None means `StorageOptions()`
+            (AWS, standard credential chain). Other protocols use their own defaults.
+
+    Returns:
+        ``(fs, path)``: for local URLs an absolute path, for s3 ``"bucket/prefix"``.
+
+    Raises:
+        StorageError: the protocol is unknown, or its fsspec package is not installed.
+    """
+    protocol = protocol_of(url)
+    if protocol in _LOCAL_PROTOCOLS:
+        path = _SCHEME.sub("", url, count=1) if _SCHEME.match(url) else url
+        return LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    if protocol in _S3_PROTOCOLS:
+        import s3fs  # deferred: s3fs + botocore take ~0.2 s to import; local runs skip that
+
+        options = options or StorageOptions()
+        logger.debug("s3 filesystem for %s with %r", redact(url), options)
+        fs = s3fs.S3FileSystem(**options.s3fs_kwargs())
+        return fs, _SCHEME.sub("", url, count=1).strip("/")
+    if protocol not in fsspec.available_protocols():
+        raise StorageError(
+            f"unknown storage protocol {protocol!r} in {redact(url)}; give a local folder, a "
+            "file:// or s3:// URL, or a URL of another fsspec protocol (gs://, az://, ...) "
+            "with its package installed"
+        )
+    try:
+        fs = fsspec.filesystem(protocol)
+    except ImportError as e:
+        raise StorageError(
+            f"storage protocol {protocol!r} in {redact(url)} needs a package that is not "
+            f"installed: {e}"
+        ) from e
+    return fs, type(fs)._strip_protocol(url)
+
+
+def join(url: str, *parts: str) -> str:
+    """`url` extended by `parts`: with os.path for local paths, with '/' for URLs.
+
+    Leading and trailing slashes of the parts are dropped, so no '//' appears and a part
+    never restarts the path at the root; empty parts are skipped.
+    """
+    cleaned = [p.strip("/" + os.sep) for p in parts]
+    cleaned = [p for p in cleaned if p]
+    if not cleaned:
+        return url
+    if _SCHEME.match(url):
+        head = url if url.endswith("://") else url.rstrip("/") + "/"
+        return head + "/".join(cleaned)
+    return os.path.join(url, *cleaned)
+
+
+def write_bytes(url: str, data: bytes, options: StorageOptions | None = None) -> None:
+    """Write `data` to the file or object at `url`, replacing it whole.
+
+    Local files are written to a temporary name and renamed, so readers never see half a
+    file; missing parent folders are created.
+
+    Raises:
+        StorageError: the write failed (no permission, missing bucket, ...).
+    """
+    fs, path = filesystem(url, options)
+    try:
+        _put(fs, path, data, protocol_of(url))
+    except (OSError, ValueError) as e:
+        raise StorageError(
+            f"cannot write {redact(url)}: {_reason(e, options)}; {_WRITABLE_HINT}"
+        ) from e
+
+
+def read_bytes(url: str, options: StorageOptions | None = None) -> bytes:
+    """The whole content of the file or object at `url`.
+
+    Raises:
+        StorageError: it does not exist or cannot be read.
+    """
+    fs, path = filesystem(url, options)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as e:
+        raise StorageError(
+            f"cannot read {redact(url)}: no such file or object; check the URL and, for "
+            "s3://, the endpoint"
+        ) from e
+    except (OSError, ValueError) as e:
+        raise StorageError(f"cannot read {redact(url)}: {_reason(e, options)}") from e
+
+
+def check_writable(url: str, options: StorageOptions | None = None) -> None:
+    """Fail early unless objects can be written under `url`.
+
+    Creates the folder if needed (object stores have no folders to create), then writes and
+    deletes a small probe object.
+
+    Raises:
+        StorageError: naming `url`, the reason, and what would work.
+    """
+    fs, path = filesystem(url, options)
+    protocol = protocol_of(url)
+    probe = f"{path.rstrip('/')}/.cohort-write-probe-{uuid.uuid4().hex}"
+    try:
+        if protocol not in _OBJECT_STORE_PROTOCOLS:
+            # Not for s3: s3fs.makedirs would *create a missing bucket*, hiding a wrong URL.
+            fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(probe, b"cohort write probe\n")
+        fs.rm_file(probe)
+    except (OSError, ValueError) as e:
+        raise StorageError(
+            f"cannot write to {redact(url)}: {_reason(e, options)}; {_WRITABLE_HINT}"
+        ) from e
+    logger.debug("%s is writable", redact(url))
+
+
+def publish_marker(
+    url_prefix: str,
+    payload: dict,
+    options: StorageOptions | None = None,
+    name: str = "_SUCCESS.json",
+) -> str:
+    """Publish the folder `url_prefix` by writing `payload` as JSON to ``<url_prefix>/<name>``.
+
+    Call it last, after every data file is written: readers take the folder as complete
+    once the marker exists. Local and other filesystems get a temporary file renamed into
+    place; on object stores the single PUT is atomic.
+
+    Returns:
+        The marker's URL.
+
+    Raises:
+        TypeError: `payload` is not JSON-serialisable.
+        StorageError: the marker could not be written.
+    """
+    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    marker = join(url_prefix, name)
+    write_bytes(marker, data, options)
+    logger.info("published %s", redact(marker))
+    return marker
+
+
+def is_published(
+    url_prefix: str, options: StorageOptions | None = None, name: str = "_SUCCESS.json"
+) -> bool:
+    """True when the marker ``<url_prefix>/<name>`` exists (see `publish_marker`).
+
+    Raises:
+        StorageError: the storage could not be asked (no permission, unreachable endpoint).
+    """
+    marker = join(url_prefix, name)
+    fs, path = filesystem(marker, options)
+    try:
+        # info(), not isfile(): s3fs.isfile answers False on *any* error, bad credentials too.
+        return fs.info(path)["type"] == "file"
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise StorageError(f"cannot check {redact(marker)}: {_reason(e, options)}") from e
+
+
+def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes, protocol: str) -> None:
+    """Write `data` at `path` atomically: one PUT on object stores, temp + rename elsewhere."""
+    if protocol in _OBJECT_STORE_PROTOCOLS:
+        fs.pipe_file(path, data)
+        return
+    if isinstance(fs, LocalFileSystem):
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        # os.open with 0o666, not mkstemp (0o600): the file gets the umask's usual mode.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return
+    parent = fs._parent(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    fs.pipe_file(tmp, data)
+    fs.mv(tmp, path)
+
+
+def _reason(error: BaseException, options: StorageOptions | None) -> str:
+    """The error's message with any credential of `options` blanked out."""
+    text = str(error) or type(error).__name__
+    if options is not None:
+        for secret in (options.key, options.secret, options.token):
+            if secret:
+                text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,168 @@
+"""One synthetic CT scan of a subject: placement in the scanner, field of view, voxel grid,
+rendered CT numbers, and its ground truth (landmark slices, calcium mask, segment labels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cohort.anatomy import LANDMARK_KINDS, SEGMENTS, SIDES, segment_label, segment_of_slices
+from cohort.geometry import Grid
+from cohort.synth.acquisition import Protocol, add_kernel_and_noise
+from cohort.synth.phantom import Phantom
+from cohort.synth.render import (
+    Occupancy,
+    Placement,
+    paint_plaques,
+    plaque_occupancy,
+    render_anatomy,
+)
+from cohort.synth.solids import rotation
+from cohort.synth.subject import Pose
+
+#: a calcium voxel holds at least half a plaque, or is a plaque's densest voxel when that
+#: voxel still reads as calcium (>= 130 HU) on the noise-free image
+CALCIUM_HU = 130.0
+SOFT_TISSUE_HU = 45.0
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Head-frame heights of the bottom and top of the scanned range (mm)."""
+
+    bottom: float
+    top_margin: float  # above the vertex
+    neck_cut: bool
+
+
+def sample_coverage(rng: np.random.Generator, phantom: Phantom, neck_cut_p: float) -> Coverage:
+    lowest_cc = min(phantom.subject.side(s).z_carotid_canal for s in SIDES)
+    if rng.random() < neck_cut_p:  # the field of view stops just below the skull base
+        return Coverage(lowest_cc - float(rng.uniform(9.0, 22.0)), float(rng.uniform(1, 14)), True)
+    return Coverage(float(rng.uniform(-100.0, -62.0)), float(rng.uniform(1.0, 14.0)), False)
+
+
+def placement_of(pose: Pose, table_z: float) -> Placement:
+    """Pose -> rotation and translation; the vault centre sits near the centre of the FOV."""
+    r = rotation(pose.yaw_deg, pose.pitch_deg, pose.roll_deg)
+    sx, sy, _ = pose.shift_mm
+    return Placement(r, np.array([sx, sy - 12.0, table_z]))
+
+
+def acquisition_grid(phantom: Phantom, placement: Placement, coverage: Coverage,
+                     p: Protocol) -> Grid:
+    """The scanner's voxel grid: axial (or gantry-tilted) slices covering the head."""
+    v = phantom.vault
+    # world heights of the scanned range, from head-frame extremes under the placement
+    c = np.asarray(v.center)
+    top = max(placement.to_world(c + np.array(d) * np.asarray(v.radii))[2]
+              for d in [(0, 0, 1), (0.3, 0, 0.95), (-0.3, 0, 0.95), (0, 0.3, 0.95),
+                        (0, -0.3, 0.95)]) + coverage.top_margin
+    bottom = placement.to_world(np.array([0.0, 12.0, coverage.bottom]))[2]
+    dz = p.slice_thickness_mm
+    nk = int(np.ceil((top - bottom) / dz)) + 1
+    px, n = p.pixel_spacing_mm, p.matrix
+    t = np.radians(p.tilt_deg)
+    col = np.array([px, 0.0, 0.0])
+    row = px * np.array([0.0, np.cos(t), -np.sin(t)])
+    fov_center = np.array([0.0, 0.0])
+    origin = np.array([fov_center[0] - px * (n - 1) / 2,
+                       fov_center[1] - px * np.cos(t) * (n - 1) / 2, bottom])
+    # a tilted plane through the isocentre row: shift so that the centre row sits at `bottom`
+    origin[2] += px * np.sin(t) * (n - 1) / 2
+    return Grid(tuple(origin), tuple(col), tuple(row), (0.0, 0.0, dz), (nk, n, n))
+
+
+def subsamples(thickness_mm: float) -> int:
+    """Sub-planes per slice for through-plane partial volume (about one per 1.25 mm)."""
+    return max(1, int(round(thickness_mm / 1.25)))
+
+
+@dataclass
+class ScanTruth:
+    """Ground truth of one scan on its reference (axial) grid."""
+
+    grid: Grid
+    landmark_slices: dict[str, int]  # e.g. "left_petrolingual" -> slice index
+    landmark_z_mm: dict[str, float]
+    mask: np.ndarray  # uint8 [k, j, i]
+    labels: np.ndarray  # uint8 [k, j, i], codes of cohort.anatomy.SEGMENT_LABELS
+    segment_volumes_mm3: dict[str, float]
+    plaques_in_scan: int
+
+
+def landmark_truth(phantom: Phantom, placement: Placement, grid: Grid):
+    """Slice index and world z of each landmark on an axial grid."""
+    z0, dz = grid.origin[2], grid.slice_step[2]
+    slices, zs = {}, {}
+    for side in SIDES:
+        for kind in LANDMARK_KINDS:
+            z = float(placement.to_world(phantom.arteries[side].landmark_points[kind])[2])
+            slices[f"{side}_{kind}"] = int(np.rint((z - z0) / dz))
+            zs[f"{side}_{kind}"] = z
+    return slices, zs
+
+
+def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
+               occupancies: list[Occupancy | None] | None = None) -> ScanTruth:
+    """Landmarks, calcium mask and segment labels on ``grid`` (must be axial)."""
+    assert grid.tilt_deg < 1e-6, "ground truth lives on an axial grid"
+    slices, zs = landmark_truth(phantom, placement, grid)
+    if occupancies is None:
+        occupancies = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub)
+    mask = np.zeros(grid.shape, dtype=np.uint8)
+    labels = np.zeros(grid.shape, dtype=np.uint8)
+    seg_of = {}
+    k_all = np.arange(grid.shape[0])
+    for side in SIDES:
+        lm = [slices[f"{side}_{k}"] for k in LANDMARK_KINDS]
+        seg_of[side] = segment_label(side, segment_of_slices(k_all, *lm))
+    n_in = 0
+    for plaque, side, occ in zip(phantom.plaques, phantom.plaque_sides, occupancies, strict=True):
+        if occ is None:
+            continue
+        sel = occ.fraction >= 0.5
+        peak = np.unravel_index(int(np.argmax(occ.fraction)), occ.fraction.shape)
+        if SOFT_TISSUE_HU + occ.fraction[peak] * (plaque.hu - SOFT_TISSUE_HU) >= CALCIUM_HU:
+            sel[peak] = True
+        if not sel.any():
+            continue
+        n_in += 1
+        m = mask[occ.window]
+        m[sel] = 1
+        lab = labels[occ.window]
+        ks = np.arange(occ.window[0].start, occ.window[0].stop)
+        lab[sel] = np.broadcast_to(seg_of[side][ks][:, None, None], sel.shape)[sel]
+    voxel = float(np.prod(grid.spacing))
+    counts = np.zeros(len(SEGMENTS) + 1, dtype=np.int64)
+    covered = np.zeros(grid.shape[0], dtype=bool)  # slices that may hold calcium
+    for occ in occupancies:
+        if occ is not None:
+            covered[occ.window[0]] = True
+    for k in np.flatnonzero(covered):
+        counts += np.bincount(labels[k].ravel(), minlength=len(counts))
+    volumes = {name: float(counts[i + 1]) * voxel for i, name in enumerate(SEGMENTS)}
+    return ScanTruth(grid, slices, zs, mask, labels, volumes, n_in)
+
+
+def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
+                rng: np.random.Generator, render_scale: int):
+    """Noise-free CT numbers (with calcium) and the plaque occupancies on ``grid``."""
+    n_sub = subsamples(p.slice_thickness_mm)
+    scale = 1 if p.matrix <= 256 else render_scale
+    hu = render_anatomy(phantom, placement, grid, scale=scale, n_sub=n_sub)
+    occ = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub)
+    paint_plaques(hu, phantom.plaques, occ)
+    del rng
+    return hu, occ
+
+
+def finish_image(clean_hu: np.ndarray, p: Protocol, rng: np.random.Generator) -> np.ndarray:
+    """Kernel sharpness and noise on a copy of the noise-free image."""
+    return add_kernel_and_noise(clean_hu.copy(), p, rng)
+
+
+def axial_truth_grid(grid: Grid) -> Grid:
+    return grid.axial_equivalent()
