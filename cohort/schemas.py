@@ -44,6 +44,7 @@ GROUND_TRUTH = pa.schema(
     + [pa.field(f"{name}_slice", pa.int32()) for name in LANDMARKS]
     + [pa.field(f"{name}_z_mm", pa.float64()) for name in LANDMARKS]
     + [pa.field(f"{name}_mm3", pa.float64()) for name in SEGMENTS]
+    + [pa.field(f"{name}_voxels", pa.int64()) for name in SEGMENTS]
     + [
         pa.field("total_calcium_mm3", pa.float64()),
         pa.field("n_plaques", pa.int32()),

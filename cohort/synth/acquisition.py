@@ -69,7 +69,7 @@ def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices,
         ts = TRANSFER_SYNTAXES[int(rng.integers(len(TRANSFER_SYNTAXES)))]
     return Protocol(
         manufacturer=man, model=str(rng.choice(models)), kernel=str(rng.choice(soft)),
-        bone_kernel=False, slice_thickness_mm=thickness, pixel_spacing_mm=round(spacing, 6),
+        bone_kernel=False, slice_thickness_mm=thickness, pixel_spacing_mm=round(spacing, 5),
         matrix=matrix, tilt_deg=round(tilt, 2),
         noise_sd_hu=float(noise_sd(False, thickness, rng.uniform(2.5, 4.5))),
         signed=signed, bits_stored=bits, padding_value=pad,

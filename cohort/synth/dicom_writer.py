@@ -13,13 +13,13 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
 )
 
@@ -147,7 +147,7 @@ def encode_series(hu: np.ndarray, grid: Grid, p: Protocol, ident: SeriesIdentity
     ds.AcquisitionNumber = 1
     ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
     ds.SliceThickness = f"{p.slice_thickness_mm:g}"
-    ds.PixelSpacing = [f"{np.linalg.norm(row):.6g}", f"{np.linalg.norm(col):.6g}"]
+    ds.PixelSpacing = [f"{np.linalg.norm(row):.10g}", f"{np.linalg.norm(col):.10g}"]
     ds.Rows, ds.Columns = nj, ni
     for k in range(nk):
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uids[k]

@@ -35,8 +35,14 @@ from cohort.config import SynthConfig
 from cohort.errors import ConfigError
 from cohort.geometry import Grid
 from cohort.schemas import GROUND_TRUTH
-from cohort.storage import StorageOptions, filesystem, is_published, join, publish_marker
-from cohort.storage import write_bytes
+from cohort.storage import (
+    StorageOptions,
+    filesystem,
+    is_published,
+    join,
+    publish_marker,
+    write_bytes,
+)
 from cohort.synth.acquisition import Protocol, bone_variant, sample_protocol, thick_variant
 from cohort.synth.dicom_writer import SeriesIdentity, encode_localizer, encode_series
 from cohort.synth.phantom import Phantom, build_phantom
@@ -120,7 +126,8 @@ def generate_patient(cfg: SynthConfig, index: int, out_url: str,
         study = dict(
             patient_name=name, patient_id=patient_id, birth_date=birth, sex=sex,
             age_years=year - birth_year, study_uid=_uid(cfg, index, s_no, "study"),
-            study_date=date, study_time=f"{int(srng.integers(7, 20)):02d}{int(srng.integers(60)):02d}00",
+            study_date=date,
+            study_time=f"{int(srng.integers(7, 20)):02d}{int(srng.integers(60)):02d}00",
             accession=f"A{cfg.seed % 100:02d}{index:06d}{s_no}",
             study_description="CT HEAD WO CONTRAST (SYNTHETIC)",
             frame_of_reference_uid=_uid(cfg, index, s_no, "for"),
@@ -171,7 +178,8 @@ class _StudyContext:
         wants_second = self.rng.random() < cfg.second_series_p
         if wants_localizer:
             rows.append(self.write_localizer(clean, grid, p))
-        rows.append(self.write_series(2, "primary", finish_image(clean, p, self.rng), grid, p, truth))
+        image = finish_image(clean, p, self.rng)
+        rows.append(self.write_series(2, "primary", image, grid, p, truth))
         if wants_second:
             if p.slice_thickness_mm < 3.0:
                 m = max(2, int(round(5.0 / p.slice_thickness_mm)))
@@ -218,6 +226,7 @@ class _StudyContext:
             row[f"{name}_z_mm"] = truth.landmark_z_mm[name]
         for name in SEGMENTS:
             row[f"{name}_mm3"] = truth.segment_volumes_mm3[name]
+            row[f"{name}_voxels"] = truth.segment_voxels[name]
         return row
 
     def write_localizer(self, clean: np.ndarray, grid: Grid, p: Protocol) -> dict:
@@ -283,7 +292,7 @@ def generate_cohort(cfg: SynthConfig, out_url: str, options: StorageOptions | No
                     overwrite: bool = False) -> pa.Table:
     """Write a whole synthetic cohort under ``out_url``; return the ground-truth table."""
     fs, root = filesystem(out_url, options)
-    if fs.exists(root) and fs.ls(root):
+    if _holds_files(fs, root):
         if not overwrite:
             raise ConfigError(f"{out_url} is not empty; give a new folder, or pass --overwrite "
                               "to replace a cohort written there before")
@@ -321,6 +330,14 @@ def generate_cohort(cfg: SynthConfig, out_url: str, options: StorageOptions | No
         "patients": cfg.patients, "series": table.num_rows, "seconds": round(seconds, 2),
     }, options)
     return table
+
+
+def _holds_files(fs, root: str) -> bool:
+    """True when any file lies under ``root`` (an emptied S3 prefix may still be listed)."""
+    fs.invalidate_cache()
+    if not fs.exists(root):
+        return False
+    return any(p.rstrip("/") != root.rstrip("/") for p in fs.find(root))
 
 
 def is_complete(out_url: str, options: StorageOptions | None = None) -> bool:

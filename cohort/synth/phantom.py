@@ -179,7 +179,8 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         a, cl = s.side(side), arteries[side]
         below = cl.points[:, 2] <= a.z_carotid_canal + 4
         above = cl.points[:, 2] >= a.z_petrolingual - 4
-        canal = (cl.points[:, 2] >= a.z_carotid_canal - 4) & (cl.points[:, 2] <= a.z_petrolingual + 4)
+        z = cl.points[:, 2]
+        canal = (z >= a.z_carotid_canal - 4) & (z <= a.z_petrolingual + 4)
         solids += _tube_pieces(cl.points[below], cl.radius[below] + 3.0, MUSCLE,
                                Clip(w_max=a.z_carotid_canal))
         solids += _tube_pieces(cl.points[above], cl.radius[above] + 2.5, BLOOD,

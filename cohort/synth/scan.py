@@ -90,6 +90,7 @@ class ScanTruth:
     mask: np.ndarray  # uint8 [k, j, i]
     labels: np.ndarray  # uint8 [k, j, i], codes of cohort.anatomy.SEGMENT_LABELS
     segment_volumes_mm3: dict[str, float]
+    segment_voxels: dict[str, int]
     plaques_in_scan: int
 
 
@@ -144,7 +145,8 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
     for k in np.flatnonzero(covered):
         counts += np.bincount(labels[k].ravel(), minlength=len(counts))
     volumes = {name: float(counts[i + 1]) * voxel for i, name in enumerate(SEGMENTS)}
-    return ScanTruth(grid, slices, zs, mask, labels, volumes, n_in)
+    voxels = {name: int(counts[i + 1]) for i, name in enumerate(SEGMENTS)}
+    return ScanTruth(grid, slices, zs, mask, labels, volumes, voxels, n_in)
 
 
 def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,

@@ -1,0 +1,1 @@
+"""Outputs people look at: preview images of series, with their landmarks and calcium."""
