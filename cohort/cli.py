@@ -85,6 +85,9 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
                         f"(default {d.transfer_syntax})")
     p.add_argument("--workers", type=int, default=d.workers,
                    help="worker processes (default 0: one per CPU)")
+    p.add_argument("--ray", action="store_true",
+                   help="one Ray task per patient on the connected Ray cluster (use inside "
+                        "`ray job submit`), instead of local processes")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a cohort written to OUT before")
     p.add_argument("--s3-endpoint", metavar="URL",
@@ -127,7 +130,8 @@ def _run_synth_heads(args: argparse.Namespace) -> int:
     options = _storage_options(args.s3_endpoint)
     check_writable(args.out, options)
     t0 = time.perf_counter()
-    table = generate_cohort(cfg, args.out, options, overwrite=args.overwrite)
+    table = generate_cohort(cfg, args.out, options, overwrite=args.overwrite,
+                            executor="ray" if args.ray else "processes")
     print(describe_cohort(table, args.out, time.perf_counter() - t0))
     return 0
 

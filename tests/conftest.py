@@ -28,3 +28,17 @@ def s3_server():
 
     with SeaweedS3() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session: 2 CPUs, a small object store, no dashboard.
+
+    It declares one GPU so that GPU actors are scheduled as on a cluster (torch falls back
+    to the CPU)."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=1, object_store_memory=200 * 1024**2,
+             include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()

@@ -41,6 +41,7 @@ from cohort.storage import (
     is_published,
     join,
     publish_marker,
+    redact,
     write_bytes,
 )
 from cohort.synth.acquisition import Protocol, bone_variant, sample_protocol, thick_variant
@@ -288,9 +289,54 @@ def _generate_one(args) -> list[dict]:
     return generate_patient(cfg, index, out_url, options)
 
 
+def _run_local(jobs: list, workers: int) -> list[dict]:
+    rows: list[dict] = []
+    if workers <= 1:
+        for job in jobs:
+            rows += _generate_one(job)
+            logger.info("patient %d/%d done", job[1] + 1, len(jobs))
+        return rows
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        for n, patient_rows in enumerate(pool.map(_generate_one, jobs), start=1):
+            rows += patient_rows
+            logger.info("patient %d/%d done", n, len(jobs))
+    return rows
+
+
+def _run_ray(jobs: list) -> list[dict]:
+    """One Ray task per patient, on whatever Ray cluster this process is connected to."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+
+    @ray.remote(num_cpus=1, memory=4 * 1024**3, max_retries=2)
+    def patient(job):
+        _worker_init()
+        return _generate_one(job)
+
+    refs = [patient.remote(job) for job in jobs]
+    pending, done = list(refs), 0
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        done += len(ready)
+        logger.info("patient %d/%d done", done, len(jobs))
+    rows: list[dict] = []
+    for r in ray.get(refs):  # in patient order, so the table does not depend on scheduling
+        rows += r
+    return rows
+
+
 def generate_cohort(cfg: SynthConfig, out_url: str, options: StorageOptions | None = None, *,
-                    overwrite: bool = False) -> pa.Table:
-    """Write a whole synthetic cohort under ``out_url``; return the ground-truth table."""
+                    overwrite: bool = False, executor: str = "processes") -> pa.Table:
+    """Write a whole synthetic cohort under ``out_url``; return the ground-truth table.
+
+    ``executor`` is ``"processes"`` (a local process pool of ``cfg.workers``) or ``"ray"``
+    (one Ray task per patient on the connected cluster, e.g. inside ``ray job submit``).
+    """
+    if executor not in ("processes", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}; use processes or ray")
     fs, root = filesystem(out_url, options)
     if _holds_files(fs, root):
         if not overwrite:
@@ -305,20 +351,9 @@ def generate_cohort(cfg: SynthConfig, out_url: str, options: StorageOptions | No
         fs.rm(root, recursive=True)
     t0 = time.perf_counter()
     jobs = [(cfg, i, out_url, options) for i in range(cfg.patients)]
-    rows: list[dict] = []
-    workers = cfg.effective_workers
-    logger.info("generating %d synthetic patients into %s with %d worker(s)", cfg.patients,
-                out_url, workers)
-    if workers <= 1:
-        for job in jobs:
-            rows += _generate_one(job)
-            logger.info("patient %d/%d done", job[1] + 1, cfg.patients)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-            for n, patient_rows in enumerate(pool.map(_generate_one, jobs), start=1):
-                rows += patient_rows
-                logger.info("patient %d/%d done", n, cfg.patients)
+    logger.info("generating %d synthetic patients into %s (%s)", cfg.patients,
+                redact(out_url), executor)
+    rows = _run_ray(jobs) if executor == "ray" else _run_local(jobs, cfg.effective_workers)
     table = pa.Table.from_pylist(rows, schema=GROUND_TRUTH)
     buf = io.BytesIO()
     pq.write_table(table, buf)

@@ -188,3 +188,11 @@ def test_compressed_transfer_syntaxes_decode_to_the_same_pixels(tmp_path, syntax
         da, db = pydicom.dcmread(a), pydicom.dcmread(b)
         assert db.file_meta.TransferSyntaxUID != da.file_meta.TransferSyntaxUID
         np.testing.assert_array_equal(da.pixel_array, db.pixel_array)
+
+
+def test_ray_executor_writes_the_same_cohort(tmp_path, ray_local):
+    cfg = SynthConfig(patients=2, seed=5, matrix=48, thicknesses_mm=(5.0,), workers=1,
+                      localizer_p=1.0, second_series_p=1.0)
+    generate_cohort(cfg, str(tmp_path / "local"))
+    generate_cohort(cfg, str(tmp_path / "ray"), executor="ray")
+    assert _digest(tmp_path / "local") == _digest(tmp_path / "ray")
