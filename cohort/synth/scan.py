@@ -66,12 +66,13 @@ def acquisition_grid(phantom: Phantom, placement: Placement, coverage: Coverage,
     px, n = p.pixel_spacing_mm, p.matrix
     t = np.radians(p.tilt_deg)
     col = np.array([px, 0.0, 0.0])
-    row = px * np.array([0.0, np.cos(t), -np.sin(t)])
+    # sign as scanners write it: GantryDetectorTilt < 0 <-> column direction z < 0 (Philips)
+    row = px * np.array([0.0, np.cos(t), np.sin(t)])
     fov_center = np.array([0.0, 0.0])
     origin = np.array([fov_center[0] - px * (n - 1) / 2,
                        fov_center[1] - px * np.cos(t) * (n - 1) / 2, bottom])
     # a tilted plane through the isocentre row: shift so that the centre row sits at `bottom`
-    origin[2] += px * np.sin(t) * (n - 1) / 2
+    origin[2] -= px * np.sin(t) * (n - 1) / 2
     return Grid(tuple(origin), tuple(col), tuple(row), (0.0, 0.0, dz), (nk, n, n))
 
 

@@ -1,0 +1,1 @@
+"""Reading series: DICOM / NIfTI decoding, geometry checks and tilt correction -> Volume."""

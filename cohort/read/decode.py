@@ -1,0 +1,165 @@
+"""One DICOM slice -> its geometry and its CT numbers (HU), with every way it can fail
+turned into a `SeriesError` with a code."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+
+from cohort.errors import ErrorCode, SeriesError
+from cohort.read.stack import SliceGeometry
+
+AIR_HU = -1024.0
+
+
+@dataclass(frozen=True)
+class DecodedSlice:
+    geometry: SliceGeometry | None  # None when the header has no usable position
+    hu: np.ndarray  # float32 (rows, columns)
+    series_uid: str
+    transfer_syntax: str
+    instance: int | None
+
+
+def parse(data: bytes, uri: str) -> tuple[pydicom.Dataset, bool]:
+    """The whole data set of a file's bytes, and whether the file ended early."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(io.BytesIO(data))
+        truncated = any("End of file reached" in str(w.message) for w in caught)
+        return ds, truncated
+    except InvalidDicomError as e:
+        raise SeriesError(ErrorCode.NOT_DICOM, f"not a DICOM file ({e})", uri=uri) from e
+    except RecursionError as e:
+        raise SeriesError(ErrorCode.UNREADABLE_HEADER, "the data set nests without end",
+                          uri=uri) from e
+    except EOFError as e:
+        raise SeriesError(ErrorCode.TRUNCATED, f"the file ends early ({e})", uri=uri) from e
+    except Exception as e:  # pydicom raises many types on malformed data
+        raise SeriesError(ErrorCode.UNREADABLE_HEADER, f"cannot parse: {e!r}", uri=uri) from e
+
+
+def _padding(ds: pydicom.Dataset, signed: bool) -> tuple[int, int] | None:
+    if "PixelPaddingValue" not in ds:
+        return None
+    lo = int(ds.PixelPaddingValue)
+    hi = int(ds.get("PixelPaddingRangeLimit", lo))
+    if signed:  # the tag is US or SS; pydicom may have read a signed value as unsigned
+        lo = lo - 65536 if lo > 32767 else lo
+        hi = hi - 65536 if hi > 32767 else hi
+    return min(lo, hi), max(lo, hi)
+
+
+def stored_to_int(raw: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """Stored values as integers, keeping only the low ``bits_stored`` bits (some files carry
+    overlay or garbage bits above them) and sign-extending when the data are signed."""
+    bits_alloc = raw.dtype.itemsize * 8
+    if bits_stored >= bits_alloc:
+        if signed and raw.dtype.kind == "u":
+            return raw.view(np.dtype(f"i{raw.dtype.itemsize}"))
+        return raw
+    v = raw.astype(np.int32)
+    v &= (1 << bits_stored) - 1
+    if signed:
+        sign = 1 << (bits_stored - 1)
+        v ^= sign
+        v -= sign
+    return v
+
+
+def decode(data: bytes, uri: str) -> DecodedSlice:
+    """Decode one single-frame, single-sample CT slice to HU.
+
+    Raises:
+        SeriesError: NOT_DICOM, TRUNCATED, UNREADABLE_HEADER, NO_PIXEL_DATA, COLOR,
+            MULTIFRAME, UNSUPPORTED_TRANSFER_SYNTAX, SIZE_MISMATCH or DECODE_FAILED.
+    """
+    ds, truncated = parse(data, uri)
+    series = str(ds.get("SeriesInstanceUID", "")) or None
+    if truncated and ("PixelData" not in ds or ds["PixelData"].is_undefined_length):
+        raise SeriesError(ErrorCode.TRUNCATED, "the file ends inside its pixel data",
+                          series=series, uri=uri)
+    if "PixelData" not in ds:
+        raise SeriesError(ErrorCode.NO_PIXEL_DATA, "no PixelData element", series=series,
+                          uri=uri)
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise SeriesError(ErrorCode.COLOR, f"{ds.SamplesPerPixel} samples per pixel "
+                          "(a colour image, e.g. a screenshot)", series=series, uri=uri)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise SeriesError(ErrorCode.MULTIFRAME, "enhanced multi-frame objects are not read "
+                          "yet; export the series as single-frame slices", series=series,
+                          uri=uri)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and ts.is_compressed:
+        try:
+            decoder = get_decoder(ts)
+        except NotImplementedError as e:
+            raise SeriesError(ErrorCode.UNSUPPORTED_TRANSFER_SYNTAX,
+                              f"{ts.name} ({ts}) has no decoder in pydicom; convert the "
+                              "series to a lossless syntax (e.g. with dcmdjpeg or gdcmconv)",
+                              series=series, uri=uri) from e
+        if not decoder.is_available:
+            raise SeriesError(ErrorCode.UNSUPPORTED_TRANSFER_SYNTAX,
+                              f"no decoder for {ts.name} ({ts}); missing: "
+                              f"{', '.join(decoder.missing_dependencies)}", series=series,
+                              uri=uri)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if ts is None or not ts.is_compressed:
+        expected = rows * cols * int(ds.get("BitsAllocated", 16)) // 8
+        got = len(ds.PixelData)
+        if got < expected:
+            raise SeriesError(ErrorCode.TRUNCATED, f"pixel data hold {got} bytes, {rows} x "
+                              f"{cols} x {ds.get('BitsAllocated', 16)} bits need {expected}",
+                              series=series, uri=uri)
+        if got > expected + 1:  # one byte of padding to an even length is allowed
+            raise SeriesError(ErrorCode.SIZE_MISMATCH, f"pixel data hold {got} bytes, but "
+                              f"{rows} x {cols} x {ds.get('BitsAllocated', 16)} bits make "
+                              f"{expected}: Rows/Columns do not match the pixels",
+                              series=series, uri=uri)
+    try:
+        raw = ds.pixel_array
+    except ValueError as e:
+        msg = str(e)
+        code = (ErrorCode.SIZE_MISMATCH if "length" in msg or "size" in msg
+                else ErrorCode.DECODE_FAILED)
+        raise SeriesError(code, f"pixel data do not decode: {msg}", series=series,
+                          uri=uri) from e
+    except NotImplementedError as e:
+        raise SeriesError(ErrorCode.UNSUPPORTED_TRANSFER_SYNTAX, str(e), series=series,
+                          uri=uri) from e
+    except Exception as e:  # decoders raise their own types on corrupt streams
+        raise SeriesError(ErrorCode.DECODE_FAILED, f"pixel data do not decode: {e!r}",
+                          series=series, uri=uri) from e
+    if raw.shape != (rows, cols):
+        raise SeriesError(ErrorCode.SIZE_MISMATCH, f"decoded {raw.shape}, header says "
+                          f"{rows} x {cols}", series=series, uri=uri)
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    v = stored_to_int(raw, int(ds.get("BitsStored", raw.dtype.itemsize * 8)), signed)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    hu = v.astype(np.float32)
+    if slope != 1:
+        hu *= np.float32(slope)
+    hu += np.float32(intercept)
+    pad = _padding(ds, signed)
+    if pad is not None:
+        hu[(v >= pad[0]) & (v <= pad[1])] = AIR_HU
+    np.maximum(hu, AIR_HU, out=hu)  # below-air values are outside the reconstruction
+    try:
+        geometry = SliceGeometry(
+            position=tuple(float(x) for x in ds.ImagePositionPatient),
+            orientation=tuple(float(x) for x in ds.ImageOrientationPatient),
+            rows=rows, columns=cols,
+            pixel_spacing=tuple(float(x) for x in ds.PixelSpacing))
+    except (AttributeError, TypeError, ValueError):
+        geometry = None  # fine for one image; a stack needs it (see read_series)
+    instance = ds.get("InstanceNumber")
+    return DecodedSlice(geometry, hu, series or "", str(ts) if ts else "",
+                        int(instance) if instance not in (None, "") else None)

@@ -1,0 +1,106 @@
+"""Decode in a separate process, so a file that crashes a decoder (a segfault, a recursion
+without end) or hangs costs one series, not the run.
+
+`IsolatedReader` keeps one worker process and restarts it after a crash or a time-out.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+from multiprocessing.connection import Connection
+
+from cohort.errors import ErrorCode, SeriesError
+from cohort.read.series import ReadConfig, read_series
+from cohort.read.volume import Volume
+from cohort.storage import StorageOptions
+
+logger = logging.getLogger(__name__)
+
+
+def _serve(conn: Connection) -> None:
+    """Worker loop: read requests, answer with a Volume or a SeriesError."""
+    import torch  # noqa: F401  (imported once here, not per request, if installed)
+
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        fn, args, kwargs = request
+        try:
+            conn.send(("ok", fn(*args, **kwargs)))
+        except SeriesError as e:
+            conn.send(("series_error", (e.code, e.detail, e.series, e.uri)))
+        except RecursionError:
+            conn.send(("series_error", (ErrorCode.UNREADABLE_HEADER, "recursion without end "
+                                        "while decoding", None, None)))
+        except Exception as e:  # anything else is a decoding failure of this series
+            conn.send(("series_error", (ErrorCode.DECODE_FAILED, repr(e), None, None)))
+
+
+class IsolatedReader:
+    """Runs `read_series` (or any picklable function) in a worker process with a time limit.
+
+    Args:
+        timeout_s: seconds one series may take before it is stopped (TIMEOUT).
+    """
+
+    def __init__(self, timeout_s: float = 300.0):
+        self.timeout_s = timeout_s
+        self._ctx = mp.get_context("spawn")
+        self._proc = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> IsolatedReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._proc, self._conn = None, None
+
+    def call(self, fn, *args, series: str | None = None, **kwargs):
+        """``fn(*args, **kwargs)`` in the worker; SeriesError for crash, time-out, failure."""
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        assert self._conn is not None and self._proc is not None
+        self._conn.send((fn, args, kwargs))
+        if not self._conn.poll(self.timeout_s):
+            self.close()
+            raise SeriesError(ErrorCode.TIMEOUT, f"stopped after {self.timeout_s:g} s; "
+                              "raise the per-series time limit if such series are expected",
+                              series=series)
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, ConnectionError, OSError):
+            self._proc.join(5)
+            code = self._proc.exitcode
+            self.close()
+            how = (f"signal {signal.Signals(-code).name}" if code is not None and code < 0
+                   else f"exit code {code}")
+            raise SeriesError(ErrorCode.DECODER_CRASHED, f"the decoding process died ({how}); "
+                              "the file is probably malformed", series=series) from None
+        if status == "ok":
+            return payload
+        code, detail, s, uri = payload
+        raise SeriesError(code, detail, series=s or series, uri=uri)
+
+    def read_series(self, uris: list[str], options: StorageOptions | None = None,
+                    config: ReadConfig = ReadConfig(), *, series: str | None = None) -> Volume:
+        """`cohort.read.series.read_series` in the worker process."""
+        return self.call(read_series, uris, options, config, series=series)
