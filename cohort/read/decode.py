@@ -20,11 +20,32 @@ AIR_HU = -1024.0
 
 @dataclass(frozen=True)
 class DecodedSlice:
+    """One decoded slice: stored values and how they become HU (applied on demand, straight
+    into the series' volume, so no intermediate float copy of every slice is made)."""
+
     geometry: SliceGeometry | None  # None when the header has no usable position
-    hu: np.ndarray  # float32 (rows, columns)
+    stored: np.ndarray  # integer stored values (rows, columns), bits above BitsStored cleared
+    slope: float
+    intercept: float
+    padding: tuple[int, int] | None  # stored values that mean "outside the image"
     series_uid: str
     transfer_syntax: str
     instance: int | None
+
+    def hu_into(self, out: np.ndarray) -> np.ndarray:
+        """Write the slice's CT numbers (float32) into ``out`` and return it."""
+        np.multiply(self.stored, np.float32(self.slope), out=out, casting="unsafe")
+        out += np.float32(self.intercept)
+        if self.padding is not None:
+            lo, hi = self.padding
+            out[(self.stored >= lo) & (self.stored <= hi)] = AIR_HU
+        np.maximum(out, AIR_HU, out=out)  # below-air values lie outside the reconstruction
+        return out
+
+    @property
+    def hu(self) -> np.ndarray:
+        """The slice's CT numbers as a new float32 array."""
+        return self.hu_into(np.empty(self.stored.shape, dtype=np.float32))
 
 
 def parse(data: bytes, uri: str) -> tuple[pydicom.Dataset, bool]:
@@ -123,8 +144,17 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
                               f"{rows} x {cols} x {ds.get('BitsAllocated', 16)} bits make "
                               f"{expected}: Rows/Columns do not match the pixels",
                               series=series, uri=uri)
+    bits_alloc = int(ds.get("BitsAllocated", 16))
+    little_native = ts is None or ts in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
+                                         "1.2.840.10008.1.2.1.99")
     try:
-        raw = ds.pixel_array
+        if little_native and bits_alloc in (8, 16):
+            # native little-endian pixels are the array itself: skip the generic machinery
+            dtype = np.dtype(f"<{'i' if int(ds.get('PixelRepresentation', 0)) else 'u'}"
+                             f"{bits_alloc // 8}")
+            raw = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
+        else:
+            raw = ds.pixel_array
     except ValueError as e:
         msg = str(e)
         code = (ErrorCode.SIZE_MISMATCH if "length" in msg or "size" in msg
@@ -144,14 +174,7 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
     v = stored_to_int(raw, int(ds.get("BitsStored", raw.dtype.itemsize * 8)), signed)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    hu = v.astype(np.float32)
-    if slope != 1:
-        hu *= np.float32(slope)
-    hu += np.float32(intercept)
     pad = _padding(ds, signed)
-    if pad is not None:
-        hu[(v >= pad[0]) & (v <= pad[1])] = AIR_HU
-    np.maximum(hu, AIR_HU, out=hu)  # below-air values are outside the reconstruction
     try:
         geometry = SliceGeometry(
             position=tuple(float(x) for x in ds.ImagePositionPatient),
@@ -161,5 +184,5 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
     except (AttributeError, TypeError, ValueError):
         geometry = None  # fine for one image; a stack needs it (see read_series)
     instance = ds.get("InstanceNumber")
-    return DecodedSlice(geometry, hu, series or "", str(ts) if ts else "",
+    return DecodedSlice(geometry, v, slope, intercept, pad, series or "", str(ts) if ts else "",
                         int(instance) if instance not in (None, "") else None)

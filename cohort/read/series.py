@@ -29,15 +29,18 @@ class ReadConfig:
     correct_tilt: bool = True  # False: a tilted series fails instead of being resampled
 
 
-def fetch(uris: list[str], options: StorageOptions | None, threads: int) -> list[bytes]:
-    """The bytes of every URI, read in parallel."""
+def fetch_and_decode(uris: list[str], options: StorageOptions | None,
+                     threads: int) -> list[DecodedSlice]:
+    """Every URI read and decoded, in parallel threads (object stores are latency-bound, and
+    the compressed-syntax decoders run in C)."""
     fs, _ = filesystem(uris[0], options)
 
-    def one(uri: str) -> bytes:
+    def one(uri: str) -> DecodedSlice:
         try:
-            return fs.cat_file(filesystem(uri, options)[1])
+            data = fs.cat_file(filesystem(uri, options)[1])
         except (OSError, ValueError) as e:
             raise SeriesError(ErrorCode.IO_ERROR, f"cannot read: {e}", uri=redact(uri)) from e
+        return decode(data, redact(uri))
 
     if threads <= 1 or len(uris) == 1:
         return [one(u) for u in uris]
@@ -60,8 +63,7 @@ def read_series(uris: list[str], options: StorageOptions | None = None,
     if not uris:
         raise SeriesError(ErrorCode.TOO_FEW_SLICES, "no files", series=series)
     t0 = time.perf_counter()
-    blobs = fetch(uris, options, config.io_threads)
-    decoded: list[DecodedSlice] = [decode(b, redact(u)) for b, u in zip(blobs, uris, strict=True)]
+    decoded = fetch_and_decode(uris, options, config.io_threads)
     for d, u in zip(decoded, uris, strict=True):
         if d.geometry is None:
             raise SeriesError(ErrorCode.INCONSISTENT_GEOMETRY, "missing or malformed "
@@ -79,7 +81,9 @@ def read_series(uris: list[str], options: StorageOptions | None = None,
         raise SeriesError(ErrorCode.OVERSIZED, f"{nk} x {nj} x {ni} voxels exceed the limit "
                           f"of {config.max_voxels}; raise ReadConfig.max_voxels",
                           series=series)
-    stack = np.stack([decoded[i].hu for i in geom.order])
+    stack = np.empty((len(geom.order), nj, ni), dtype=np.float32)
+    for k, i in enumerate(geom.order):
+        decoded[i].hu_into(stack[k])
     array = regularise(stack, np.asarray(geom.slice_index), nk)
     grid = geom.grid
     provenance = {
