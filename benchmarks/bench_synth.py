@@ -66,6 +66,10 @@ def _identity(series_uid: str) -> SeriesIdentity:
         frame_of_reference_uid=generate_uid())
 
 
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def one_series(seed: int, n_slices: int, out_dir: str) -> tuple[dict[str, float], dict]:
     """Make and write one series as `generate_patient` does; seconds per stage, and state."""
     t = {}
@@ -184,6 +188,8 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=150, help="slices per series, 1 mm (150)")
     ap.add_argument("--cohort-patients", type=int, default=6,
                     help="patients for the generate_cohort throughput runs (6; 0 skips)")
+    ap.add_argument("--cohort-repeats", type=int, default=2,
+                    help="runs per worker count; the fastest is reported (2)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
@@ -191,7 +197,8 @@ def main() -> None:
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible; "
           f"torch threads {torch.get_num_threads()}, OMP/OPENBLAS/MKL threads 1; "
           f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-          f"pydicom {pydicom.__version__}")
+          f"pydicom {pydicom.__version__}; load average {_load()} (other processes share "
+          "these CPUs: compare minima when it is high)")
     print(f"series: 512 x 512, 1 mm slices, top {args.slices} slices of the head (vertex down "
           f"through the skull base), calcium present, explicit VR little endian, "
           f"{args.series} subjects\n")
@@ -217,7 +224,8 @@ def main() -> None:
                                   np.random.default_rng(0), render_scale=1)
             scale1.append(time.perf_counter() - t0)
             soft = (full > -200) & (full < 200)  # where the brain window looks
-            diffs.append(float(np.abs(full - st["clean"])[soft].mean()))
+            d = np.abs(full - st["clean"])[soft]
+            diffs.append((float(d.mean()), float(np.median(d)), float((d > 20).mean())))
             noise.append(st["protocol"].noise_sd_hu)
             print(f"  subject {n}: {st['nk']} slices, {totals[-1]:.2f} s, "
                   f"calcium {st['calcium_mm3']:.0f} mm^3, DICOM {st['dicom_mb']:.0f} MB",
@@ -253,15 +261,17 @@ def main() -> None:
         print(f"  render_scale=1 (every pixel evaluated): {s1:.3f} s vs {s2:.3f} s at the "
               f"default render_scale=2 -> scale 2 is {s1 / s2:.1f}x faster; whole series would "
               f"take {total - s2 + s1:.2f} s ({(total - s2 + s1) / total:.2f}x)")
-        print(f"    image cost of scale 2: mean |HU difference| in soft tissue (-200..200 HU) "
-              f"{statistics.median(diffs):.2f} HU, vs image noise SD "
-              f"{statistics.median(noise):.1f} HU")
+        mean_d, median_d, big = (statistics.median(v) for v in zip(*diffs, strict=True))
+        print(f"    image cost of scale 2, soft tissue (-200..200 HU): |HU difference| mean "
+              f"{mean_d:.1f}, median {median_d:.1f}, {big:.0%} of voxels > 20 HU (edges of thin "
+              f"layers: skin, cortex, CSF); image noise SD {statistics.median(noise):.1f} HU")
 
-        hours_1000 = 1000 * total * (args.slices / nk) / 3600
-        print(f"\n1,000 series of 512 x 512 x {args.slices} on one core: ~{hours_1000:.2f} h "
-              f"({total * args.slices / nk:.2f} s per series; target ~1 s -> "
-              f"{'MET' if total * args.slices / nk <= 1.25 else 'NOT MET'}, "
-              f"{total * args.slices / nk:.1f}x the target)")
+        per_series = total * args.slices / nk
+        best = min(totals) * args.slices / nk
+        print(f"\n1,000 series of 512 x 512 x {args.slices} on one core: ~"
+              f"{1000 * per_series / 3600:.2f} h ({per_series:.2f} s per series, best "
+              f"{best:.2f} s); target ~1 s -> {'MET' if per_series <= 1.25 else 'NOT MET'} "
+              f"({per_series:.1f}x the target)")
 
         if args.cohort_patients > 0:
             print(f"\nWhole cohort: generate_cohort, {args.cohort_patients} patients, 512 matrix, "
@@ -270,14 +280,17 @@ def main() -> None:
                   f"{'series/s':>10}{'slices/s':>10}")
             rates = {}
             for w in (1, 2):
-                r = cohort_run(args.cohort_patients, w, args.seed, tmp)
-                rates[w] = r
+                runs = [cohort_run(args.cohort_patients, w, args.seed, tmp)
+                        for _ in range(max(1, args.cohort_repeats))]
+                r = rates[w] = min(runs, key=lambda run: run["seconds"])
                 print(f"{w:>8}{r['seconds']:>9.1f}{r['series']:>8}{r['image_series']:>7}"
                       f"{r['slices']:>8}{r['series'] / r['seconds']:>10.2f}"
                       f"{r['slices'] / r['seconds']:>10.1f}", flush=True)
             r1, r2 = rates[1], rates[2]
-            print(f"  speed-up with 2 workers: {r1['seconds'] / r2['seconds']:.2f}x "
-                  f"(process start-up by spawn included; {os.cpu_count()} CPUs visible)")
+            print(f"  speed-up with 2 workers: {r1['seconds'] / r2['seconds']:.2f}x (fastest of "
+                  f"{max(1, args.cohort_repeats)} runs each; each spawned worker first imports "
+                  f"torch, SimpleITK, pydicom; {os.cpu_count()} CPUs visible, load average "
+                  f"now {_load()})")
             per_slice = r1["seconds"] / r1["slices"]
             print(f"  from the 1-worker cohort rate: 1,000 series of {args.slices} slices ~ "
                   f"{1000 * args.slices * per_slice / 3600:.2f} h on one core "

@@ -42,6 +42,7 @@ LANDMARK_TAGS = {"carotid_canal": "CC", "petrolingual": "PL", "anterior_clinoid"
 BODY_HU = -400.0  # above this a projected pixel is the patient, not air or padding
 BACKGROUND = (0, 0, 0)
 TEXT = (235, 235, 235)
+TICK = (255, 230, 0)  # marks where the other panels' slabs lie
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class ReformatStyle:
     """How the figure looks; the defaults suit a 512 x 512 head CT."""
 
     slab_mm: float = 8.0  # thickness of each maximum-intensity slab
-    mm_per_pixel: float = 0.5  # output pixel size, the same across and down
+    mm_per_pixel: float = 0.4  # output pixel size, the same across and down
     # grey scale: piecewise linear through (HU, grey 0..1) knots: soft tissue and brain in
     # the lower part, bone and calcium in the upper part (one compound window)
     window: tuple[tuple[float, float], ...] = ((-150.0, 0.0), (150.0, 0.45), (2000.0, 1.0))
@@ -65,43 +66,43 @@ class Planes:
 
     coronal_row: int  # j
     sagittal_columns: tuple[int, int]  # i through the right and the left ICA
+    midline_column: float  # i of the mid-sagittal plane
 
 
 def choose_planes(hu: np.ndarray, grid: Grid, labels: np.ndarray | None = None, *,
                   style: ReformatStyle | None = None) -> Planes:
     """Slab centres that show the carotid arteries.
 
-    With a label map: the coronal row and, per side, the sagittal column whose slab holds
-    the most labelled calcium (a side without calcium mirrors the other side across the
-    midline). Without: the coronal row through the image centre and sagittal columns
-    ``side_offset_mm`` either side of the midline (the centroid of the bone).
+    The midline is the centroid of the bone (> 300 HU). With a label map: the coronal row
+    and, per side, the sagittal column whose slab holds the most labelled calcium (a side
+    without calcium mirrors the other across the midline). Without one: the coronal row
+    through the image centre, sagittal columns ``side_offset_mm`` either side of the midline.
     """
     style = style or ReformatStyle()
     _check(hu, grid, labels)
     sx, sy, _ = grid.spacing
-    nk, nj, ni = hu.shape
-    bone = hu[::4] > 300
-    i_mid = float(np.nonzero(bone)[2].mean()) if bone.any() else (ni - 1) / 2
-    towards_left = 1 if grid.col_step[0] > 0 else -1  # +x is the patient's left (LPS)
-    default = {side: int(round(i_mid + towards_left * (1 if side == "left" else -1)
-                               * style.side_offset_mm / sx)) for side in SIDES}
-    if labels is None or not labels.any():
-        return Planes(nj // 2, (default["right"], default["left"]))
-    j_profile = (labels > 0).sum(axis=(0, 2))
-    coronal = int(np.argmax(_box(j_profile, style.slab_mm / sy)))
-    cols: dict[str, int | None] = {}
-    for n, side in enumerate(SIDES):
-        codes = labels[(labels > n * 4) & (labels <= (n + 1) * 4)]
-        if codes.size == 0:
-            cols[side] = None
-            continue
-        mine = (labels > n * 4) & (labels <= (n + 1) * 4)
-        cols[side] = int(np.argmax(_box(mine.sum(axis=(0, 1)), style.slab_mm / sx)))
-    for side, other in (("right", "left"), ("left", "right")):
-        if cols[side] is None:
-            o = cols[other]
-            cols[side] = default[side] if o is None else int(round(2 * i_mid - o))
-    return Planes(coronal, (int(cols["right"]), int(cols["left"])))
+    _, nj, ni = hu.shape
+    bone = hu[::4] > 300  # every 4th slice is plenty for a centroid
+    mid = float(np.nonzero(bone)[2].mean()) if bone.any() else (ni - 1) / 2
+    to_left = 1 if grid.col_step[0] > 0 else -1  # +x is the patient's left (LPS)
+    offset = style.side_offset_mm / sx
+    cols = {"right": mid - to_left * offset, "left": mid + to_left * offset}
+    coronal = nj // 2
+    if labels is not None and labels.any():
+        coronal = _peak((labels > 0).sum(axis=(0, 2)), style.slab_mm / sy)
+        per_side = len(SEGMENT_KINDS)
+        found = {}
+        for n, side in enumerate(SIDES):
+            mine = (labels > n * per_side) & (labels <= (n + 1) * per_side)
+            if mine.any():
+                found[side] = _peak(mine.sum(axis=(0, 1)), style.slab_mm / sx)
+        for side, other in (("right", "left"), ("left", "right")):
+            if side in found:
+                cols[side] = found[side]
+            elif other in found:
+                cols[side] = 2 * mid - found[other]
+    right, left = (int(np.clip(round(cols[s]), 0, ni - 1)) for s in SIDES)
+    return Planes(coronal, (right, left), mid)
 
 
 def reformat_figure(hu: np.ndarray, grid: Grid, landmark_slices: Mapping[str, int | None],
@@ -134,7 +135,7 @@ def reformat_figure(hu: np.ndarray, grid: Grid, landmark_slices: Mapping[str, in
         raise ValueError(f"unknown landmark names {sorted(unknown)}; expected {LANDMARKS}")
     planes = planes or choose_planes(hu, grid, labels, style=style)
     sx, sy, sz = grid.spacing
-    nk, nj, ni = hu.shape
+    _, nj, ni = hu.shape
     flip_i, flip_j = grid.col_step[0] < 0, grid.row_step[1] < 0
 
     def slab(axis: int, centre: int, step: float):
@@ -150,19 +151,26 @@ def reformat_figure(hu: np.ndarray, grid: Grid, landmark_slices: Mapping[str, in
             lab = None if lab is None else lab[:, ::-1]
         return grey, lab
 
-    world = grid.world
     jc, (ir, il) = planes.coronal_row, planes.sagittal_columns
-    panels = []
+    x_mid = float(grid.world(planes.midline_column, 0, 0)[0])
+
+    def shown(i: float) -> float:  # column index -> horizontal position in the panel
+        return ni - 1 - i if flip_i else i
+
+    def shown_j(j: float) -> float:
+        return nj - 1 - j if flip_j else j
+
     grey, lab = slab(1, jc, sy)
-    mid = ni / 2 if ir is None else (ir + il) / 2
-    mid = ni - 1 - mid if flip_i else mid
-    panels.append(_Panel(grey, lab, sx, SIDES, ("R", "L"), mid_column=mid, caption=(
-        f"coronal, {style.slab_mm:g} mm MIP at y = {world(ni / 2, jc, 0)[1]:.0f} mm")))
+    panels = [_Panel(grey, lab, sx, SIDES, ("R", "L"), mid_column=shown(planes.midline_column),
+                     ticks=(shown(ir), shown(il)), caption=(
+        f"coronal, {style.slab_mm:g} mm MIP at y = {grid.world(0, jc, 0)[1]:.0f} mm"))]
     for side, col in (("right", ir), ("left", il)):
         grey, lab = slab(2, col, sx)
-        panels.append(_Panel(grey, lab, sy, (side,), ("A", "P"), mid_column=None, caption=(
-            f"sagittal, {side} ICA, {style.slab_mm:g} mm MIP at x = "
-            f"{world(col, nj / 2, 0)[0]:.0f} mm")))
+        x = float(grid.world(col, 0, 0)[0])
+        panels.append(_Panel(grey, lab, sy, (side,), ("A", "P"), mid_column=None,
+                             ticks=(shown_j(jc),), caption=(
+            f"sagittal through the {side} ICA, {style.slab_mm:g} mm MIP at x = {x:.0f} mm "
+            f"({abs(x - x_mid):.0f} mm from midline)")))
     return _compose(panels, sz, landmark_slices, title, style)
 
 
@@ -174,6 +182,7 @@ class _Panel:
     sides: tuple[str, ...]  # whose landmark lines to draw
     letters: tuple[str, str]  # orientation at the image's left and right edges
     mid_column: float | None  # coronal: the split between right- and left-side lines
+    ticks: tuple[float, ...]  # horizontal positions of the other panels' planes
     caption: str
 
 
@@ -193,9 +202,14 @@ def _check(hu: np.ndarray, grid: Grid, labels: np.ndarray | None) -> None:
                          "volume along k first")
 
 
-def _box(profile: np.ndarray, width: float) -> np.ndarray:
-    w = max(1, int(round(width)))
-    return np.convolve(profile.astype(float), np.ones(w), mode="same")
+def _peak(profile: np.ndarray, width: float) -> int:
+    """Centre of the slab (about ``width`` samples) holding the most of ``profile``: the
+    middle of the first run of maximal sums."""
+    half = max(0, int(round(width / 2 - 0.5)))
+    sums = np.convolve(profile.astype(float), np.ones(2 * half + 1), mode="same")
+    best = np.flatnonzero(sums >= sums.max() - 1e-9)
+    run = best[: int(np.argmax(np.diff(np.r_[best, best[-1] + 2]) > 1)) + 1]
+    return int((run[0] + run[-1]) // 2)
 
 
 def _font(px: int) -> ImageFont.ImageFont:
@@ -215,7 +229,7 @@ def _resample(p: _Panel, sz: float, mm: float):
     nk, nh = p.grey.shape
     out_h, out_w = max(1, round(nk * sz / mm)), max(1, round(nh * p.spacing / mm))
     up = np.ascontiguousarray(p.grey[::-1], dtype=np.float32)  # superior at the top
-    hu = np.asarray(Image.fromarray(up, mode="F").resize((out_w, out_h), Image.BILINEAR))
+    hu = np.asarray(Image.fromarray(up).resize((out_w, out_h), Image.BILINEAR))
     lab = None
     if p.labels is not None:
         src = np.ascontiguousarray(p.labels[::-1], dtype=np.uint8)
@@ -235,6 +249,7 @@ def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
     mm = style.mm_per_pixel
     font, small = _font(style.font_px), _font(max(8, style.font_px - 2))
     res = [_resample(p, sz, mm) for p in panels]
+    # one vertical range for all panels, so that a landmark line is at one height in all
     body_rows = np.zeros(res[0][0].shape[0], dtype=bool)
     for hu, _, _ in res:
         body_rows |= (hu > BODY_HU).any(axis=1)
@@ -243,8 +258,8 @@ def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
     if style.crop_to_body and body_rows.any():
         rows = np.flatnonzero(body_rows)
         top, bottom = max(0, rows[0] - margin), min(len(body_rows), rows[-1] + margin + 1)
-    images, x_ranges = [], []
-    for p, (hu, lab, _) in zip(panels, res, strict=True):
+    images, lefts = [], []  # panel images, and the first resampled column each shows
+    for hu, lab, _ in res:
         x0, x1 = 0, hu.shape[1]
         cols = np.flatnonzero((hu[top:bottom] > BODY_HU).any(axis=0))
         if style.crop_to_body and cols.size:
@@ -256,51 +271,84 @@ def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
                 kind = SEGMENT_KINDS[(int(code) - 1) % len(SEGMENT_KINDS)]
                 rgb[sub == code] = SEGMENT_COLOURS[kind]
         images.append(Image.fromarray(rgb))
-        x_ranges.append((x0, x1))
+        lefts.append(x0)
 
     pad, gap = 8, 12
     line_h = style.font_px + 6
-    title_h = line_h + 4
+    title_h = line_h + 10  # room for the plane ticks above the panels
     panel_h = bottom - top
-    widths = [im.width for im in images]
-    legend_h = 3 * line_h + 6
-    width = max(pad * 2 + sum(widths) + gap * (len(images) - 1), 760)
-    height = title_h + panel_h + line_h + legend_h + 2 * pad
+    width = max(2 * pad + sum(im.width for im in images) + gap * (len(images) - 1), 760)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    captions = [_wrap(p.caption, im.width, measure, small) for p, im in zip(panels, images,
+                                                                            strict=True)]
+    caption_h = max(len(c) for c in captions) * line_h
+    height = 2 * pad + title_h + panel_h + 8 + caption_h + 3 * line_h + 6
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     draw.text((pad, pad), title, fill=TEXT, font=font)
-    y0 = pad + title_h
-    x = pad
-    for p, im, (x0, x1), (_, _, row_of_slice) in zip(panels, images, x_ranges, res,
-                                                   strict=True):
+    y0, x = pad + title_h, pad
+    for p, im, x0, (_, _, row_of_slice), caption in zip(panels, images, lefts, res, captions,
+                                                          strict=True):
         canvas.paste(im, (x, y0))
+        lines = {}
         for side in p.sides:
             for kind in LANDMARK_KINDS:
                 k = landmark_slices.get(f"{side}_{kind}")
-                if k is None or not 0 <= k < len(row_of_slice):
-                    continue
-                y = int(row_of_slice[k]) - top
-                if not 0 <= y < panel_h:
-                    continue
-                xa, xb = 0, im.width
-                if p.mid_column is not None:  # coronal: each side's lines on its own half
-                    split = int(round(p.mid_column)) - x0
-                    xa, xb = (0, split) if side == "right" else (split, im.width)
-                colour = SEGMENT_COLOURS[LANDMARK_STARTS[kind]]
-                _hline(draw, x + xa, x + xb - 1, y0 + y, colour,
-                       style.dash_px if side == "right" else None)
-                tag = f"{side[0].upper()} {LANDMARK_TAGS[kind]}"
-                tw = draw.textlength(tag, font=small)
-                tx = x + xa + 2 if side == "right" else x + xb - tw - 2
-                draw.text((tx, y0 + y - style.font_px - 1), tag, fill=colour, font=small,
-                          stroke_width=1, stroke_fill=BACKGROUND)
+                if k is not None and 0 <= k < len(row_of_slice):
+                    lines[side, kind] = int(row_of_slice[k]) - top
+        split = None if p.mid_column is None else _to_px(p.mid_column, p.spacing, mm) - x0
+        _landmark_lines(draw, lines, (x, y0), im.size, split, style, small)
+        for t in p.ticks:  # where the other panels' slabs cut this one
+            tx = x + _to_px(t, p.spacing, mm) - x0
+            if x <= tx < x + im.width:
+                draw.polygon([(tx - 4, y0 - 7), (tx + 4, y0 - 7), (tx, y0 - 1)], fill=TICK)
+                draw.polygon([(tx - 4, y0 + panel_h + 6), (tx + 4, y0 + panel_h + 6),
+                              (tx, y0 + panel_h)], fill=TICK)
         draw.text((x + 3, y0 + 2), p.letters[0], fill=TEXT, font=font)
         draw.text((x + im.width - 3 - draw.textlength(p.letters[1], font=font), y0 + 2),
                   p.letters[1], fill=TEXT, font=font)
-        draw.text((x, y0 + panel_h + 3), p.caption, fill=TEXT, font=small)
+        for n, text in enumerate(caption):
+            draw.text((x, y0 + panel_h + 8 + n * line_h), text, fill=TEXT, font=small)
         x += im.width + gap
-    _legend(draw, pad, y0 + panel_h + line_h + 4, line_h, style, font, small)
+    _legend(draw, pad, y0 + panel_h + 12 + caption_h, line_h, style, small)
     return canvas
+
+
+def _landmark_lines(draw: ImageDraw.ImageDraw, lines: dict[tuple[str, str], int], origin,
+                    size, split: int | None, style: ReformatStyle, font) -> None:
+    """Landmark planes as lines across a panel: right dashed, left solid, tagged at the
+    edge; with ``split`` (coronal) each side's lines cover its own half of the panel."""
+    (x, y0), (w, h) = origin, size
+    for (side, kind), y in lines.items():
+        if not 0 <= y < h:
+            continue
+        xa, xb = 0, w
+        if split is not None:
+            xa, xb = (0, split) if side == "right" else (split, w)
+        colour = SEGMENT_COLOURS[LANDMARK_STARTS[kind]]
+        _hline(draw, x + xa, x + xb - 1, y0 + y, colour,
+               style.dash_px if side == "right" else None)
+        tag = f"{side[0].upper()} {LANDMARK_TAGS[kind]}"
+        tx = x + xa + 2 if side == "right" else x + xb - draw.textlength(tag, font=font) - 2
+        draw.text((tx, y0 + y - style.font_px - 1), tag, fill=colour, font=font,
+                  stroke_width=1, stroke_fill=BACKGROUND)
+
+
+def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels, broken between words."""
+    lines = [""]
+    for word in text.split(" "):
+        trial = f"{lines[-1]} {word}".strip()
+        if lines[-1] and draw.textlength(trial, font=font) > width:
+            lines.append(word)
+        else:
+            lines[-1] = trial
+    return lines
+
+
+def _to_px(index: float, spacing: float, mm: float) -> int:
+    """Output pixel of a (fractional) voxel index along an axis resampled to ``mm``."""
+    return int(round((index + 0.5) * spacing / mm - 0.5))
 
 
 def _hline(draw: ImageDraw.ImageDraw, xa: int, xb: int, y: int, colour, dash) -> None:
@@ -314,7 +362,7 @@ def _hline(draw: ImageDraw.ImageDraw, xa: int, xb: int, y: int, colour, dash) ->
 
 
 def _legend(draw: ImageDraw.ImageDraw, x0: int, y: int, line_h: int, style: ReformatStyle,
-            font, small) -> None:
+            small) -> None:
     x = x0
     draw.text((x, y), "landmark planes:", fill=TEXT, font=small)
     x += draw.textlength("landmark planes:", font=small) + 8
