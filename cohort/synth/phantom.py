@@ -13,13 +13,13 @@ arteries run as tubes through their four segments, with the landmark events buil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cohort.anatomy import SIDES, side_sign
 from cohort.synth.carotid import Centreline, build_centreline
-from cohort.synth.solids import Clip, Cylinder, Ellipsoid, Solid, Tube, rotation
+from cohort.synth.solids import Clip, Cylinder, Ellipsoid, Solid, Tube, half_space, rotation
 from cohort.synth.subject import Plaque, Subject
 
 # CT numbers (HU) of the tissues used below.
@@ -30,19 +30,38 @@ CORTICAL, DIPLOE, PETROUS, BASE, CANCELLOUS = 1700.0, 700.0, 1800.0, 1000.0, 320
 @dataclass(frozen=True)
 class Vault:
     """The cranium as a shell of layers measured inwards from the skin (mm), cut below by
-    the skull-base floor, whose height is piecewise linear in the anterior-posterior axis."""
+    the skull-base floor: the anterior fossa (orbital roofs, planum), the middle fossae as
+    two lateral bowls beside the raised sphenoid body, and the concave posterior fossa."""
 
     center: tuple[float, float, float]
     radii: tuple[float, float, float]
     layers: tuple[tuple[float, float], ...]  # (thickness mm, HU), outermost first; last: rest
     scalp_mm: float
-    floor_knots_v: tuple[float, ...]
-    floor_knots_w: tuple[float, ...]
+    floor_anterior: float
+    floor_central: float  # sella floor / top of the sphenoid body
+    floor_middle: float  # deepest point of the middle fossae
+    floor_posterior: float  # posterior fossa beside the foramen magnum
     base_plate_mm: float = 7.0
+    below_base_mm: float = 14.0  # the cranium's shell ends this far below the floor
 
     @property
     def reference_radius(self) -> float:
         return float(np.prod(self.radii) ** (1 / 3))
+
+    def floor(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Height (w) of the skull-base floor at (u, v)."""
+        a = np.clip((-20.0 - v) / 10.0, 0.0, 1.0)  # anterior fossa weight
+        p = np.clip((v - 6.0) / 14.0, 0.0, 1.0)  # posterior fossa weight
+        m = 1.0 - a - p
+        t = np.clip((np.abs(u) - 10.0) / 18.0, 0.0, 1.0)
+        bowl = self.floor_central + (self.floor_middle - self.floor_central) * t * t * (3 - 2 * t)
+        back = np.minimum(self.floor_posterior + 0.006 * u * u + 0.2 * np.maximum(v - 45.0, 0.0),
+                          self.floor_middle)
+        return a * self.floor_anterior + m * bowl + p * back
+
+    def floor_range(self) -> tuple[float, float]:
+        lo = min(self.floor_posterior, self.floor_middle, self.floor_central)
+        return lo, max(self.floor_anterior, self.floor_central, self.floor_middle)
 
     def bbox(self) -> tuple[np.ndarray, np.ndarray]:
         c, r = np.asarray(self.center), np.asarray(self.radii)
@@ -55,8 +74,9 @@ class Phantom:
     vault: Vault
     solids: tuple[Solid, ...]
     arteries: dict[str, Centreline]
-    plaques: tuple[Ellipsoid, ...]
-    plaque_sides: tuple[str, ...]
+    plaques: tuple[Ellipsoid, ...]  # pieces: a plaque is an arc of one to three pieces
+    plaque_sides: tuple[str, ...]  # per piece
+    plaque_of_piece: tuple[int, ...]  # per piece: index into subject.plaques
 
 
 def _tube_pieces(points: np.ndarray, radii: np.ndarray, hu: float, clip: Clip,
@@ -83,22 +103,21 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         layers=((1.5, 40.0), (s.scalp_mm - 2.5, FAT), (1.0, 35.0),
                 (s.outer_table_mm, CORTICAL), (s.diploe_mm, DIPLOE),
                 (s.inner_table_mm, 1600.0), (1.6, CSF), (3.2, GREY), (0.0, WHITE)),
-        scalp_mm=s.scalp_mm,
-        floor_knots_v=(-200.0, -30.0, -20.0, 6.0, 20.0, 200.0),
-        floor_knots_w=(s.floor_anterior, s.floor_anterior, s.floor_middle, s.floor_middle,
-                       s.floor_posterior, s.floor_posterior),
+        scalp_mm=s.scalp_mm, floor_anterior=s.floor_anterior, floor_central=-9.0,
+        floor_middle=s.floor_middle, floor_posterior=s.floor_posterior,
     )
     arteries = {side: build_centreline(side, s.side(side)) for side in SIDES}
     under: list[Solid] = []  # painted before the vault: neck and face soft tissue
     solids: list[Solid] = []  # painted after the vault
 
-    # Neck and lower face: subcutaneous fat over muscle.
+    # Neck and lower face: subcutaneous fat over muscle (both fat layers first, so that fat
+    # lines the outside of the union only).
     nr = s.neck_radii
     under += [
-        Cylinder(hu=FAT, center_uv=(0.0, 12.0), radii_uv=nr, w_range=(-400.0, -35.0)),
-        Cylinder(hu=MUSCLE, center_uv=(0.0, 12.0), radii_uv=(nr[0] - 7, nr[1] - 7),
-                 w_range=(-400.0, -35.0)),
+        Cylinder(hu=FAT, center_uv=(0.0, 12.0), radii_uv=nr, w_range=(-400.0, -30.0)),
         Ellipsoid(hu=FAT, center=(0.0, -10.0, -55.0), radii=(60.0, 74.0, 42.0)),
+        Cylinder(hu=MUSCLE, center_uv=(0.0, 12.0), radii_uv=(nr[0] - 7, nr[1] - 7),
+                 w_range=(-400.0, -30.0)),
         Ellipsoid(hu=MUSCLE, center=(0.0, -8.0, -55.0), radii=(53.0, 66.0, 36.0)),
     ]
 
@@ -133,9 +152,12 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         Cylinder(hu=30.0, center_uv=(0.0, 40.0), radii_uv=(8.0, 9.0), w_range=(-400.0, -58.0)),
         Tube(hu=800.0, points=((0, 40, -70), (0, 66, -76)), radii=(4.5, 3.0)),  # C2 spinous
         Cylinder(hu=AIR, center_uv=(0.0, 2.0), radii_uv=(12.0, 7.0), w_range=(-400.0, -38.0)),
-        Ellipsoid(hu=AIR + 50, center=(0.0, -50.0, -30.0), radii=(10.0, 22.0, 16.0)),  # nose
-        Ellipsoid(hu=-800.0, center=(0.0, -50.0, -4.0), radii=(9.0, 17.0, 9.0)),  # ethmoid
+        Ellipsoid(hu=AIR + 50, center=(0.0, -50.0, -34.0), radii=(10.0, 22.0, 15.0)),  # nose
+        Ellipsoid(hu=BASE, center=(0.0, -52.0, -36.0), radii=(1.2, 20.0, 13.0)),  # septum
+        Ellipsoid(hu=-800.0, center=(0.0, -50.0, s.floor_anterior - 14.0),
+                  radii=(9.0, 17.0, 8.0)),  # ethmoid air cells, under the anterior fossa
     ]
+    orbit_z = s.floor_anterior - 20.0  # orbits lie wholly under their bony roofs
     for side in SIDES:
         x = lambda v, side=side: _sym(side, v)  # noqa: E731
         a = s.side(side)
@@ -145,16 +167,21 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
                                               (0.0, -60, -95)),
                            radii=(4.5, 5.0, 5.5, 5.5, 5.5)))
         solids += [
-            Ellipsoid(hu=600.0, center=(x(24), -48, -40), radii=(15.0, 17.0, 17.0)),
-            Ellipsoid(hu=AIR + 40, center=(x(24), -48, -40), radii=(13.5, 15.5, 15.5)),
-            Ellipsoid(hu=FAT, center=(x(32), -56, -2), radii=(17.0, 22.0, 16.0)),  # orbit
-            Ellipsoid(hu=12.0, center=(x(32), -66, -2), radii=(12.0, 12.0, 12.0)),  # globe
-            Ellipsoid(hu=120.0, center=(x(32), -77, -2), radii=(4.5, 2.0, 4.5)),  # lens
+            Ellipsoid(hu=600.0, center=(x(23), -47, orbit_z - 30), radii=(14.0, 17.0, 15.0),
+                      axes=tuple(map(tuple, rotation(yaw_deg=_sym(side, 12.0)).T))),
+            Ellipsoid(hu=AIR + 40, center=(x(23), -47, orbit_z - 30), radii=(12.5, 15.5, 13.5),
+                      axes=tuple(map(tuple, rotation(yaw_deg=_sym(side, 12.0)).T))),
+            Ellipsoid(hu=FAT, center=(x(31), -55, orbit_z), radii=(15.0, 21.0, 12.0)),  # orbit
+            Ellipsoid(hu=12.0, center=(x(32), -64, orbit_z), radii=(11.5, 11.5, 11.5)),  # globe
+            Ellipsoid(hu=120.0, center=(x(32), -75, orbit_z), radii=(4.5, 2.0, 4.5)),  # lens
             Ellipsoid(hu=BASE, center=(x(15), 30, -44), radii=(6.0, 10.0, 5.0)),  # condyle
             Ellipsoid(hu=BASE, center=(x(18), 24, -52), radii=(7.0, 9.0, 6.0)),  # C1 mass
         ]
-        # Petrous pyramid from the mastoid to the apex, flat underneath at the canal opening.
-        mastoid = np.array([x(50), 24.0])
+        # Petrous pyramid from the mastoid to the apex; its under surface, oblique like every
+        # landmark surface here, holds the canal's lower opening.
+        cl = arteries[side]
+        below_canal = half_space(cl.landmark_points["carotid_canal"], -np.asarray(a.canal_surface))
+        mastoid = np.array([x(44), 24.0])
         apex = np.array([x(a.x_cavernous + 6.5), 2.5])
         mid = (mastoid + apex) / 2
         d = apex - mastoid
@@ -165,34 +192,60 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         solids.append(Ellipsoid(
             hu=PETROUS, center=(mid[0], mid[1], a.z_carotid_canal + 0.5 * h),
             radii=(half, 8.0, 0.5 * h + 3.0), axes=tuple(map(tuple, axes.T)),
-            clip=Clip(w_min=a.z_carotid_canal)))
-        solids.append(Ellipsoid(hu=BASE, center=(x(50), 24.0, a.z_carotid_canal - 2.0),
-                                radii=(9.0, 11.0, 13.0)))  # mastoid process
+            clip=Clip(w_min=a.z_carotid_canal - 8.0, planes=(below_canal,))))
+        solids.append(Ellipsoid(hu=BASE, center=(x(43), 24.0, a.z_carotid_canal - 2.0),
+                                radii=(8.0, 10.0, 12.0)))  # mastoid process
         for _ in range(10):  # mastoid air cells
-            c = (x(50 + rng.uniform(-5, 5)), 24 + rng.uniform(-6, 6),
+            c = (x(43 + rng.uniform(-4, 4)), 24 + rng.uniform(-6, 6),
                  a.z_carotid_canal - 2 + rng.uniform(-8, 8))
             solids.append(Ellipsoid(hu=-900.0, center=c, radii=(rng.uniform(1.2, 3.0),) * 3))
 
-    # The arteries: soft-tissue sleeves keep bone off the vessel outside the canal, the canal
-    # wall is bone exactly between the carotid-canal and petrolingual heights.
+    # The arteries: soft-tissue sleeves keep bone off the vessel outside the canal; the canal
+    # wall is bone exactly between the oblique surfaces through the carotid-canal and the
+    # petrolingual landmark points.
     for side in SIDES:
         a, cl = s.side(side), arteries[side]
-        below = cl.points[:, 2] <= a.z_carotid_canal + 4
-        above = cl.points[:, 2] >= a.z_petrolingual - 4
-        z = cl.points[:, 2]
-        canal = (z >= a.z_carotid_canal - 4) & (z <= a.z_petrolingual + 4)
-        solids += _tube_pieces(cl.points[below], cl.radius[below] + 3.0, MUSCLE,
-                               Clip(w_max=a.z_carotid_canal))
-        solids += _tube_pieces(cl.points[above], cl.radius[above] + 2.5, BLOOD,
-                               Clip(w_min=a.z_petrolingual, w_max=a.z_anterior_clinoid + 14))
-        solids += _tube_pieces(cl.points[canal], cl.radius[canal] + 3.0, PETROUS,
-                               Clip(w_min=a.z_carotid_canal, w_max=a.z_petrolingual))
-        # Anterior clinoid process lateral to the artery; its upper surface is the landmark.
+        cc_pt = cl.landmark_points["carotid_canal"]
+        pl_pt = cl.landmark_points["petrolingual"]
+        n_cc, n_pl = np.asarray(a.canal_surface), np.asarray(a.petrolingual_surface)
+        # by position along the vessel (not height: the horizontal petrous part lies close
+        # to the petrolingual height, inside the bone)
+        i_cc = int(np.argmin(np.linalg.norm(cl.points - cc_pt, axis=1)))
+        i_pl = int(np.argmin(np.linalg.norm(cl.points - pl_pt, axis=1)))
+        idx = np.arange(len(cl.points))
+        near = 6  # points (1 mm apart) past each landmark that the neighbouring piece overlaps
+        cuts = {"below_cc": (cc_pt, n_cc), "above_cc": (cc_pt, -n_cc),
+                "below_pl": (pl_pt, n_pl), "above_pl": (pl_pt, -n_pl)}
+
+        def sleeve(mask, extra: float, hu: float, keep: tuple[str, ...], w_max=np.inf):
+            # each oblique end surface cuts only the pieces near its own landmark
+            out = []
+            for piece in _tube_pieces(cl.points[mask], cl.radius[mask] + extra, hu, Clip()):
+                pts = np.asarray(piece.points)
+                planes = tuple(half_space(*cuts[k]) for k in keep
+                               if np.linalg.norm(pts - cuts[k][0], axis=1).min() < 10)
+                out.append(replace(piece, clip=Clip(w_max=w_max, planes=planes)))
+            return out
+
+        solids += sleeve(idx <= i_cc + near, 3.0, MUSCLE, ("below_cc",))
+        solids += sleeve(idx >= i_pl - near, 2.5, BLOOD, ("above_pl",),
+                         w_max=a.z_anterior_clinoid + 14)
+        solids += sleeve((idx >= i_cc - near) & (idx <= i_pl + near), 3.0, PETROUS,
+                         ("above_cc", "below_pl"))
+        # Anterior clinoid process lateral to the artery, the back tip of the lesser sphenoid
+        # wing; its (oblique) upper surface meets the artery's height at the landmark.
         p = cl.landmark_points["anterior_clinoid"]
         lateral = abs(p[0]) + cl.radius.max() + 5.5
+        top = half_space((_sym(side, lateral - 2.0), p[1], a.z_anterior_clinoid),
+                         a.clinoid_surface)
         solids.append(Ellipsoid(hu=CORTICAL - 300, center=(_sym(side, lateral), p[1] + 1.0,
                                                            a.z_anterior_clinoid - 3.0),
-                                radii=(3.0, 7.0, 4.5), clip=Clip(w_max=a.z_anterior_clinoid)))
+                                radii=(3.0, 7.0, 4.5), clip=Clip(planes=(top,))))
+        solids.append(Tube(hu=BASE, points=(
+            (_sym(side, lateral), p[1] - 6.0, a.z_anterior_clinoid - 3.0),
+            (_sym(side, lateral + 9.0), p[1] - 15.0, s.floor_anterior - 3.5),
+            (_sym(side, lateral + 24.0), p[1] - 20.0, s.floor_anterior - 3.5)),
+            radii=(2.2, 2.8, 2.8)))  # lesser wing, joining the anterior fossa floor
         solids += _tube_pieces(cl.points, cl.radius, BLOOD, Clip())
 
     # Physiological calcifications that are not ICAC (pineal, choroid plexus): distractors.
@@ -203,13 +256,19 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
             solids.append(Ellipsoid(hu=float(rng.uniform(200, 500)),
                                     center=(_sym(side, 20.0), 36.0, 26.0), radii=(2.5,) * 3))
 
-    plaques = tuple(_plaque_solid(p, arteries[p.side], s) for p in s.plaques)
-    return Phantom(s, vault, tuple(under) + (vault,) + tuple(solids), arteries, plaques,
-                   tuple(p.side for p in s.plaques))
+    pieces, sides, owner = [], [], []
+    for n, p in enumerate(s.plaques):
+        for piece in _plaque_pieces(p, arteries[p.side], s):
+            pieces.append(piece)
+            sides.append(p.side)
+            owner.append(n)
+    return Phantom(s, vault, tuple(under) + (vault,) + tuple(solids), arteries, tuple(pieces),
+                   tuple(sides), tuple(owner))
 
 
-def _plaque_solid(p: Plaque, cl: Centreline, s: Subject) -> Ellipsoid:
-    """An ellipsoidal plaque in the wall of the artery, elongated along the vessel."""
+def _plaque_pieces(p: Plaque, cl: Centreline, s: Subject) -> list[Ellipsoid]:
+    """A plaque as an arc along the artery wall: one to three thin ellipsoids, each tangent
+    to the wall, elongated along the vessel; their volumes add up to the plaque's."""
     a = s.side(p.side)
     bounds = {"cervical": (a.z_carotid_canal - 30.0, a.z_carotid_canal),
               "petrous": (a.z_carotid_canal, a.z_petrolingual),
@@ -224,13 +283,18 @@ def _plaque_solid(p: Plaque, cl: Centreline, s: Subject) -> Ellipsoid:
     n1 = np.cross(tangent, helper)
     n1 /= np.linalg.norm(n1)
     n2 = np.cross(tangent, n1)
-    ang = np.radians(p.angle_deg)
-    radial = np.cos(ang) * n1 + np.sin(ang) * n2
-    around = np.cross(tangent, radial)
-    # Volume 4/3 pi L W T with thickness T = 0.45 W and length L = aspect * W.
-    t_over_w = 0.45
-    w = (p.volume_mm3 / (4 / 3 * np.pi * p.aspect * t_over_w)) ** (1 / 3)
+    n_pieces = 1 if p.volume_mm3 < 4 else 2 if p.volume_mm3 < 30 else 3
+    # each piece: volume 4/3 pi L W T with thickness T = 0.4 W and length L = aspect * W
+    t_over_w = 0.4
+    w = (p.volume_mm3 / n_pieces / (4 / 3 * np.pi * p.aspect * t_over_w)) ** (1 / 3)
     radii = (p.aspect * w, w, t_over_w * w)
-    center = cl.points[i] + radial * (cl.radius[i] + 0.2 * radii[2])
-    return Ellipsoid(hu=p.hu, center=tuple(center), radii=radii,
-                     axes=(tuple(tangent), tuple(around), tuple(radial)))
+    ring = cl.radius[i] + 0.2 * radii[2]  # the pieces sit on the wall, mostly outside the lumen
+    step = min(1.9 * w / ring, 2 * np.pi / 3)  # angle between neighbouring pieces' centres
+    out = []
+    for k in range(n_pieces):
+        ang = np.radians(p.angle_deg) + (k - (n_pieces - 1) / 2) * step
+        radial = np.cos(ang) * n1 + np.sin(ang) * n2
+        around = np.cross(tangent, radial)
+        out.append(Ellipsoid(hu=p.hu, center=tuple(cl.points[i] + radial * ring), radii=radii,
+                             axes=(tuple(tangent), tuple(around), tuple(radial))))
+    return out

@@ -99,16 +99,22 @@ def _paint_vault(vault: Vault, ev: _Evaluator, out: np.ndarray, win, edge: float
     e0, step, table = lut
     idx = np.clip(((e - e0) / step).astype(np.int32), 0, len(table) - 1)
     val = table[idx]
-    floor_lo, floor_hi = min(vault.floor_knots_w), max(vault.floor_knots_w)
+    f = np.clip(0.5 + e / edge, 0, 1)
+    floor_lo, floor_hi = vault.floor_range()
     if w.min() < floor_hi + edge:  # the skull base cuts this window
-        s = w - np.interp(v, vault.floor_knots_v, vault.floor_knots_w).astype(np.float32)
+        fl = vault.floor(u, v)
+        # distance to the floor along its normal, so oblique parts get edges as sharp as flat
+        gu = vault.floor(u + 1.0, v) - fl
+        gv = vault.floor(u, v + 1.0) - fl
+        s = ((w - fl) / np.sqrt(1.0 + gu * gu + gv * gv)).astype(np.float32)
         a = np.clip(0.5 + s / edge, 0, 1)
         b = np.clip(0.5 + (s + vault.base_plate_mm) / edge, 0, 1)
         inner = a * val + (b - a) * np.float32(BASE) + (1 - b) * np.float32(MUSCLE)
         c = np.clip(0.5 + (e - vault.scalp_mm) / edge, 0, 1)
         val = val + c * (inner - val)
-    del floor_lo
-    f = np.clip(0.5 + e / edge, 0, 1)
+        # below the skull base the cranium's shell (and its scalp) ends: neck and face
+        # (painted before the vault) show through
+        f *= np.clip(0.5 + (s + vault.base_plate_mm + vault.below_base_mm) / edge, 0, 1)
     sub = out[win]
     sub += f * (val - sub)
 

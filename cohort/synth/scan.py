@@ -121,8 +121,9 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
     for side in SIDES:
         lm = [slices[f"{side}_{k}"] for k in LANDMARK_KINDS]
         seg_of[side] = segment_label(side, segment_of_slices(k_all, *lm))
-    n_in = 0
-    for plaque, side, occ in zip(phantom.plaques, phantom.plaque_sides, occupancies, strict=True):
+    found = set()
+    for plaque, side, owner, occ in zip(phantom.plaques, phantom.plaque_sides,
+                                        phantom.plaque_of_piece, occupancies, strict=True):
         if occ is None:
             continue
         sel = occ.fraction >= 0.5
@@ -131,7 +132,7 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
             sel[peak] = True
         if not sel.any():
             continue
-        n_in += 1
+        found.add(owner)
         m = mask[occ.window]
         m[sel] = 1
         lab = labels[occ.window]
@@ -147,7 +148,7 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
         counts += np.bincount(labels[k].ravel(), minlength=len(counts))
     volumes = {name: float(counts[i + 1]) * voxel for i, name in enumerate(SEGMENTS)}
     voxels = {name: int(counts[i + 1]) for i, name in enumerate(SEGMENTS)}
-    return ScanTruth(grid, slices, zs, mask, labels, volumes, voxels, n_in)
+    return ScanTruth(grid, slices, zs, mask, labels, volumes, voxels, len(found))
 
 
 def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,

@@ -17,10 +17,19 @@ Vec = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class Clip:
-    """Keeps a solid between two heights of the head frame (w = superior axis), in mm."""
+    """Keeps a solid between two heights of the head frame (w = superior axis), in mm, and
+    on the inner side of oblique planes, each given as (a point on it, its outward normal)."""
 
     w_min: float = -np.inf
     w_max: float = np.inf
+    planes: tuple[tuple[Vec, Vec], ...] = ()
+
+
+def half_space(point, normal) -> tuple[Vec, Vec]:
+    """A clip plane through ``point``; the solid is kept where (p - point) . normal <= 0."""
+    n = np.asarray(normal, dtype=float)
+    n = n / np.linalg.norm(n)
+    return tuple(float(v) for v in point), tuple(float(v) for v in n)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class Solid:
             d = np.maximum(d, self.clip.w_min - w)
         if np.isfinite(self.clip.w_max):
             d = np.maximum(d, w - self.clip.w_max)
+        for (px, py, pz), (nx, ny, nz) in self.clip.planes:
+            d = np.maximum(d, (u - px) * nx + (v - py) * ny + (w - pz) * nz)
         return d
 
     def _bbox(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract

@@ -28,6 +28,11 @@ class SideAnatomy:
     x_cervical: float  # lateral distance of the cervical ICA from the midline
     x_cavernous: float  # lateral distance of the cavernous ICA from the midline
     radius: float  # lumen radius of the ICA in the neck
+    # unit normals of the bony surfaces the artery crosses at each landmark: oblique, never
+    # horizontal planes, so that no flat bone edge marks a landmark height across the head
+    canal_surface: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    petrolingual_surface: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    clinoid_surface: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: 
             z_carotid_canal=float(cc), z_petrolingual=float(pl), z_anterior_clinoid=float(ac),
             x_cervical=float(rng.normal(25.0, 1.5)), x_cavernous=float(rng.normal(14.5, 0.8)),
             radius=float(rng.normal(2.5, 0.2)),
+            canal_surface=_oblique(rng, 15.0, 35.0),
+            petrolingual_surface=_oblique(rng, 20.0, 40.0),
+            clinoid_surface=_oblique(rng, 5.0, 15.0),
         )
     plaques: list[Plaque] = []
     if rng.random() >= calcium_free_fraction:
@@ -112,13 +120,23 @@ def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: 
         outer_table_mm=float(rng.uniform(1.4, 2.2)),
         diploe_mm=float(rng.uniform(2.0, 4.5)),
         inner_table_mm=float(rng.uniform(1.2, 1.8)),
-        floor_anterior=float(rng.normal(9.0, 1.5)),
+        # planum sphenoidale and the orbital roofs: about level with the clinoid tips
+        floor_anterior=float(np.mean([sides[s].z_anterior_clinoid for s in SIDES])
+                             + rng.normal(3.0, 1.0)),
         floor_middle=float(rng.normal(-24.0, 1.5) + (z_cc + 31.0) * 0.5),
         floor_posterior=float(rng.normal(-40.0, 2.0)),
         neck_radii=(float(rng.normal(56, 4)), float(rng.normal(60, 4))),
         right=sides["right"], left=sides["left"],
         plaques=tuple(plaques),
     )
+
+
+def _oblique(rng: np.random.Generator, lo_deg: float, hi_deg: float):
+    """A unit vector tilted from the superior axis by lo..hi degrees, in any direction."""
+    tilt = np.radians(rng.uniform(lo_deg, hi_deg))
+    az = rng.uniform(0, 2 * np.pi)
+    return (float(np.sin(tilt) * np.cos(az)), float(np.sin(tilt) * np.sin(az)),
+            float(np.cos(tilt)))
 
 
 def sample_pose(rng: np.random.Generator) -> Pose:

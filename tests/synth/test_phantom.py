@@ -77,14 +77,14 @@ def test_anterior_clinoid_landmark_is_the_top_of_the_clinoid_process(seed):
         s = side_sign(side)
         # a box lateral to the artery at the landmark, where the clinoid process is
         xs = s * (abs(p[0]) + np.arange(2.5, 12.0, 0.5))
-        ys = p[1] + np.arange(-6.0, 8.0, 0.5)
+        ys = p[1] + np.arange(-4.0, 8.0, 0.5)
 
         def box_max(z0: float, z1: float, xs=xs, ys=ys) -> float:
             pts = np.array([[x, y, z] for x in xs for y in ys for z in np.arange(z0, z1, 0.5)])
             return float(_sample(hu, grid, placement, pts).max())
 
-        assert box_max(a.z_anterior_clinoid - 3.0, a.z_anterior_clinoid - 0.5) > 900
-        assert box_max(a.z_anterior_clinoid + 1.0, a.z_anterior_clinoid + 5.0) < 400
+        assert box_max(a.z_anterior_clinoid - 3.5, a.z_anterior_clinoid - 1.0) > 900
+        assert box_max(a.z_anterior_clinoid + 2.5, a.z_anterior_clinoid + 6.0) < 400
 
 
 def test_plaque_occupancy_adds_up_to_the_plaque_volume():
@@ -94,11 +94,14 @@ def test_plaque_occupancy_adds_up_to_the_plaque_volume():
     placement = Placement(np.eye(3), np.zeros(3))
     grid = Grid((-60.0, -60.0, -150.0), (0.3, 0, 0), (0, 0.3, 0), (0, 0, 0.3), (700, 400, 400))
     occs = plaque_occupancy(phantom.plaques, placement, grid, n_sub=1)
-    for plaque, spec, occ in zip(phantom.plaques, subject.plaques, occs, strict=True):
+    measured = np.zeros(len(subject.plaques))
+    for piece, owner, occ in zip(phantom.plaques, phantom.plaque_of_piece, occs, strict=True):
         assert occ is not None
-        measured = float(occ.fraction.sum()) * 0.3**3
-        assert measured == pytest.approx(spec.volume_mm3, rel=0.2, abs=0.3)
-        assert plaque.hu == spec.hu
+        measured[owner] += float(occ.fraction.sum()) * 0.3**3
+        assert piece.hu == subject.plaques[owner].hu
+    assert len(phantom.plaques) > len(subject.plaques)  # larger plaques are arcs of pieces
+    for spec, got in zip(subject.plaques, measured, strict=True):
+        assert got == pytest.approx(spec.volume_mm3, rel=0.2, abs=0.3)
 
 
 def test_landmarks_vary_between_subjects_sides_and_scans():
