@@ -101,6 +101,6 @@ class IsolatedReader:
         raise SeriesError(code, detail, series=s or series, uri=uri)
 
     def read_series(self, uris: list[str], options: StorageOptions | None = None,
-                    config: ReadConfig = ReadConfig(), *, series: str | None = None) -> Volume:
+                    config: ReadConfig | None = None, *, series: str | None = None) -> Volume:
         """`cohort.read.series.read_series` in the worker process."""
-        return self.call(read_series, uris, options, config, series=series)
+        return self.call(read_series, uris, options, config or ReadConfig(), series=series)

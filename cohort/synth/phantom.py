@@ -90,6 +90,19 @@ def _tube_pieces(points: np.ndarray, radii: np.ndarray, hu: float, clip: Clip,
     return out
 
 
+def _sleeve(cl: Centreline, mask: np.ndarray, extra: float, hu: float, cuts: list,
+            w_max: float = np.inf) -> list[Tube]:
+    """A tube ``extra`` mm wider than the lumen along part of an artery; each oblique cut
+    (point, outward normal) applies only to the pieces within 10 mm of its point."""
+    out = []
+    for piece in _tube_pieces(cl.points[mask], cl.radius[mask] + extra, hu, Clip()):
+        pts = np.asarray(piece.points)
+        planes = tuple(half_space(p, n) for p, n in cuts
+                       if np.linalg.norm(pts - p, axis=1).min() < 10)
+        out.append(replace(piece, clip=Clip(w_max=w_max, planes=planes)))
+    return out
+
+
 def _sym(side: str, x: float) -> float:
     return side_sign(side) * x
 
@@ -217,21 +230,11 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         cuts = {"below_cc": (cc_pt, n_cc), "above_cc": (cc_pt, -n_cc),
                 "below_pl": (pl_pt, n_pl), "above_pl": (pl_pt, -n_pl)}
 
-        def sleeve(mask, extra: float, hu: float, keep: tuple[str, ...], w_max=np.inf):
-            # each oblique end surface cuts only the pieces near its own landmark
-            out = []
-            for piece in _tube_pieces(cl.points[mask], cl.radius[mask] + extra, hu, Clip()):
-                pts = np.asarray(piece.points)
-                planes = tuple(half_space(*cuts[k]) for k in keep
-                               if np.linalg.norm(pts - cuts[k][0], axis=1).min() < 10)
-                out.append(replace(piece, clip=Clip(w_max=w_max, planes=planes)))
-            return out
-
-        solids += sleeve(idx <= i_cc + near, 3.0, MUSCLE, ("below_cc",))
-        solids += sleeve(idx >= i_pl - near, 2.5, BLOOD, ("above_pl",),
-                         w_max=a.z_anterior_clinoid + 14)
-        solids += sleeve((idx >= i_cc - near) & (idx <= i_pl + near), 3.0, PETROUS,
-                         ("above_cc", "below_pl"))
+        solids += _sleeve(cl, idx <= i_cc + near, 3.0, MUSCLE, [cuts["below_cc"]])
+        solids += _sleeve(cl, idx >= i_pl - near, 2.5, BLOOD, [cuts["above_pl"]],
+                          w_max=a.z_anterior_clinoid + 14)
+        solids += _sleeve(cl, (idx >= i_cc - near) & (idx <= i_pl + near), 3.0, PETROUS,
+                          [cuts["above_cc"], cuts["below_pl"]])
         # Anterior clinoid process lateral to the artery, the back tip of the lesser sphenoid
         # wing; its (oblique) upper surface meets the artery's height at the landmark.
         p = cl.landmark_points["anterior_clinoid"]
