@@ -1,0 +1,1 @@
+"""The networks: the Depth-Sequence Transformer (later the calcium segmenter)."""
