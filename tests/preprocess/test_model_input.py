@@ -1,0 +1,55 @@
+"""Model input: native depth, mapping back to slices and z, centring, decimation."""
+
+import numpy as np
+import pytest
+
+from cohort.geometry import Grid
+from cohort.preprocess.model_input import ModelInputConfig, prepare
+from cohort.read.volume import Volume
+
+
+def _volume(nk=40, n=256, px=0.9, dz=2.5, centre=(10.0, -20.0)):
+    grid = Grid((-px * (n - 1) / 2, -px * (n - 1) / 2, -50.0), (px, 0, 0), (0, px, 0),
+                (0, 0, dz), (nk, n, n))
+    arr = np.full(grid.shape, -1024.0, dtype=np.float32)
+    jj, ii = np.mgrid[:n, :n]
+    x = grid.origin[0] + ii * px
+    y = grid.origin[1] + jj * px
+    head = (x - centre[0]) ** 2 / 70**2 + (y - centre[1]) ** 2 / 90**2 <= 1
+    arr[:, head] = 40.0
+    arr[:, (x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= 5**2] = 1000.0  # a bone marker
+    for k in range(nk):
+        arr[k, 0, 0] = k  # a per-slice signature outside the head
+    return Volume(arr, grid, "1.2.3")
+
+
+def test_depth_is_native_and_maps_back():
+    vol = _volume()
+    mi = prepare(vol)
+    assert mi.array.shape == (128, 128, 40)
+    assert mi.decimation == 1
+    np.testing.assert_array_equal(mi.slice_index, np.arange(40))
+    np.testing.assert_allclose(mi.to_z_mm([0, 39]), [-50.0, -50.0 + 39 * 2.5])
+    assert 0.0 <= mi.array.min() and mi.array.max() <= 1.0
+
+
+def test_the_head_is_centred_and_the_window_keeps_bone_and_soft_tissue():
+    vol = _volume(centre=(25.0, -30.0))
+    cfg = ModelInputConfig()
+    mi = prepare(vol, cfg)
+    assert mi.centre_mm[0] == pytest.approx(25.0, abs=1.5)
+    assert mi.centre_mm[1] == pytest.approx(-30.0, abs=1.5)
+    centre = mi.array[63:65, 63:65, 5]  # the bone marker lands in the middle
+    assert centre.min() > 0.75
+    soft = (40 - cfg.window_low_hu) / (cfg.window_high_hu - cfg.window_low_hu)
+    assert mi.array[64, 30, 5] == pytest.approx(soft, abs=0.02)
+    assert mi.array[0, 0, 5] == 0.0  # air outside
+
+
+def test_deeper_than_max_len_keeps_every_fth_native_slice():
+    vol = _volume(nk=100, n=64)
+    mi = prepare(vol, ModelInputConfig(max_len=40))
+    assert mi.decimation == 3
+    assert mi.depth == 34
+    np.testing.assert_array_equal(mi.slice_index[:4], [0, 3, 6, 9])
+    np.testing.assert_allclose(mi.slice_z_mm, vol.slice_z_mm()[::3])
