@@ -231,7 +231,8 @@ class DepthSequenceTransformer(nn.Module):
         if depths is None:
             depths = torch.full((b,), d, device=x.device, dtype=torch.long)
         dmask = self.depth_mask(depths, d)  # (B, D)
-        tokens = self.embed(self.encoder(x, dmask))  # (B, D, C)
+        # nothing to zero when no volume of the batch is padded
+        tokens = self.embed(self.encoder(x, None if bool(dmask.all()) else dmask))
         if cfg.padding == "left":  # [CLS] (gap) t_0 .. t_D-1 at the end of max_len
             keep = min(cfg.max_len, d + 1)
             pos = torch.arange(cfg.max_len + 1 - keep, cfg.max_len + 1, device=x.device)

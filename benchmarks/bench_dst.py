@@ -1,0 +1,118 @@
+"""DST compute, latency and peak memory: the paper's size against the small default.
+
+    python benchmarks/bench_dst.py [--depths 64 128 256 512] [--batches 1 4] [--quick]
+
+* multiply-accumulates and parameters at 128 x 128 x 64 (the paper: ~137 M, 36.4 G);
+* CPU latency per volume and peak memory against depth, batch 1 and larger batches, each
+  measurement in a fresh process (peak resident memory minus the process's memory before
+  the forward pass), with torch threads = cores;
+* the same at 256 x 256 in-plane for one depth, to show memory follows depth, not in-plane
+  size beyond the encoder;
+* on a GPU, if present: latency and peak CUDA memory per 128 x 128 x 64 volume in bf16.
+Inputs are random tensors: compute does not depend on content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+PROBE = r"""
+import json, os, sys, threading, time, torch
+from cohort.model.dst import build_model
+from cohort.model.runtime import autocast, pick_device
+name, depth, batch, size, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+dev = torch.device(device)
+model = build_model(name).to(dev).eval()
+x = torch.randn(batch, 1, size, size, depth, device=dev)
+def run():
+    with torch.inference_mode(), autocast(dev):
+        model(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
+# peak resident memory of the first forward pass, sampled every millisecond, minus before
+base, peak, running = rss(), [0], [True]
+def sampler():
+    while running[0]:
+        peak[0] = max(peak[0], rss()); time.sleep(0.001)
+th = threading.Thread(target=sampler); th.start()
+if dev.type == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+run()
+running[0] = False; th.join()
+peak_mb = max(0, peak[0] - base) / 2**20
+if dev.type == "cuda":
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20
+times = []
+for _ in range(3):
+    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+print(json.dumps({"s_per_volume": min(times) / batch, "peak_mb": peak_mb}))
+"""
+
+
+def measure(name: str, depth: int, batch: int, size: int, device: str = "cpu") -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, name, str(depth), str(batch), str(size),
+                          device], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def counts(name: str) -> tuple[float, float]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cohort.model.dst import build_model
+
+    model = build_model(name).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.randn(1, 1, 128, 128, 64))
+    return sum(p.numel() for p in model.parameters()) / 1e6, fc.get_total_flops() / 2e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["paper", "small"])
+    ap.add_argument("--depths", nargs="+", type=int, default=[64, 128, 256, 512])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    ap.add_argument("--quick", action="store_true", help="depths 64 and 128 only, batch 1")
+    args = ap.parse_args()
+    if args.quick:
+        args.depths, args.batches = [64, 128], [1]
+    import torch
+
+    print(f"DST benchmark on {torch.get_num_threads()} CPU thread(s); torch {torch.__version__}")
+    print("\nSize at 128 x 128 x 64 (paper: ~137 M parameters, 36.4 G MAC)")
+    ref = counts("paper")[1]
+    for name in args.models:
+        params, gmac = counts(name)
+        print(f"  {name:8s} {params:8.2f} M params {gmac:8.2f} G MAC  ({gmac / ref:.2f}x paper)")
+    print("\nCPU latency per volume (s) and peak memory (MB) at 128 x 128 in-plane")
+    print(f"  {'model':8s} {'depth':>5s} " + " ".join(f"{'b=' + str(b):>17s}" for b in args.batches))
+    for name in args.models:
+        for depth in args.depths:
+            cells = []
+            for b in args.batches:
+                m = measure(name, depth, b, 128)
+                cells.append(f"{m['s_per_volume']:7.3f} s {m['peak_mb']:6.0f} MB")
+            print(f"  {name:8s} {depth:5d} " + " ".join(f"{c:>17s}" for c in cells))
+    d = args.depths[0]
+    print(f"\nIn-plane size at depth {d}, batch 1: memory follows depth, not in-plane size "
+          "beyond the encoder")
+    for name in args.models:
+        a, b = measure(name, d, 1, 128), measure(name, d, 1, 256)
+        print(f"  {name:8s} 128x128: {a['peak_mb']:6.0f} MB  256x256: {b['peak_mb']:6.0f} MB "
+              f"(x{b['peak_mb'] / max(a['peak_mb'], 1):.2f} for 4x the pixels)")
+    if torch.cuda.is_available():
+        print("\nGPU (bf16 autocast), 128 x 128 x 64 (the paper: 10 ms, 800 MB on an A100)")
+        for name in args.models:
+            m = measure(name, 64, 1, 128, "cuda")
+            print(f"  {name:8s} {m['s_per_volume'] * 1000:7.2f} ms {m['peak_mb']:7.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
