@@ -23,7 +23,8 @@ PROBE = r"""
 import json, os, sys, threading, time, torch
 from cohort.model.dst import build_model
 from cohort.model.runtime import autocast, pick_device
-name, depth, batch, size, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+name, device = sys.argv[1], sys.argv[5]
+depth, batch, size = (int(v) for v in sys.argv[2:5])
 dev = torch.device(device)
 model = build_model(name).to(dev).eval()
 x = torch.randn(batch, 1, size, size, depth, device=dev)
@@ -92,7 +93,8 @@ def main() -> None:
         params, gmac = counts(name)
         print(f"  {name:8s} {params:8.2f} M params {gmac:8.2f} G MAC  ({gmac / ref:.2f}x paper)")
     print("\nCPU latency per volume (s) and peak memory (MB) at 128 x 128 in-plane")
-    print(f"  {'model':8s} {'depth':>5s} " + " ".join(f"{'b=' + str(b):>17s}" for b in args.batches))
+    heads = " ".join(f"{'b=' + str(b):>17s}" for b in args.batches)
+    print(f"  {'model':8s} {'depth':>5s} {heads}")
     for name in args.models:
         for depth in args.depths:
             cells = []

@@ -90,7 +90,7 @@ def one_series(seed: int, n_slices: int, out_dir: str) -> tuple[dict[str, float]
     t1 = time.perf_counter()
     t["phantom + grid"] = t1 - t0
 
-    clean, occ = render_scan(phantom, placement, grid, p, rng, render_scale=2)
+    clean, occ = render_scan(phantom, placement, grid, p, render_scale=2)
     t2 = time.perf_counter()
     t["render anatomy+plaques"] = t2 - t1
 
@@ -221,7 +221,7 @@ def main() -> None:
             scale2.append(t["render anatomy+plaques"])
             t0 = time.perf_counter()
             full, _ = render_scan(st["phantom"], st["placement"], st["grid"], st["protocol"],
-                                  np.random.default_rng(0), render_scale=1)
+                                  render_scale=1)
             scale1.append(time.perf_counter() - t0)
             soft = (full > -200) & (full < 200)  # where the brain window looks
             d = np.abs(full - st["clean"])[soft]

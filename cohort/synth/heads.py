@@ -59,7 +59,7 @@ from cohort.synth.scan import (
     scan_truth,
     subsamples,
 )
-from cohort.synth.subject import Plaque, Subject, sample_pose, sample_subject
+from cohort.synth.subject import Plaque, Pose, Subject, sample_pose, sample_subject
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +75,6 @@ def _rng(cfg: SynthConfig, index: int, purpose: int) -> np.random.Generator:
 
 def _uid(cfg: SynthConfig, *parts) -> str:
     return generate_uid(entropy_srcs=["cohort-synth", str(cfg.seed), *map(str, parts)])
-
-
-@dataclass(frozen=True)
-class SeriesResult:
-    row: dict
 
 
 def _grown(subject: Subject, rng: np.random.Generator) -> Subject:
@@ -150,7 +145,7 @@ class _StudyContext:
     study: dict
     phantom: Phantom
     placement: Placement
-    pose: object
+    pose: Pose
     coverage: Coverage
     rng: np.random.Generator
 
@@ -169,7 +164,7 @@ class _StudyContext:
     def write_all(self, p: Protocol) -> list[dict]:
         cfg = self.cfg
         grid = acquisition_grid(self.phantom, self.placement, self.coverage, p)
-        clean, occ = render_scan(self.phantom, self.placement, grid, p, self.rng, cfg.render_scale)
+        clean, occ = render_scan(self.phantom, self.placement, grid, p, cfg.render_scale)
         truth_grid = grid.axial_equivalent()
         n_sub = subsamples(p.slice_thickness_mm)
         truth = scan_truth(self.phantom, self.placement, truth_grid, n_sub,

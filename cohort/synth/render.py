@@ -9,7 +9,7 @@ resolution, since they are often only a few voxels large.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -198,7 +198,3 @@ def paint_plaques(hu: np.ndarray, plaques: tuple[Ellipsoid, ...],
             continue
         sub = hu[occ.window]
         sub += occ.fraction * (np.float32(p.hu) - sub)
-
-
-def with_shape(grid: Grid, shape: tuple[int, int, int]) -> Grid:
-    return replace(grid, shape=shape)

@@ -152,21 +152,16 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
 
 
 def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
-                rng: np.random.Generator, render_scale: int):
+                render_scale: int):
     """Noise-free CT numbers (with calcium) and the plaque occupancies on ``grid``."""
     n_sub = subsamples(p.slice_thickness_mm)
     scale = 1 if p.matrix <= 256 else render_scale
     hu = render_anatomy(phantom, placement, grid, scale=scale, n_sub=n_sub)
     occ = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub)
     paint_plaques(hu, phantom.plaques, occ)
-    del rng
     return hu, occ
 
 
 def finish_image(clean_hu: np.ndarray, p: Protocol, rng: np.random.Generator) -> np.ndarray:
     """Kernel sharpness and noise on a copy of the noise-free image."""
     return add_kernel_and_noise(clean_hu.copy(), p, rng)
-
-
-def axial_truth_grid(grid: Grid) -> Grid:
-    return grid.axial_equivalent()
