@@ -1,0 +1,1 @@
+"""Training and evaluation: splits, Ray Train loops, metrics, evaluation tables."""
