@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     DECODER_CRASHED = "decoder_crashed"  # the decoding process died (segfault, recursion)
     TIMEOUT = "timeout"  # the series exceeded its time limit
     OVERSIZED = "oversized"  # more voxels or bytes than the configured limit
+    NO_SKULL = "no_skull"  # hemisphere separation found no skull in the volume
     INVALID_NIFTI = "invalid_nifti"
     MASK_MISMATCH = "mask_mismatch"  # an external mask whose geometry differs from the volume
 

@@ -1,0 +1,1 @@
+"""Preprocessing of a read `Volume` before inference: hemisphere separation."""
