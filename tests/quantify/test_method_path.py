@@ -31,9 +31,9 @@ def test_true_landmarks_and_mask_give_the_true_segment_volumes(varied_cohort):
         result = quantify(summary, landmarks)
         for name in SEGMENTS:
             assert result.segments[name].voxels == getattr(row, f"{name}_voxels"), name
-            # voxel sizes come from the DICOM header here (10 significant digits)
+            # voxel sizes come from the DICOM header here (positions carry 4 decimals)
             np.testing.assert_allclose(result.segments[name].volume_mm3,
-                                       getattr(row, f"{name}_mm3"), rtol=1e-7)
+                                       getattr(row, f"{name}_mm3"), rtol=1e-6)
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / row.labels_path)))
         ours = label_map(mask, volume.grid, landmarks, split.plane.signed_distance)
         np.testing.assert_array_equal(ours, labels)
