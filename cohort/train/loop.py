@@ -1,0 +1,208 @@
+"""The Ray Train loop of the landmark-localization model (one fold).
+
+Runs on every worker of a `TorchTrainer`: DDP through `ray.train.torch.prepare_model`,
+shards of the cache index through `ray.train.get_dataset_shard`, a checkpoint every epoch
+(resume state plus the best weights so far), early stopping on the validation split agreed
+by all ranks (the validation error is all-reduced, so every rank takes the same decision).
+The test split never reaches this loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from cohort.anatomy import LANDMARKS
+from cohort.errors import ConfigError
+from cohort.model.dst import build_model, save_checkpoint
+from cohort.storage import StorageOptions
+from cohort.train.data import load_input, targets
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one fold. Defaults follow the paper and its public code."""
+
+    model: str = "small"  # a configuration name of cohort.model.dst (with +ablation)
+    max_len: int = 512
+    epochs: int = 60
+    batch_size: int = 2  # volumes per worker step, grouped by similar depth
+    lr: float = 2e-3  # the paper's learning rate
+    momentum: float = 0.3  # public code: SGD, momentum 0.3, Nesterov
+    nesterov: bool = True
+    weight_decay: float = 1e-5
+    grad_clip: float = 5.0
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
+    patience: int = 10  # epochs without a better validation MAE before stopping
+    augment: bool = True  # intensity, noise, small in-plane shifts and rotations
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError("epochs, batch size and patience must be at least 1")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+
+
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_epochs``, then cosine decay."""
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    span = max(1, cfg.epochs - cfg.warmup_epochs)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(1, H, W, D) -> augmented copy: intensity gain/offset, noise, an in-plane shift and
+    rotation shared by all slices. Nothing moves along depth, so labels stay valid."""
+    gain = 1 + (torch.rand(1, generator=gen).item() - 0.5) * 0.2
+    offset = (torch.rand(1, generator=gen).item() - 0.5) * 0.1
+    noise = torch.rand(1, generator=gen).item() * 0.02
+    angle = math.radians((torch.rand(1, generator=gen).item() - 0.5) * 10)
+    shift = (torch.rand(2, generator=gen) - 0.5) * 0.12  # of the half-width: ~ +-4 px at 128
+    theta = torch.tensor([[math.cos(angle), -math.sin(angle), shift[0]],
+                          [math.sin(angle), math.cos(angle), shift[1]]], dtype=x.dtype)
+    slices = x[0].permute(2, 0, 1)[:, None]  # (D, 1, H, W)
+    grid = F.affine_grid(theta.expand(slices.shape[0], 2, 3), list(slices.shape),
+                         align_corners=False)
+    moved = F.grid_sample(slices, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    out = moved[:, 0].permute(1, 2, 0)[None] * gain + offset
+    out = out + noise * torch.randn(out.shape, generator=gen)
+    return out.clamp(0, 1)
+
+
+def collate(arrays: list[np.ndarray], tgts: list[np.ndarray], padding: str):
+    """Volumes (H, W, D_b) -> (B, 1, H, W, D_max) padded on ``padding``'s side, depths, and
+    targets moved by each volume's padding."""
+    d_max = max(a.shape[-1] for a in arrays)
+    h, w = arrays[0].shape[:2]
+    x = torch.zeros(len(arrays), 1, h, w, d_max)
+    y = torch.zeros(len(arrays), len(LANDMARKS), dtype=torch.long)
+    for b, (a, t) in enumerate(zip(arrays, tgts, strict=True)):
+        d = a.shape[-1]
+        start = d_max - d if padding == "left" else 0
+        x[b, 0, :, :, start:start + d] = torch.as_tensor(a)
+        y[b] = torch.as_tensor(t) + start
+    depths = torch.tensor([a.shape[-1] for a in arrays])
+    return x, depths, y
+
+
+def batches_by_depth(rows: list[dict], batch_size: int, rng: np.random.Generator):
+    """Rows grouped into batches of similar depth, in a shuffled order."""
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["depth"], rng.random()))
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(groups)
+    return [[rows[i] for i in g] for g in groups]
+
+
+def _all_reduce(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def train_fold(config: dict) -> None:
+    """The per-worker training function (``train_loop_per_worker``)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig(**config["train"])
+    cache_url = config["cache_url"]
+    options = StorageOptions(**config["storage"]) if config.get("storage") else None
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    rng = np.random.default_rng([cfg.seed, rank])
+    device = ray.train.torch.get_device()
+    net = build_model(cfg.model, max_len=cfg.max_len)
+    padding = net.cfg.padding
+    model = ray.train.torch.prepare_model(net)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.nesterov and cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg))
+    start, best, bad = 0, float("inf"), 0
+    best_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # resume after a crash: exactly where the last epoch ended
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu",
+                               weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, best, bad = state["epoch"] + 1, state["best"], state["bad_epochs"]
+        best_state = state["best_model"]
+    train_rows = list(ray.train.get_dataset_shard("train").iter_rows())
+    val_rows = list(ray.train.get_dataset_shard("validation").iter_rows())
+    cache: dict[str, np.ndarray] = {}
+
+    def volume(row):
+        if row["path"] not in cache:
+            cache[row["path"]] = load_input(cache_url, row["path"], options)
+        return cache[row["path"]]
+
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        losses = []
+        for batch in batches_by_depth(train_rows, cfg.batch_size, rng):
+            arrays = [volume(r) for r in batch]
+            if cfg.augment:
+                arrays = [augment(torch.as_tensor(a)[None], gen)[0].numpy() for a in arrays]
+            x, depths, y = collate(arrays, [targets(r) for r in batch], padding)
+            out = model(x.to(device), depths.to(device))
+            loss = sum(F.cross_entropy(out.landmark_logits[:, j], y[:, j].to(device))
+                       for j in range(len(LANDMARKS)))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+        sched.step()
+        model.eval()
+        err = hits = n = 0.0
+        with torch.no_grad():
+            for batch in batches_by_depth(val_rows, cfg.batch_size, rng):
+                x, depths, y = collate([volume(r) for r in batch],
+                                       [targets(r) for r in batch], padding)
+                pred = model(x.to(device), depths.to(device)).landmark_logits.argmax(-1).cpu()
+                err += float((pred - y).abs().sum())
+                hits += float((pred == y).sum())
+                n += float(y.numel())
+        loss_sum, loss_n = sum(losses), len(losses)
+        err, hits, n, loss_sum, loss_n = _all_reduce([err, hits, n, loss_sum, loss_n], device)
+        val_mae = err / max(n, 1)
+        if val_mae < best - 1e-9:
+            best, bad = val_mae, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        else:
+            bad += 1
+        stop = bad >= cfg.patience
+        metrics = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), "val_mae": val_mae,
+                   "val_top1": hits / max(n, 1), "best_val_mae": best, "stopped": stop,
+                   "lr": sched.get_last_lr()[0]}
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
+                            "bad_epochs": bad, "best_model": best_state},
+                           os.path.join(d, "state.pt"))
+                best_net = build_model(cfg.model, max_len=cfg.max_len)
+                best_net.load_state_dict(best_state)
+                save_checkpoint(os.path.join(d, "best.pt"), best_net, best_val_mae=best,
+                                epoch=epoch, train_config=asdict(cfg))
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=ckpt)
+        if stop:
+            break

@@ -1,0 +1,143 @@
+"""The k-fold patient-level localization study on Ray Train: one `TorchTrainer` per fold,
+the fold's best checkpoint (chosen on validation) predicting its test split once.
+
+Output under ``out_url``::
+
+    splits.parquet                 the saved splits (reloaded, never recomputed, on resume)
+    folds/fold-<f>/...             Ray Train runs: checkpoints every epoch (resume state)
+    predictions.parquet            per scan x landmark test predictions of every fold
+    validation_logits/...          what calibration was fitted on
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from cohort.anatomy import LANDMARKS
+from cohort.errors import ConfigError
+from cohort.model.dst import DepthSequenceTransformer, load_checkpoint
+from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
+from cohort.train.data import load_input, targets
+from cohort.train.loop import TrainConfig, collate, train_fold
+from cohort.train.splits import SplitConfig, check_splits, make_splits
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    workers: int = 1  # Ray Train workers per fold (0: run the loop in the driver)
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    max_failures: int = 3  # worker crashes survived per fold (resume from the last epoch)
+
+
+def _write_parquet(df: pd.DataFrame, url: str, options: StorageOptions | None) -> None:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    write_bytes(url, buf.getvalue(), options)
+
+
+def load_or_make_splits(index: pd.DataFrame, out_url: str, config: SplitConfig,
+                        options: StorageOptions | None = None) -> pd.DataFrame:
+    """The study's splits: reloaded from ``splits.parquet`` when it exists (a resumed study
+    must not reshuffle), else made from the cache index's patients and saved."""
+    url = join(out_url, "splits.parquet")
+    fs, path = filesystem(url, options)
+    if fs.exists(path):
+        splits = pd.read_parquet(io.BytesIO(read_bytes(url, options)))
+        missing = set(index["patient_key"]) - set(splits["patient_key"])
+        if missing:
+            raise ConfigError(f"{url} has no split for {len(missing)} patient(s) of the data "
+                              f"(e.g. {sorted(missing)[:3]}); use a new output folder")
+    else:
+        splits = make_splits(index["patient_key"], config)
+        _write_parquet(splits, url, options)
+    check_splits(splits)
+    return splits
+
+
+def fold_rows(index: pd.DataFrame, splits: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
+    keys = set(splits[(splits["fold"] == fold) & (splits["split"] == split)]["patient_key"])
+    return index[index["patient_key"].isin(keys)].reset_index(drop=True)
+
+
+def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: str,
+             out_url: str, config: StudyConfig, options: StorageOptions | None):
+    """Train one fold through Ray Train; return the best model (chosen on validation)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    train = fold_rows(index, splits, fold, "train")
+    val = fold_rows(index, splits, fold, "validation")
+    loop_config = {"train": asdict(config.train), "cache_url": cache_url,
+                   "storage": asdict(options) if options else None,
+                   "threads": config.cpus_per_worker}
+    storage_fs, storage_path = filesystem(join(out_url, "folds"), options)
+    trainer = TorchTrainer(
+        train_fold, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker}),
+        run_config=RunConfig(name=f"fold-{fold}", storage_path=storage_path,
+                             storage_filesystem=_arrow_fs(storage_fs),
+                             failure_config=FailureConfig(max_failures=config.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+        datasets={"train": ray.data.from_pandas(train), "validation": ray.data.from_pandas(val)},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"fold {fold} reported no checkpoint: {result.error!r}")
+    with result.checkpoint.as_directory() as d:
+        model, meta = load_checkpoint(f"{d}/best.pt")
+    logger.info("fold %d: best validation MAE %.3f slices (epoch %s)", fold,
+                meta.get("best_val_mae", float("nan")), meta.get("epoch"))
+    return model, meta
+
+
+def _arrow_fs(fs):
+    """pyarrow filesystem for Ray Train's storage (local stays local)."""
+    from fsspec.implementations.local import LocalFileSystem
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return None if isinstance(fs, LocalFileSystem) else PyFileSystem(FSSpecHandler(fs))
+
+
+def predict(model: DepthSequenceTransformer, rows: pd.DataFrame, cache_url: str,
+            options: StorageOptions | None = None) -> list[np.ndarray]:
+    """Per scan, the (6, D) landmark logits of ``model`` (one volume at a time)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for row in rows.to_dict("records"):
+            x, depths, _ = collate([load_input(cache_url, row["path"], options)],
+                                   [targets(row)], model.cfg.padding)
+            out.append(model(x, depths).landmark_logits[0].numpy())
+    return out
+
+
+def prediction_rows(fold: int, rows: pd.DataFrame, logits: list[np.ndarray]) -> pd.DataFrame:
+    """Long table: one row per scan x landmark with the true and the predicted slice."""
+    recs = []
+    for row, lg in zip(rows.to_dict("records"), logits, strict=True):
+        t = targets(row)
+        p = torch.softmax(torch.as_tensor(lg), dim=-1).numpy()
+        for j, name in enumerate(LANDMARKS):
+            top2 = np.argsort(-p[j], kind="stable")[:2]
+            recs.append({"fold": fold, "series_uid": row["series_uid"],
+                         "patient_key": row["patient_key"], "landmark": name,
+                         "true_slice": int(t[j]), "pred_slice": int(top2[0]),
+                         "top2": [int(v) for v in top2], "probability": float(p[j, top2[0]]),
+                         "slice_spacing_mm": float(row["slice_spacing_mm"]),
+                         "depth": int(row["depth"])})
+    return pd.DataFrame(recs)
