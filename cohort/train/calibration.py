@@ -1,0 +1,293 @@
+"""Temperature scaling of the localization head, and the expected calibration error (ECE).
+
+The head emits, per scan, a (landmarks, depth) array of logits; each landmark's softmax over
+the scan's slices is its distribution. Temperature scaling (Guo et al., 2017) divides one
+landmark's logits by a scalar T > 0 before the softmax: T > 1 softens an over-confident
+head, T < 1 sharpens an under-confident one. The argmax and the ranking of slices do not
+change, so MAE, Top-k, Acc(tau=1) and kappa stay as they are; only the probabilities do.
+
+One T per landmark is fitted on the VALIDATION split of a fold (never on its test split),
+by minimising the mean negative log-likelihood of the true slice over log T in a bounded
+interval. The NLL is convex in 1/T, hence unimodal in log T, so a bounded 1-D search finds
+its minimum. Temperatures are plain Python floats (``temperatures_to_metadata``) so that a
+checkpoint's metadata stays loadable with ``torch.load(weights_only=True)``.
+
+ECE: the top-1 confidence (probability of the argmax slice) of every scan x landmark pair
+falls into one of ``n_bins`` equal-width bins over [0, 1], right-closed ((0, 1/n], ...,
+((n-1)/n, 1], as ``sklearn.calibration.calibration_curve`` bins); ECE is the mean over
+pairs of |accuracy of its bin - mean confidence of its bin|, i.e.
+sum_b |B_b| / N * |acc(B_b) - conf(B_b)|. "Correct" means the argmax is the true slice
+(Top-1), with ties broken by the lower slice index as ``np.argmax`` and
+``cohort.train.metrics.top_k_hits`` break them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp, softmax
+
+from cohort.anatomy import LANDMARKS
+from cohort.train.metrics import OVERALL
+
+logger = logging.getLogger(__name__)
+
+REPORT_COLUMNS = ("landmark", "n", "temperature", "nll_before", "nll_after",
+                  "ece_before", "ece_after")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How temperatures are searched."""
+
+    t_min: float = 0.05  # smallest temperature tried (20x sharper than the raw head)
+    t_max: float = 50.0  # largest temperature tried (50x softer)
+    xatol: float = 1e-6  # absolute tolerance of the search on log T
+
+    def __post_init__(self) -> None:
+        if not 0 < self.t_min < 1 < self.t_max < np.inf:
+            raise ValueError(f"temperature bounds must satisfy 0 < t_min < 1 < t_max, got "
+                             f"t_min={self.t_min}, t_max={self.t_max}")
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+def fit_temperatures(logits_list: Sequence[np.ndarray], true_slices,
+                     config: CalibrationConfig = CalibrationConfig(),
+                     names: Sequence[str] = LANDMARKS) -> np.ndarray:
+    """One temperature per landmark minimising the NLL of the true slices.
+
+    Args:
+        logits_list: one array per scan of the validation split, (landmarks, depth of that
+            scan); depths may differ. ``-inf`` marks a slice that cannot be chosen.
+        true_slices: (scans, landmarks) true slice indices.
+        config: the search interval and tolerance.
+        names: the landmarks, in the order of the arrays' first axis (for messages).
+
+    Returns:
+        (landmarks,) float64 temperatures, each in [t_min, t_max]. A landmark whose
+        NLL does not depend on T (every scan has one slice) gets 1.0.
+
+    Raises:
+        ValueError: no scans, shapes disagree, NaN/+inf logits, or a true slice outside
+            its scan.
+    """
+    padded, true = _padded_logits(logits_list, true_slices, names)
+    temperatures = np.ones(len(names))
+    bounds = (np.log(config.t_min), np.log(config.t_max))
+    for m, name in enumerate(names):
+        z, t = padded[m], true[:, m]
+        if np.isfinite(z).sum(axis=1).max() < 2:
+            continue  # one selectable slice per scan: every T gives probability 1
+        result = minimize_scalar(lambda log_t, z=z, t=t: _nll(z, t, np.exp(log_t)),
+                                 bounds=bounds, method="bounded",
+                                 options={"xatol": config.xatol})
+        temperatures[m] = float(np.exp(result.x))
+        if min(abs(result.x - b) for b in bounds) < 1e-3:
+            logger.warning("temperature of %s stopped at the bound %.3g of [%g, %g]: the "
+                           "validation split is too small or too easy to calibrate it (a "
+                           "head that is always right wants T -> 0)", name,
+                           temperatures[m], config.t_min, config.t_max)
+    return temperatures
+
+
+def apply_temperatures(logits: np.ndarray, temperatures) -> np.ndarray:
+    """Calibrated probabilities of one scan: softmax over slices of logits / T.
+
+    Args:
+        logits: (landmarks, depth) logits of one scan.
+        temperatures: (landmarks,) temperatures, or one for all landmarks.
+
+    Returns:
+        (landmarks, depth) float64 probabilities; each row sums to 1.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits must have shape (landmarks, depth), got {z.shape}")
+    temps = _checked_temperatures(temperatures, z.shape[0])
+    return softmax(z / temps[:, None], axis=1)
+
+
+def temperatures_to_metadata(temperatures, names: Sequence[str] = LANDMARKS) -> dict[str, float]:
+    """``{landmark: T}`` of plain floats, for a checkpoint's metadata."""
+    temps = _checked_temperatures(temperatures, len(names))
+    return {name: float(t) for name, t in zip(names, temps, strict=True)}
+
+
+def temperatures_from_metadata(metadata: Mapping[str, float],
+                               names: Sequence[str] = LANDMARKS) -> np.ndarray:
+    """The (landmarks,) temperatures stored by ``temperatures_to_metadata``.
+
+    Raises:
+        ValueError: a landmark is missing or a temperature is not a positive number.
+    """
+    missing = [n for n in names if n not in metadata]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks temperatures for {missing}; refit them "
+                         "with fit_temperatures on the validation split")
+    return _checked_temperatures([metadata[n] for n in names], len(names))
+
+
+# --- calibration error -----------------------------------------------------------------------
+
+def ece_from_confidences(confidence, correct, n_bins: int = 15) -> float:
+    """Expected calibration error of top-1 confidences and whether each prediction was right.
+
+    Args:
+        confidence: (n,) probability of each predicted class, in [0, 1].
+        correct: (n,) bool, the prediction was right.
+        n_bins: equal-width, right-closed bins over [0, 1].
+
+    Returns:
+        ECE in [0, 1]; NaN with no predictions.
+    """
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    hit = np.asarray(correct, dtype=bool).reshape(-1)
+    if conf.shape != hit.shape:
+        raise ValueError(f"confidence and correct differ in length: {conf.size} vs {hit.size}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    if conf.size == 0:
+        return float("nan")
+    if not ((conf >= 0) & (conf <= 1)).all():
+        raise ValueError("confidences must lie in [0, 1]; pass probabilities, not logits")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], conf, side="left")  # right-closed bins
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, weights=hit, minlength=n_bins)
+                 - np.bincount(bins, weights=conf, minlength=n_bins))  # |B| * |acc - conf|
+    return float(gap.sum() / count.sum())
+
+
+def expected_calibration_error(probabilities_list: Sequence[np.ndarray], true_slices,
+                               n_bins: int = 15,
+                               names: Sequence[str] = LANDMARKS) -> dict[str, float]:
+    """ECE of the top-1 (argmax) confidence per landmark, and ``"overall"`` over all
+    scan x landmark pairs pooled.
+
+    Args:
+        probabilities_list: one (landmarks, depth) array of probabilities per scan.
+        true_slices: (scans, landmarks) true slice indices.
+        n_bins: equal-width bins over [0, 1].
+        names: the landmarks, in the order of the arrays' first axis.
+    """
+    conf, hit = _top1(probabilities_list, true_slices, names)
+    out = {name: ece_from_confidences(conf[:, m], hit[:, m], n_bins)
+           for m, name in enumerate(names)}
+    out[OVERALL] = ece_from_confidences(conf, hit, n_bins)
+    return out
+
+
+def calibration_report(logits_list: Sequence[np.ndarray], true_slices, temperatures,
+                       n_bins: int = 15, names: Sequence[str] = LANDMARKS) -> pd.DataFrame:
+    """NLL and ECE before (T = 1) and after temperature scaling, per landmark and overall.
+
+    Compute it on data the temperatures were not fitted on (the test split) to judge the
+    calibration; on the validation split it only shows the fit.
+
+    Returns:
+        A table with the columns ``REPORT_COLUMNS``: one row per landmark, then
+        ``"overall"`` (pooled pairs; its temperature is NaN, as there is none).
+    """
+    temps = _checked_temperatures(temperatures, len(names))
+    padded, true = _padded_logits(logits_list, true_slices, names)
+    before = [apply_temperatures(z, 1.0) for z in logits_list]
+    after = [apply_temperatures(z, temps) for z in logits_list]
+    ece_before = expected_calibration_error(before, true, n_bins, names)
+    ece_after = expected_calibration_error(after, true, n_bins, names)
+    nll_before = np.array([_nll_per_scan(padded[m], true[:, m], 1.0)
+                           for m in range(len(names))]).T  # (scans, landmarks)
+    nll_after = np.array([_nll_per_scan(padded[m], true[:, m], temps[m])
+                          for m in range(len(names))]).T
+    rows = [(name, len(true), float(temps[m]), float(nll_before[:, m].mean()),
+             float(nll_after[:, m].mean()), ece_before[name], ece_after[name])
+            for m, name in enumerate(names)]
+    rows.append((OVERALL, int(true.size), float("nan"), float(nll_before.mean()),
+                 float(nll_after.mean()), ece_before[OVERALL], ece_after[OVERALL]))
+    return pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+
+
+# --- internals -------------------------------------------------------------------------------
+
+def _checked_temperatures(temperatures, n_marks: int) -> np.ndarray:
+    """(landmarks,) float64 temperatures; a single value is used for every landmark."""
+    temps = np.asarray(temperatures, dtype=np.float64).reshape(-1)
+    if temps.size == 1:
+        temps = np.full(n_marks, temps[0])
+    if temps.size != n_marks:
+        raise ValueError(f"give one temperature per landmark ({n_marks}) or one for all, got "
+                         f"{temps.size}")
+    if not (np.isfinite(temps) & (temps > 0)).all():
+        raise ValueError(f"temperatures must be finite and > 0, got {temps.tolist()}")
+    return temps
+
+
+def _padded_logits(logits_list: Sequence[np.ndarray], true_slices,
+                   names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged logits as one (landmarks, scans, max depth) array padded with -inf, and the
+    (scans, landmarks) true slices, after checking both."""
+    n_scans, n_marks = len(logits_list), len(names)
+    if n_scans == 0:
+        raise ValueError("no scans: calibration needs the logits of at least one validation "
+                         "scan (more than a few dozen for a trustworthy temperature)")
+    true = np.asarray(true_slices, dtype=np.int64)
+    if true.shape != (n_scans, n_marks):
+        raise ValueError(f"true_slices must have shape (scans, landmarks) = "
+                         f"({n_scans}, {n_marks}), got {true.shape}")
+    arrays = [np.asarray(z, dtype=np.float64) for z in logits_list]
+    for s, z in enumerate(arrays):
+        if z.ndim != 2 or z.shape[0] != n_marks or z.shape[1] == 0:
+            raise ValueError(f"scan {s}: logits must have shape (landmarks={n_marks}, depth>0), "
+                             f"got {z.shape}")
+        if np.isnan(z).any() or np.isposinf(z).any():
+            raise ValueError(f"scan {s}: logits contain NaN or +inf")
+        for m, name in enumerate(names):
+            t = int(true[s, m])
+            if not 0 <= t < z.shape[1]:
+                raise ValueError(f"scan {s}: true slice {t} of {name} lies outside its "
+                                 f"{z.shape[1]} slices")
+            if not np.isfinite(z[m, t]):
+                raise ValueError(f"scan {s}: the true slice {t} of {name} has logit -inf")
+    padded = np.full((n_marks, n_scans, max(z.shape[1] for z in arrays)), -np.inf)
+    for s, z in enumerate(arrays):
+        padded[:, s, :z.shape[1]] = z
+    return padded, true
+
+
+def _nll_per_scan(z: np.ndarray, true: np.ndarray, temperature: float) -> np.ndarray:
+    """(scans,) -log softmax(z / T)[true] of one landmark; z is (scans, max depth)."""
+    scaled = z / temperature
+    return logsumexp(scaled, axis=1) - scaled[np.arange(len(true)), true]
+
+
+def _nll(z: np.ndarray, true: np.ndarray, temperature: float) -> float:
+    return float(_nll_per_scan(z, true, temperature).mean())
+
+
+def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
+          names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(scans, landmarks) top-1 confidence and whether the argmax is the true slice."""
+    n_scans, n_marks = len(probabilities_list), len(names)
+    true = np.asarray(true_slices, dtype=np.int64)
+    if true.shape != (n_scans, n_marks):
+        raise ValueError(f"true_slices must have shape (scans, landmarks) = "
+                         f"({n_scans}, {n_marks}), got {true.shape}")
+    conf = np.zeros((n_scans, n_marks))
+    hit = np.zeros((n_scans, n_marks), dtype=bool)
+    for s, p in enumerate(probabilities_list):
+        p = np.asarray(p, dtype=np.float64)
+        if p.ndim != 2 or p.shape[0] != n_marks:
+            raise ValueError(f"scan {s}: probabilities must have shape (landmarks={n_marks}, "
+                             f"depth), got {p.shape}")
+        if not (0 <= true[s]).all() or not (true[s] < p.shape[1]).all():
+            raise ValueError(f"scan {s}: a true slice of {true[s].tolist()} lies outside its "
+                             f"{p.shape[1]} slices")
+        pred = np.argmax(p, axis=1)
+        conf[s] = p[np.arange(n_marks), pred]
+        hit[s] = pred == true[s]
+    return conf, hit
