@@ -17,8 +17,9 @@ from cohort.errors import CohortError, ConfigError, StorageError
 
 EPILOG = """\
 Commands that exist today: `synth heads` (a synthetic head-CT cohort as DICOM, with ground
-truth) and `demo` (the main job on its embedded default). Ingestion (`index`), inference
-(`run`), training (`train`), benchmarks and queries arrive with the next stages.
+truth), `index` (discover the series of a DICOM archive, select one per study, write the
+manifest) and `demo` (the main job on its embedded default). Inference (`run`), training
+(`train`), benchmarks and queries arrive with the next stages.
 All data written by `synth` is synthetic (phantoms, not patient data).
 """
 
@@ -43,6 +44,21 @@ def _build_parser() -> argparse.ArgumentParser:
                     "folder or any fsspec URL, s3://bucket/prefix included.")
     heads.add_argument("--out", required=True, metavar="URL", help="where to write the cohort")
     _synth_options(heads)
+
+    index = sub.add_parser(
+        "index", help="discover and select the series of a DICOM archive -> manifest.parquet",
+        description="List every object under INPUT_URL (any folder layout, any file names), "
+                    "read only the DICOM headers (byte ranges), group the images into series, "
+                    "check each series' geometry (gantry tilt, gaps, duplicates), select one "
+                    "series per study and write OUT/manifest.parquet (one row per series and "
+                    "per unusable object, with the reason) and OUT/objects.parquet. Problems in "
+                    "the data become rows; the command fails only when INPUT_URL or OUT cannot "
+                    "be used.")
+    index.add_argument("input", metavar="INPUT_URL",
+                       help="folder, s3://bucket/prefix or any fsspec URL holding DICOM files")
+    index.add_argument("--out", required=True, metavar="URL",
+                       help="folder or prefix for manifest.parquet, objects.parquet, _SUCCESS.json")
+    _index_options(index)
 
     demo = sub.add_parser(
         "demo", help="run the main job on its embedded default: local folder, synthetic cohort",
@@ -93,6 +109,72 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-endpoint", metavar="URL",
                    help="S3-compatible endpoint for s3:// URLs (default: $COHORT_S3_ENDPOINT "
                         "or AWS); credentials come from the standard AWS chain")
+
+
+def _index_options(p: argparse.ArgumentParser) -> None:
+    from cohort.config import IndexConfig
+
+    d = IndexConfig()
+    run = p.add_argument_group("how the archive is read")
+    run.add_argument("--executor", choices=("ray", "local"), default=d.discovery.executor,
+                     help="ray: Ray tasks on the connected cluster, or on a local Ray instance "
+                          "started here (default); local: in this process")
+    run.add_argument("--num-cpus", type=int, default=d.discovery.num_cpus,
+                     help="CPUs of a local Ray instance started here (default 0: all)")
+    run.add_argument("--files-per-task", type=int, default=d.discovery.files_per_task,
+                     help=f"headers read per task (default {d.discovery.files_per_task})")
+    run.add_argument("--io-threads", type=int, default=d.discovery.io_threads,
+                     help=f"concurrent reads per task (default {d.discovery.io_threads})")
+    run.add_argument("--header-block", type=int, default=d.discovery.header_block_bytes // 1024,
+                     metavar="KIB", help="first byte range read per object, in KiB (default "
+                                         f"{d.discovery.header_block_bytes // 1024})")
+    run.add_argument("--s3-endpoint", metavar="URL",
+                     help="S3-compatible endpoint for s3:// URLs (default: $COHORT_S3_ENDPOINT "
+                          "or AWS); credentials come from the standard AWS chain")
+    sel = p.add_argument_group("which series is selected per study")
+    sel.add_argument("--modality", nargs="+", default=list(d.selection.modalities),
+                     help="Modality values analysed (default: CT)")
+    sel.add_argument("--allow-derived", action="store_true",
+                     help="let DERIVED / SECONDARY images be selected too")
+    sel.add_argument("--min-coverage", type=float, default=d.selection.min_coverage_mm,
+                     metavar="MM", help="z extent that counts as full head coverage (default "
+                                        f"{d.selection.min_coverage_mm:g} mm)")
+    sel.add_argument("--prefer", nargs="+", default=list(d.selection.prefer),
+                     metavar="RULE", help="ranking rules, most important first (default: "
+                                          f"{' '.join(d.selection.prefer)})")
+    sel.add_argument("--soft-kernel", nargs="+", default=[], metavar="PATTERN",
+                     help="more soft-tissue kernel names or regexes (added to the defaults)")
+    sel.add_argument("--bone-kernel", nargs="+", default=[], metavar="PATTERN",
+                     help="more bone kernel names or regexes (added to the defaults)")
+    sel.add_argument("--min-slices", type=int, default=d.stack.min_slices,
+                     help=f"fewer distinct slices fail a series (default {d.stack.min_slices})")
+
+
+def _index_config(args: argparse.Namespace):
+    from cohort.config import DiscoveryConfig, IndexConfig, SelectionConfig
+
+    d = IndexConfig()
+    if args.min_slices < 2:
+        raise ConfigError(f"--min-slices must be at least 2, got {args.min_slices}")
+    return IndexConfig(
+        discovery=DiscoveryConfig(
+            executor=args.executor, num_cpus=args.num_cpus, files_per_task=args.files_per_task,
+            io_threads=args.io_threads, header_block_bytes=args.header_block * 1024),
+        stack=replace(d.stack, min_slices=args.min_slices),
+        selection=SelectionConfig(
+            modalities=tuple(args.modality), allow_derived=args.allow_derived,
+            min_coverage_mm=args.min_coverage, prefer=tuple(args.prefer),
+            soft_kernels=d.selection.soft_kernels + tuple(args.soft_kernel),
+            bone_kernels=d.selection.bone_kernels + tuple(args.bone_kernel)))
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from cohort.discover import index_cohort, summarize
+
+    cfg = _index_config(args)
+    result = index_cohort(args.input, args.out, cfg, _storage_options(args.s3_endpoint))
+    print(summarize(result))
+    return 0
 
 
 def _default_synth():
@@ -152,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "synth" and args.what == "heads":
             return _run_synth_heads(args)
+        if args.command == "index":
+            return _run_index(args)
         if args.command == "demo":
             return _run_demo(args)
     except ConfigError as e:

@@ -52,3 +52,103 @@ GROUND_TRUTH = pa.schema(
     metadata={"cohort.table": "ground_truth", "cohort.version": GROUND_TRUTH_VERSION,
               "cohort.synthetic": "true"},
 )
+
+MANIFEST_VERSION = "1"
+
+#: one row per listed object (file): what its header says, or why it could not be read
+#: (written by `cohort index` as objects.parquet beside the manifest)
+OBJECTS = pa.schema(
+    [
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("bytes_read", pa.int64(), nullable=False),  # fetched to read the header
+        pa.field("range_requests", pa.int32(), nullable=False),
+        pa.field("error_code", pa.string()),  # cohort.errors.ErrorCode; null: a usable image
+        pa.field("error_detail", pa.string()),
+        pa.field("series_key", pa.string()),  # the manifest row that holds this image
+        pa.field("sop_class_uid", pa.string()),
+        pa.field("sop_instance_uid", pa.string()),
+        pa.field("transfer_syntax_uid", pa.string()),
+        pa.field("patient_id", pa.string()),
+        pa.field("study_uid", pa.string()),
+        pa.field("series_uid", pa.string()),
+        pa.field("series_number", pa.int32()),
+        pa.field("instance_number", pa.int32()),
+        pa.field("modality", pa.string()),
+        pa.field("image_type", pa.list_(pa.string())),
+        pa.field("manufacturer", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("kernel", pa.string()),  # first value of ConvolutionKernel
+        pa.field("series_description", pa.string()),
+        pa.field("study_date", pa.string()),
+        pa.field("rows", pa.int32()),
+        pa.field("columns", pa.int32()),
+        pa.field("samples_per_pixel", pa.int32()),
+        pa.field("number_of_frames", pa.int32()),
+        pa.field("photometric", pa.string()),
+        pa.field("bits_allocated", pa.int32()),
+        pa.field("pixel_spacing_mm", pa.list_(pa.float64())),  # (between rows, between columns)
+        pa.field("slice_thickness_mm", pa.float64()),
+        pa.field("image_position", pa.list_(pa.float64())),  # ImagePositionPatient, mm
+        pa.field("image_orientation", pa.list_(pa.float64())),  # ImageOrientationPatient
+        pa.field("gantry_tilt_deg", pa.float64()),  # GantryDetectorTilt as written
+        pa.field("pixel_data_bytes", pa.int64()),  # declared length; null: encapsulated
+    ],
+    metadata={"cohort.table": "objects", "cohort.version": MANIFEST_VERSION},
+)
+
+#: one row per input series (one per stack when a SeriesInstanceUID holds several), and one
+#: row per object that is not a usable image (kind = "object"); written by `cohort index`.
+#: status: selected | not_selected | failed; error_code says why for every row not selected.
+MANIFEST = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),  # series | object
+        pa.field("status", pa.string(), nullable=False),  # selected | not_selected | failed
+        pa.field("error_code", pa.string()),  # ErrorCode value or "not_preferred"; null: selected
+        pa.field("error_detail", pa.string()),  # why, naming what was preferred or what failed
+        pa.field("series_key", pa.string()),  # unique per series row: UID, or UID#k for stacks
+        pa.field("selected_series_key", pa.string()),  # what its study selected, if anything
+        pa.field("patient_id", pa.string()),
+        pa.field("study_uid", pa.string()),
+        pa.field("series_uid", pa.string()),
+        pa.field("stack_index", pa.int32()),  # 1.. when the UID holds several stacks, else 1
+        pa.field("n_stacks", pa.int32()),  # stacks under this SeriesInstanceUID
+        pa.field("series_number", pa.int32()),
+        pa.field("series_description", pa.string()),
+        pa.field("study_date", pa.string()),
+        pa.field("modality", pa.string()),
+        pa.field("sop_class_uid", pa.string()),
+        pa.field("image_type", pa.list_(pa.string())),
+        pa.field("manufacturer", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("kernel", pa.string()),
+        pa.field("kernel_class", pa.string()),  # soft | bone | unknown
+        pa.field("transfer_syntax_uids", pa.list_(pa.string())),
+        pa.field("samples_per_pixel", pa.int32()),
+        pa.field("number_of_frames", pa.int32()),
+        pa.field("rows", pa.int32()),
+        pa.field("columns", pa.int32()),
+        pa.field("pixel_spacing_mm", pa.list_(pa.float64())),
+        pa.field("slice_thickness_mm", pa.float64()),
+        pa.field("orientation", pa.list_(pa.float64())),  # ImageOrientationPatient
+        pa.field("n_files", pa.int32(), nullable=False),
+        pa.field("n_bytes", pa.int64(), nullable=False),  # sum of the objects' sizes
+        pa.field("header_bytes_read", pa.int64(), nullable=False),
+        # feet to head when the geometry check passed, else by InstanceNumber
+        pa.field("files", pa.list_(pa.string()), nullable=False),
+        pa.field("duplicate_files", pa.list_(pa.string())),  # same position as a kept file
+        pa.field("excluded_files", pa.list_(pa.string())),  # this series' unusable objects
+        pa.field("n_slices", pa.int32()),  # distinct positions (files minus duplicates)
+        pa.field("slice_step_mm", pa.float64()),  # along the plane normal
+        pa.field("coverage_mm", pa.float64()),  # z extent of the positions
+        pa.field("missing_slices", pa.int32()),
+        pa.field("duplicate_slices", pa.int32()),
+        pa.field("uneven_spacing", pa.bool_()),
+        pa.field("tilt_deg", pa.float64()),  # gantry tilt measured from positions, signed
+        pa.field("header_tilt_deg", pa.float64()),  # GantryDetectorTilt (may be absent/wrong)
+        pa.field("tilt_correctable", pa.bool_()),  # the reader resamples it to a regular grid
+        pa.field("needs_resampling", pa.bool_()),  # tilt, gaps or uneven steps
+        pa.field("notes", pa.list_(pa.string())),
+    ],
+    metadata={"cohort.table": "manifest", "cohort.version": MANIFEST_VERSION},
+)
