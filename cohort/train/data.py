@@ -153,3 +153,23 @@ def targets(index_row) -> np.ndarray:
     """The six model slice indices of one cache-index row (dict or namedtuple)."""
     get = index_row.get if isinstance(index_row, dict) else lambda k: getattr(index_row, k)
     return np.array([get(f"{n}_target") for n in LANDMARKS], dtype=np.int64)
+
+
+def synthetic_sources(cohort_url: str, options: StorageOptions | None = None
+                      ) -> tuple[list[SeriesSource], pd.DataFrame]:
+    """Sources and the landmark table of a cohort written by `cohort synth heads` (its
+    ground_truth.parquet is the landmark table; localizers are left out)."""
+    gt = pd.read_parquet(io.BytesIO(read_bytes(join(cohort_url, "ground_truth.parquet"),
+                                               options)))
+    gt = gt[gt["series_role"] != "localizer"]
+    fs, _ = filesystem(cohort_url, options)
+    sources = []
+    for row in gt.itertuples():
+        _, folder = filesystem(join(cohort_url, row.dicom_dir), options)
+        files = sorted(fs.find(folder))
+        prefix = cohort_url.split("://")[0] + "://" if "://" in cohort_url else ""
+        sources.append(SeriesSource(row.series_instance_uid, row.patient_id,
+                                    tuple(prefix + f if prefix else f for f in files)))
+    labels = gt.rename(columns={"series_instance_uid": "series_uid",
+                                "patient_id": "patient_key"})
+    return sources, labels[["series_uid", "patient_key", *LABEL_COLUMNS]].reset_index(drop=True)

@@ -5,8 +5,8 @@ Output under ``out_url``::
 
     splits.parquet                 the saved splits (reloaded, never recomputed, on resume)
     folds/fold-<f>/...             Ray Train runs: checkpoints every epoch (resume state)
-    predictions.parquet            per scan x landmark test predictions of every fold
-    validation_logits/...          what calibration was fitted on
+    models/fold-<f>.pt             each fold's best model with its calibration temperatures
+    tables/                        predictions, per-fold metrics, Table II, calibration
 """
 
 from __future__ import annotations
@@ -21,13 +21,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError
-from cohort.model.dst import DepthSequenceTransformer, load_checkpoint
+from cohort.model.dst import DepthSequenceTransformer, load_checkpoint, save_checkpoint
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
+from cohort.train.calibration import (
+    apply_temperatures,
+    calibration_report,
+    fit_temperatures,
+    temperatures_to_metadata,
+)
 from cohort.train.data import load_input, targets
 from cohort.train.loop import TrainConfig, collate, train_fold
 from cohort.train.splits import SplitConfig, check_splits, make_splits
+from cohort.train.tables import predictions_table, write_tables
 
 logger = logging.getLogger(__name__)
 
@@ -126,18 +132,36 @@ def predict(model: DepthSequenceTransformer, rows: pd.DataFrame, cache_url: str,
     return out
 
 
-def prediction_rows(fold: int, rows: pd.DataFrame, logits: list[np.ndarray]) -> pd.DataFrame:
-    """Long table: one row per scan x landmark with the true and the predicted slice."""
-    recs = []
-    for row, lg in zip(rows.to_dict("records"), logits, strict=True):
-        t = targets(row)
-        p = torch.softmax(torch.as_tensor(lg), dim=-1).numpy()
-        for j, name in enumerate(LANDMARKS):
-            top2 = np.argsort(-p[j], kind="stable")[:2]
-            recs.append({"fold": fold, "series_uid": row["series_uid"],
-                         "patient_key": row["patient_key"], "landmark": name,
-                         "true_slice": int(t[j]), "pred_slice": int(top2[0]),
-                         "top2": [int(v) for v in top2], "probability": float(p[j, top2[0]]),
-                         "slice_spacing_mm": float(row["slice_spacing_mm"]),
-                         "depth": int(row["depth"])})
-    return pd.DataFrame(recs)
+def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyConfig,
+              options: StorageOptions | None = None, *, synthetic: bool) -> dict[str, str]:
+    """Train and evaluate every fold; write models, predictions and tables.
+
+    Per fold, the best checkpoint (validation MAE) predicts the fold's test split once;
+    temperatures fitted on the validation split calibrate its probabilities and are stored
+    in the fold's model file (``models/fold-<f>.pt``) for the inference job's confidence.
+
+    Returns:
+        ``{name: URL}`` of the tables written under ``<out_url>/tables``.
+    """
+    splits = load_or_make_splits(index, out_url, config.splits, options)
+    predictions, calibration = [], []
+    for fold in range(config.splits.folds):
+        model, meta = run_fold(fold, index, splits, cache_url, out_url, config, options)
+        val = fold_rows(index, splits, fold, "validation")
+        test = fold_rows(index, splits, fold, "test")
+        val_true = np.stack([targets(r) for r in val.to_dict("records")])
+        temps = fit_temperatures(predict(model, val, cache_url, options), val_true)
+        test_logits = predict(model, test, cache_url, options)
+        test_true = np.stack([targets(r) for r in test.to_dict("records")])
+        predictions.append(predictions_table(
+            fold, list(test["series_uid"]), list(test["patient_key"]),
+            [apply_temperatures(lg, temps) for lg in test_logits], test_true,
+            list(test["slice_spacing_mm"]), synthetic=synthetic))
+        calibration.append(calibration_report(test_logits, test_true, temps).assign(fold=fold))
+        buf = io.BytesIO()
+        save_checkpoint(buf, model, **meta, fold=fold, synthetic=synthetic,
+                        temperatures=temperatures_to_metadata(temps))
+        write_bytes(join(out_url, "models", f"fold-{fold}.pt"), buf.getvalue(), options)
+        logger.info("fold %d done: %d test scans", fold, len(test))
+    return write_tables(join(out_url, "tables"), pd.concat(predictions, ignore_index=True),
+                        calibration=pd.concat(calibration, ignore_index=True), options=options)
