@@ -2,7 +2,7 @@
 and publish the manifest.
 
     result = index_cohort("s3://archive/ct", "s3://work/index", IndexConfig(), options)
-    print(summarize(result))
+    report = summarize(result)  # a few lines for the console
 
 Problems in the data never raise: every object and every series ends as a manifest row.
 Only problems with the job itself raise (the input does not exist, the output cannot be

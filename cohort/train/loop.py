@@ -136,8 +136,8 @@ def train_fold(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume after a crash: exactly where the last epoch ended
         with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu",
-                               weights_only=True)
+            path = os.path.join(d, "state.pt")
+            state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
