@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -133,6 +134,8 @@ def train_fold(config: dict) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg))
     start, best, bad = 0, float("inf"), 0
     best_state = None
+    # fault drill: the worker process dies once, after this epoch's checkpoint
+    fail_after = config.get("fail_after_epoch")
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume after a crash: exactly where the last epoch ended
         with checkpoint.as_directory() as d:
@@ -153,6 +156,9 @@ def train_fold(config: dict) -> None:
         return cache[row["path"]]
 
     for epoch in range(start, cfg.epochs):
+        if fail_after is not None and checkpoint is None and epoch == fail_after + 1:
+            time.sleep(2.0)  # let the controller register the last checkpoint first
+            os._exit(17)  # as an out-of-memory kill or a lost node would end the process
         model.train()
         losses = []
         for batch in batches_by_depth(train_rows, cfg.batch_size, rng):
@@ -190,7 +196,7 @@ def train_fold(config: dict) -> None:
         stop = bad >= cfg.patience
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), "val_mae": val_mae,
                    "val_top1": hits / max(n, 1), "best_val_mae": best, "stopped": stop,
-                   "lr": sched.get_last_lr()[0]}
+                   "lr": sched.get_last_lr()[0], "started_at_epoch": start}
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:

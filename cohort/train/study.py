@@ -46,6 +46,7 @@ class StudyConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 1
     max_failures: int = 3  # worker crashes survived per fold (resume from the last epoch)
+    fail_after_epoch: int | None = None  # fault drill: kill the worker once after this epoch
 
 
 def _write_parquet(df: pd.DataFrame, url: str, options: StorageOptions | None) -> None:
@@ -89,7 +90,8 @@ def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: st
     val = fold_rows(index, splits, fold, "validation")
     loop_config = {"train": asdict(config.train), "cache_url": cache_url,
                    "storage": asdict(options) if options else None,
-                   "threads": config.cpus_per_worker}
+                   "threads": config.cpus_per_worker,
+                   "fail_after_epoch": config.fail_after_epoch}
     storage_fs, storage_path = filesystem(join(out_url, "folds"), options)
     trainer = TorchTrainer(
         train_fold, train_loop_config=loop_config,
@@ -104,8 +106,13 @@ def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: st
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"fold {fold} reported no checkpoint: {result.error!r}")
+    last = result.metrics or {}
+    if last.get("started_at_epoch"):
+        logger.info("fold %d resumed at epoch %d after a failure", fold, last["started_at_epoch"])
     with result.checkpoint.as_directory() as d:
         model, meta = load_checkpoint(f"{d}/best.pt")
+    meta["last_metrics"] = {k: v for k, v in last.items()
+                            if isinstance(v, (int, float, str, bool))}
     logger.info("fold %d: best validation MAE %.3f slices (epoch %s)", fold,
                 meta.get("best_val_mae", float("nan")), meta.get("epoch"))
     return model, meta

@@ -84,3 +84,18 @@ def test_tiny_five_fold_study(cache, ray_local, tmp_path):
     # resuming reloads the saved splits instead of drawing new ones
     again = load_or_make_splits(index, str(out), SplitConfig(folds=5, seed=99))
     pd.testing.assert_frame_equal(again, splits)
+
+
+def test_a_worker_killed_mid_fold_resumes_from_its_last_checkpoint(cache, ray_local, tmp_path):
+    from cohort.train.study import fold_rows, run_fold
+
+    root, index = cache
+    out = tmp_path / "crash"
+    cfg = StudyConfig(train=TrainConfig(model="tiny", epochs=3, max_len=64, patience=5),
+                      splits=SplitConfig(folds=5, seed=1), workers=1, fail_after_epoch=0)
+    splits = load_or_make_splits(index, str(out), cfg.splits)
+    model, meta = run_fold(0, index, splits, str(root / "cache"), str(out), cfg, None)
+    last = meta["last_metrics"]
+    assert last["epoch"] == 2  # all epochs done
+    assert last["started_at_epoch"] == 1  # the second attempt resumed after epoch 0
+    assert len(fold_rows(index, splits, 0, "test")) > 0
