@@ -165,7 +165,10 @@ def test_a_header_that_makes_the_parser_recurse_too_deep_is_a_row(tmp_path):
     (tmp_path / "deep").write_bytes(_nested_sequences(5000))
     row = header_of(tmp_path / "deep")
     assert row["error_code"] == ErrorCode.UNREADABLE_HEADER
-    assert "RecursionError" in row["error_detail"]
+    # pydicom either recurses past the limit or, on a partial range, runs out of bytes
+    # first (seen in a fresh CI environment): both must end as this row, not a crash
+    assert ("RecursionError" in row["error_detail"]
+            or "cannot parse the header" in row["error_detail"])
 
 
 def test_a_bare_data_set_without_preamble_is_still_read(tmp_path):
