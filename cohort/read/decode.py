@@ -4,11 +4,14 @@ turned into a `SeriesError` with a code."""
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 
@@ -20,6 +23,29 @@ AIR_HU = -1024.0
 #: decoding plugins faster than pydicom's first choice, by transfer syntax (CharLS is ~3x
 #: faster than libjpeg on JPEG-LS); used when installed
 PREFERRED_PLUGINS = {"1.2.840.10008.1.2.4.80": "pyjpegls", "1.2.840.10008.1.2.4.81": "pyjpegls"}
+#: syntaxes GDCM (inside SimpleITK) decodes faster than pydicom's plugins here: JPEG 2000
+#: (~1.4x per slice) and JPEG-LS; pydicom (with the plugins above) is the fallback. Files
+#: that might crash a decoder belong in `cohort.read.isolate.IsolatedReader` either way.
+GDCM_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+                           "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def _gdcm_stored(data: bytes, slope: float, intercept: float) -> np.ndarray | None:
+    """Stored values of a single-frame file decoded by GDCM, or None if GDCM cannot."""
+    if slope != 1.0:  # undoing a fractional rescale would round; let pydicom do it
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".dcm", dir=_SCRATCH) as f:
+        f.write(data)
+        f.flush()
+        try:
+            img = sitk.ReadImage(f.name, imageIO="GDCMImageIO")
+        except RuntimeError:
+            return None
+    arr = sitk.GetArrayFromImage(img)
+    if arr.ndim != 3 or arr.shape[0] != 1:
+        return None
+    return np.rint(arr[0] - intercept).astype(np.int32)  # GDCM applied the rescale
 
 
 @dataclass(frozen=True)
@@ -158,10 +184,15 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
                              f"{bits_alloc // 8}")
             raw = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
         else:
-            plugin = PREFERRED_PLUGINS.get(str(ts), "")
-            if plugin and plugin not in get_decoder(ts).available_plugins:
-                plugin = ""
-            raw = pixel_array(ds, decoding_plugin=plugin)
+            raw = None
+            if str(ts) in GDCM_SYNTAXES:
+                raw = _gdcm_stored(data, float(ds.get("RescaleSlope", 1) or 1),
+                                   float(ds.get("RescaleIntercept", 0) or 0))
+            if raw is None:
+                plugin = PREFERRED_PLUGINS.get(str(ts), "")
+                if plugin and plugin not in get_decoder(ts).available_plugins:
+                    plugin = ""
+                raw = pixel_array(ds, decoding_plugin=plugin)
     except ValueError as e:
         msg = str(e)
         code = (ErrorCode.SIZE_MISMATCH if "length" in msg or "size" in msg
