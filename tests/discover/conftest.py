@@ -111,3 +111,18 @@ def edited(data: bytes, **changes) -> bytes:
     buf = BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def write_dicomdir(path: Path, file_set_id: str) -> None:
+    """An (empty) DICOMDIR media directory file at ``path``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.FileSetID = file_set_id
+    ds.DirectoryRecordSequence = []
+    ds.save_as(path, enforce_file_format=True)

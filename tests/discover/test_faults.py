@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from cohort.config import DiscoveryConfig, IndexConfig
 from cohort.discover import build_index
 from cohort.errors import ErrorCode
 
-from .conftest import edited, series_bytes, write_series
+from .conftest import edited, series_bytes, write_dicomdir, write_series
 
 LOCAL = IndexConfig(discovery=DiscoveryConfig(executor="local", files_per_task=40))
 
@@ -61,14 +60,7 @@ def faulty(tmp_path_factory) -> tuple[Path, dict]:
     whole = good[14].read_bytes()
     (junk / "cut-header").write_bytes(whole[:600])
     good[14].write_bytes(whole[:-100])  # cut in the pixels, inside the good series
-    dicomdir = Dataset()
-    dicomdir.file_meta = FileMetaDataset()
-    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    dicomdir.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    dicomdir.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dicomdir.FileSetID = "FAULTS"
-    dicomdir.DirectoryRecordSequence = []
-    dicomdir.save_as(root / "DICOMDIR", enforce_file_format=True)
+    write_dicomdir(root / "DICOMDIR", "FAULTS")
 
     result = build_index(str(root), LOCAL)
     rows = result.manifest.to_pylist()

@@ -18,7 +18,7 @@ from cohort.discover.listing import ObjectInfo
 from cohort.discover.ranged import RangeReader
 from cohort.errors import ErrorCode
 
-from .conftest import edited, series_bytes
+from .conftest import edited, series_bytes, write_dicomdir
 
 FS = LocalFileSystem()
 
@@ -93,14 +93,7 @@ def test_text_empty_and_binary_junk_are_not_dicom(tmp_path):
 
 
 def test_a_dicomdir_is_reported_as_such(tmp_path):
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.FileSetID = "ARCHIVE"
-    ds.DirectoryRecordSequence = []
-    ds.save_as(tmp_path / "DICOMDIR", enforce_file_format=True)
+    write_dicomdir(tmp_path / "DICOMDIR", "ARCHIVE")
     assert header_of(tmp_path / "DICOMDIR")["error_code"] == ErrorCode.DICOMDIR
 
 
