@@ -86,6 +86,14 @@ def _build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--epochs", type=int, default=60)
     loc.add_argument("--batch-size", type=int, default=2)
     loc.add_argument("--lr", type=float, default=2e-3, help="SGD learning rate (paper: 2e-3)")
+    loc.add_argument("--momentum", type=float, default=0.3,
+                     help="SGD momentum (public code: 0.3, Nesterov)")
+    loc.add_argument("--warmup-epochs", type=int, default=2,
+                     help="linear warm-up epochs before cosine decay")
+    loc.add_argument("--input-size", type=int, default=128,
+                     help="model pixels per side in-plane (default 128; stored in the models)")
+    loc.add_argument("--threads", type=int, default=1,
+                     help="CPUs (torch threads) per Ray Train worker")
     loc.add_argument("--patience", type=int, default=10,
                      help="epochs without a better validation MAE before stopping")
     loc.add_argument("--workers", type=int, default=1, help="Ray Train workers per fold")
@@ -260,6 +268,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_train_localization(args: argparse.Namespace) -> int:
+    from cohort.preprocess.model_input import ModelInputConfig
     from cohort.train.command import train_localization
     from cohort.train.loop import TrainConfig
     from cohort.train.splits import SplitConfig
@@ -267,9 +276,12 @@ def _run_train_localization(args: argparse.Namespace) -> int:
 
     config = StudyConfig(
         train=TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, patience=args.patience, seed=args.seed),
+                          lr=args.lr, momentum=args.momentum,
+                          warmup_epochs=args.warmup_epochs, patience=args.patience,
+                          seed=args.seed),
         splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
-        use_gpu=args.gpus)
+        use_gpu=args.gpus, cpus_per_worker=args.threads,
+        model_input=ModelInputConfig(size=args.input_size))
     print(train_localization(args.data, args.out, config, labels_url=args.labels,
                              ablations=tuple(args.ablations),
                              options=_storage_options(args.s3_endpoint)))

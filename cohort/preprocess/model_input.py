@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from cohort.errors import ConfigError
 from cohort.read.volume import Volume
 
 
@@ -26,6 +27,14 @@ class ModelInputConfig:
     window_high_hu: float = 1400.0  # (soft tissue, bone and calcium all keep contrast)
     max_len: int = 512  # the model's longest sequence
     head_threshold_hu: float = -500.0  # voxels above this are "head" for centring
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.size <= 512:
+            raise ConfigError(f"model input size must be 32-512 pixels, got {self.size}")
+        if not self.fov_mm > 0 or not self.window_high_hu > self.window_low_hu:
+            raise ConfigError("model input needs a positive field of view and a window with "
+                              f"high > low, got {self.fov_mm} mm, [{self.window_low_hu}, "
+                              f"{self.window_high_hu}] HU")
 
 
 @dataclass(frozen=True)

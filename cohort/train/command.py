@@ -75,10 +75,11 @@ def train_localization(data_url: str, out_url: str, config: StudyConfig, *,
     import ray
 
     if not ray.is_initialized():  # a local Ray unless this runs inside a cluster job
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False,
+                 log_to_driver=logging.getLogger("cohort").isEnabledFor(logging.INFO))
     cache_url = join(out_url, "cache")
     logger.info("preparing %d labelled series into %s", len(labels), cache_url)
-    index = build_cache(sources, labels, cache_url, options)
+    index = build_cache(sources, labels, cache_url, options, config.model_input)
     written = run_study(index, cache_url, out_url, config, options, synthetic=synthetic)
     report = [f"{'SYNTHETIC ' if synthetic else ''}localization study: {len(index)} series, "
               f"{index['patient_key'].nunique()} patients, {config.splits.folds} folds, "

@@ -9,6 +9,7 @@ The test split never reaches this loop.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -24,6 +25,8 @@ from cohort.errors import ConfigError
 from cohort.model.dst import build_model, save_checkpoint
 from cohort.storage import StorageOptions
 from cohort.train.data import load_input, targets
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ def train_fold(config: dict) -> None:
     import ray.train.torch
 
     cfg = TrainConfig(**config["train"])
+    logging.basicConfig(level=config.get("log_level", logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cache_url = config["cache_url"]
     options = StorageOptions(**config["storage"]) if config.get("storage") else None
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
@@ -134,6 +139,7 @@ def train_fold(config: dict) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg))
     start, best, bad = 0, float("inf"), 0
     best_state = None
+    best_at, best_epoch = 0.0, 0
     # fault drill: the worker process dies once, after this epoch's checkpoint
     fail_after = config.get("fail_after_epoch")
     checkpoint = ray.train.get_checkpoint()
@@ -146,6 +152,9 @@ def train_fold(config: dict) -> None:
         sched.load_state_dict(state["scheduler"])
         start, best, bad = state["epoch"] + 1, state["best"], state["bad_epochs"]
         best_state = state["best_model"]
+        best_at = state.get("best_at_s", 0.0)
+        best_epoch = state.get("best_epoch", state["epoch"])
+    t_start = time.perf_counter() - (state.get("elapsed_s", 0.0) if checkpoint else 0.0)
     train_rows = list(ray.train.get_dataset_shard("train").iter_rows())
     val_rows = list(ray.train.get_dataset_shard("validation").iter_rows())
     cache: dict[str, np.ndarray] = {}
@@ -188,26 +197,35 @@ def train_fold(config: dict) -> None:
         loss_sum, loss_n = sum(losses), len(losses)
         err, hits, n, loss_sum, loss_n = _all_reduce([err, hits, n, loss_sum, loss_n], device)
         val_mae = err / max(n, 1)
+        elapsed = time.perf_counter() - t_start
         if val_mae < best - 1e-9:
-            best, bad = val_mae, 0
+            best, bad, best_at, best_epoch = val_mae, 0, elapsed, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         else:
             bad += 1
         stop = bad >= cfg.patience
         metrics = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), "val_mae": val_mae,
                    "val_top1": hits / max(n, 1), "best_val_mae": best, "stopped": stop,
-                   "lr": sched.get_last_lr()[0], "started_at_epoch": start}
+                   "lr": sched.get_last_lr()[0], "started_at_epoch": start,
+                   "elapsed_s": elapsed, "best_at_s": best_at}
+        if rank == 0:
+            logger.info("epoch %d/%d: train loss %.3f, validation MAE %.3f slices (best %.3f), "
+                        "%.0f s", epoch + 1, cfg.epochs, metrics["train_loss"], val_mae, best,
+                        elapsed)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
-                            "bad_epochs": bad, "best_model": best_state},
+                            "bad_epochs": bad, "best_model": best_state,
+                            "elapsed_s": elapsed, "best_at_s": best_at,
+                            "best_epoch": best_epoch},
                            os.path.join(d, "state.pt"))
                 best_net = build_model(cfg.model, max_len=cfg.max_len)
                 best_net.load_state_dict(best_state)
                 save_checkpoint(os.path.join(d, "best.pt"), best_net, best_val_mae=best,
-                                epoch=epoch, train_config=asdict(cfg))
+                                epoch=epoch, best_epoch=best_epoch,
+                                best_at_s=best_at, train_config=asdict(cfg))
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:

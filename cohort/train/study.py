@@ -23,6 +23,7 @@ import torch
 
 from cohort.errors import ConfigError
 from cohort.model.dst import DepthSequenceTransformer, load_checkpoint, save_checkpoint
+from cohort.preprocess.model_input import ModelInputConfig
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
 from cohort.train.calibration import (
     apply_temperatures,
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
+    model_input: ModelInputConfig = field(default_factory=ModelInputConfig)  # stored in models
     workers: int = 1  # Ray Train workers per fold (0: run the loop in the driver)
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -91,7 +93,8 @@ def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: st
     loop_config = {"train": asdict(config.train), "cache_url": cache_url,
                    "storage": asdict(options) if options else None,
                    "threads": config.cpus_per_worker,
-                   "fail_after_epoch": config.fail_after_epoch}
+                   "fail_after_epoch": config.fail_after_epoch,
+                   "log_level": logging.getLogger("cohort").getEffectiveLevel()}
     storage_fs, storage_path = filesystem(join(out_url, "folds"), options)
     trainer = TorchTrainer(
         train_fold, train_loop_config=loop_config,
@@ -167,7 +170,8 @@ def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyCo
         calibration.append(calibration_report(test_logits, test_true, temps).assign(fold=fold))
         buf = io.BytesIO()
         save_checkpoint(buf, model, **meta, fold=fold, synthetic=synthetic,
-                        temperatures=temperatures_to_metadata(temps))
+                        temperatures=temperatures_to_metadata(temps),
+                        model_input=asdict(config.model_input))
         write_bytes(join(out_url, "models", f"fold-{fold}.pt"), buf.getvalue(), options)
         logger.info("fold %d done: %d test scans", fold, len(test))
     return write_tables(join(out_url, "tables"), pd.concat(predictions, ignore_index=True),
