@@ -152,3 +152,102 @@ MANIFEST = pa.schema(
     ],
     metadata={"cohort.table": "manifest", "cohort.version": MANIFEST_VERSION},
 )
+
+RUN_VERSION = "1"
+
+#: one row per input series of a `cohort run` (status ok | skipped | error), under
+#: ``<out>/runs/<run_id>/series/``. Landmark slices count from the most inferior slice of the
+#: read volume (after tilt correction), as everywhere in cohort.
+SERIES = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("series_key", pa.string(), nullable=False),  # manifest key: UID or UID#k
+        pa.field("series_uid", pa.string()),
+        pa.field("study_key", pa.string()),  # keyed hash of StudyInstanceUID (or as is)
+        pa.field("patient_key", pa.string()),  # keyed hash of PatientID (or as is)
+        pa.field("source_uri", pa.string()),  # the folder (prefix) that holds the files
+        pa.field("status", pa.string(), nullable=False),  # ok | skipped | error
+        pa.field("error_code", pa.string()),  # ErrorCode value, or the manifest's reason
+        pa.field("error_detail", pa.string()),
+        pa.field("study_date", pa.string()),
+        pa.field("manufacturer", pa.string()),
+        pa.field("scanner_model", pa.string()),
+        pa.field("kernel", pa.string()),
+        pa.field("n_files", pa.int32()),
+        pa.field("n_slices", pa.int32()),  # slices of the read volume
+        pa.field("rows", pa.int32()),
+        pa.field("columns", pa.int32()),
+        pa.field("pixel_spacing_mm", pa.float64()),
+        pa.field("slice_step_mm", pa.float64()),
+        pa.field("slice_thickness_mm", pa.float64()),
+        pa.field("tilt_deg", pa.float64()),
+        pa.field("tilt_corrected", pa.bool_()),
+        pa.field("midline_used", pa.string()),  # paper | symmetric plane
+        pa.field("midline_offset_mm", pa.float64()),
+        pa.field("midline_angle_deg", pa.float64()),
+        pa.field("model_decimation", pa.int32()),  # 1 unless the series was deeper than max_len
+    ]
+    + [pa.field(f"{name}_slice", pa.int32()) for name in LANDMARKS]
+    + [pa.field(f"{name}_z_mm", pa.float64()) for name in LANDMARKS]
+    + [pa.field(f"{name}_prob", pa.float64()) for name in LANDMARKS]
+    + [pa.field(f"{name}_mm3", pa.float64()) for name in SEGMENTS]
+    + [pa.field(f"{name}_voxels", pa.int64()) for name in SEGMENTS]
+    + [pa.field(f"{name}_plaques", pa.int32()) for name in SEGMENTS]
+    + [pa.field(f"{name}_peak_hu", pa.float64()) for name in SEGMENTS]
+    + [
+        pa.field("volumes_computed", pa.bool_()),  # false without a calcium mask
+        pa.field("total_calcium_mm3", pa.float64()),
+        pa.field("total_calcium_voxels", pa.int64()),
+        pa.field("n_plaques", pa.int32()),
+        pa.field("risk_group", pa.string()),
+        pa.field("qc_flags", pa.list_(pa.string())),
+        pa.field("low_confidence_landmarks", pa.list_(pa.string())),
+        pa.field("qc_picture", pa.string()),  # relative to the run folder, when drawn
+        pa.field("label_map", pa.string()),  # relative NIfTI of segment labels, when written
+        pa.field("model_name", pa.string()),
+        pa.field("model_sha256", pa.string()),
+        pa.field("model_trained_on", pa.string()),  # e.g. "synthetic phantoms"
+        pa.field("code_version", pa.string()),
+        pa.field("seconds_prepare", pa.float64()),
+        pa.field("seconds_inference", pa.float64()),
+        pa.field("seconds_quantify", pa.float64()),
+    ],
+    metadata={"cohort.table": "series", "cohort.version": RUN_VERSION},
+)
+
+#: the six landmarks of every ok series, one row each
+LANDMARK_ROWS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("series_key", pa.string(), nullable=False),
+        pa.field("series_uid", pa.string()),
+        pa.field("patient_key", pa.string()),
+        pa.field("landmark", pa.string(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("slice", pa.int32()),
+        pa.field("z_mm", pa.float64()),
+        pa.field("probability", pa.float64()),
+        pa.field("low_confidence", pa.bool_()),
+    ],
+    metadata={"cohort.table": "landmarks", "cohort.version": RUN_VERSION},
+)
+
+#: the eight segments of every ok series with volumes, one row each
+SEGMENT_ROWS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("series_key", pa.string(), nullable=False),
+        pa.field("series_uid", pa.string()),
+        pa.field("patient_key", pa.string()),
+        pa.field("segment", pa.string(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("volume_mm3", pa.float64()),
+        pa.field("voxels", pa.int64()),
+        pa.field("plaques", pa.int32()),
+        pa.field("peak_hu", pa.float64()),
+        pa.field("risk_group", pa.string()),  # the series' group, repeated for easy GROUP BY
+    ],
+    metadata={"cohort.table": "segments", "cohort.version": RUN_VERSION},
+)
