@@ -55,6 +55,8 @@ class ErrorCode(StrEnum):
     NO_SKULL = "no_skull"  # hemisphere separation found no skull in the volume
     INVALID_NIFTI = "invalid_nifti"
     MASK_MISMATCH = "mask_mismatch"  # an external mask whose geometry differs from the volume
+    MASK_MISSING = "mask_missing"  # --masks was given but holds no <SeriesInstanceUID>.nii.gz
+    PROCESSING_FAILED = "processing_failed"  # an unexpected error in a stage (a bug: report it)
 
 
 class SeriesError(CohortError):

@@ -1,0 +1,72 @@
+"""Which DST checkpoint the job uses, where it comes from, and what it says about itself.
+
+With no ``--model``, the job uses the checkpoint shipped in the package (trained on
+SYNTHETIC phantoms by the documented command in the README; not for clinical use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+
+from cohort.errors import ConfigError
+from cohort.storage import StorageOptions, is_local, read_bytes, redact
+
+SHIPPED_NAME = "dst-small-synthetic.pt"
+
+
+def shipped_checkpoint() -> str:
+    """Path of the checkpoint that ships with the package."""
+    return str(resources.files("cohort.model") / "weights" / SHIPPED_NAME)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the run manifest and the tables say about the model."""
+
+    path: str  # a local file (fetched from object storage when needed)
+    source: str  # what the user gave (redacted), or "shipped"
+    name: str
+    sha256: str
+    trained_on: str  # "synthetic phantoms" or what the checkpoint says
+    model_input: dict  # the ModelInputConfig fields it was trained with
+    has_temperatures: bool
+
+
+def local_copy(url: str, options: StorageOptions | None = None) -> str:
+    """A local path for ``url`` (object storage is copied to a temporary file once)."""
+    if is_local(url):
+        if not os.path.isfile(url):
+            raise ConfigError(f"model checkpoint {url} does not exist; give a .pt file written "
+                              "by `cohort train localization` (models/fold-<f>.pt) or leave "
+                              "--model out to use the shipped one")
+        return url
+    data = read_bytes(url, options)
+    fd, path = tempfile.mkstemp(suffix=".pt", prefix="cohort-model-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def describe(url: str | None, options: StorageOptions | None = None) -> ModelInfo:
+    """Load the checkpoint once (weights only) to check it and describe it.
+
+    Raises:
+        ConfigError: missing file, pickled code, or not a DST checkpoint.
+    """
+    from cohort.model.dst import load_checkpoint
+
+    source = "shipped" if url is None else redact(url)
+    path = local_copy(url or shipped_checkpoint(), options)
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    model, meta = load_checkpoint(path)
+    synthetic = bool(meta.get("synthetic"))
+    return ModelInfo(path=path, source=source, name=model.cfg.name, sha256=sha,
+                     trained_on="synthetic phantoms" if synthetic else
+                     str(meta.get("trained_on", "unknown")),
+                     model_input=dict(meta.get("model_input") or {}),
+                     has_temperatures=bool(meta.get("temperatures")))

@@ -1,0 +1,152 @@
+"""The last per-series stage: landmarks + calcium summary -> segment volumes, risk group,
+QC flags; the QC picture for flagged series; optional NIfTI segment label maps.
+
+Both pictures and label maps need full-resolution data, which never travels between
+stages: the series (for a picture) or its mask (for a label map) is read again here, for
+the few series that need it, inside the isolated process with the series time limit. A
+picture that cannot be drawn leaves a note in ``error_detail``; it never fails the series.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from cohort.anatomy import LANDMARKS
+from cohort.errors import SeriesError
+from cohort.infer.packing import unpack
+from cohort.infer.prepare import PrepareConfig, read_mask, run_isolated
+from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
+from cohort.read.series import read_series
+from cohort.read.volume import Volume
+from cohort.storage import join, write_bytes
+
+logger = logging.getLogger(__name__)
+
+QC_CHOICES = ("flagged", "all", "none")
+
+
+@dataclass(frozen=True)
+class FinishConfig:
+    quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    run_url: str = ""  # the run folder: pictures under qc/, label maps under labels/
+    qc: str = "flagged"  # which series get a QC picture: flagged | all | none
+    label_maps: bool = False  # write NIfTI segment label maps (needs masks)
+
+
+def safe_name(key: str) -> str:
+    """A file name for a series key (UIDs are digits and dots; stack keys add '#k')."""
+    return re.sub(r"[^0-9A-Za-z._-]", "_", key)
+
+
+def empty_summary(n_slices: int, spacing_mm: float) -> CalciumSummary:
+    """No calcium: what quantification sees when no mask was given (QC on landmarks only)."""
+    return CalciumSummary(
+        n_slices=n_slices, voxel_mm3=0.0, slice_spacing_mm=spacing_mm,
+        slice_voxels=np.zeros((2, n_slices), dtype=np.int64),
+        slice_peak_hu=np.full((2, n_slices), np.nan, dtype=np.float32),
+        piece_side=np.zeros(0, dtype=np.int8), piece_first_slice=np.zeros(0, dtype=np.int64),
+        piece_offsets=np.zeros(1, dtype=np.int64), piece_counts=np.zeros(0, dtype=np.int64),
+        piece_peak_hu=np.zeros(0, dtype=np.float32))
+
+
+def _summary(packed: bytes) -> CalciumSummary:
+    d = unpack(packed)
+    return CalciumSummary.from_dict({k: v for k, v in d.items()})
+
+
+def draw_picture(files: list[str], series_uid: str, landmarks: dict[str, int],
+                 plane: tuple[list, list], title: str, config: FinishConfig) -> bytes:
+    """PNG bytes of the coronal/sagittal reformat with landmark planes and calcium by
+    segment (`cohort.write.reformat`)."""
+    from cohort.write.reformat import reformat_figure
+
+    volume = read_series(files, config.prepare.storage, config.prepare.read, series=series_uid)
+    labels = None
+    if config.prepare.masks_url:
+        mask = read_mask(config.prepare, volume, series_uid)
+        labels = label_map(mask, volume.grid, landmarks, plane_side(*plane))
+    image = reformat_figure(volume.array, volume.grid, landmarks, labels, title=title)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def label_nifti(files: list[str], series_uid: str, landmarks: dict[str, int],
+                plane: tuple[list, list], config: FinishConfig) -> bytes:
+    """NIfTI (.nii.gz) bytes of the segment label map on the mask's grid."""
+    from cohort.infer.prepare import mask_url
+    from cohort.read.nifti import read_nifti
+
+    mask = read_nifti(mask_url(config.prepare.masks_url, series_uid), config.prepare.storage,
+                      series=series_uid)
+    labels = label_map(mask.array > 0, mask.grid, landmarks, plane_side(*plane))
+    image = Volume(labels.astype(np.float32), mask.grid).to_sitk()
+    image = sitk.Cast(image, sitk.sitkUInt8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "labels.nii.gz")
+        sitk.WriteImage(image, path, useCompression=True)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def finish_row(row: dict, config: FinishConfig) -> dict:
+    """Fill segment volumes, risk group, flags and picture links of one ok row."""
+    if row.get("status") != "ok":
+        return row
+    t0 = time.perf_counter()
+    landmarks = {n: int(row[f"{n}_slice"]) for n in LANDMARKS}
+    probabilities = {n: row[f"{n}_prob"] for n in LANDMARKS}
+    calcium = row.get("calcium")
+    summary = (_summary(calcium) if calcium is not None
+               else empty_summary(int(row["n_slices"]), float(row["slice_step_mm"])))
+    result = quantify(summary, landmarks, config.quantify, probabilities)
+    values = result.as_row()
+    if calcium is None:
+        values = {k: (v if k in ("qc_flags", "low_confidence_landmarks") else None)
+                  for k, v in values.items()}
+        row["error_detail"] = ("no calcium mask given (--masks): landmarks only, segment "
+                               "volumes not computed")
+    row.update(values)
+    row["volumes_computed"] = calcium is not None
+    plane = (list(row["midline_point"]), list(row["midline_normal"]))
+    name = safe_name(row["series_key"])
+    timeout = config.prepare.timeout_s
+    if config.qc == "all" or (config.qc == "flagged" and result.qc_flags):
+        title = (f"{row['series_key']}  flags: {', '.join(result.qc_flags) or 'none'}  "
+                 f"(model: {row.get('model_name')}, {row.get('model_trained_on')})")
+        try:
+            png = run_isolated(draw_picture, list(row["files"]), row["series_uid"], landmarks,
+                               plane, title, config, timeout_s=timeout,
+                               series=row["series_uid"])
+            rel = f"qc/{name}.png"
+            write_bytes(join(config.run_url, rel), png, config.prepare.storage)
+            row["qc_picture"] = rel
+        except (SeriesError, ValueError) as e:
+            row["error_detail"] = _note(row.get("error_detail"), f"no QC picture: {e}")
+    if config.label_maps and calcium is not None:
+        try:
+            data = run_isolated(label_nifti, list(row["files"]), row["series_uid"], landmarks,
+                                plane, config, timeout_s=timeout, series=row["series_uid"])
+            rel = f"labels/{name}.nii.gz"
+            write_bytes(join(config.run_url, rel), data, config.prepare.storage)
+            row["label_map"] = rel
+        except (SeriesError, ValueError) as e:
+            row["error_detail"] = _note(row.get("error_detail"), f"no label map: {e}")
+    row["seconds_quantify"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def _note(old: str | None, new: str) -> str:
+    return new if not old else f"{old}; {new}"
+
+

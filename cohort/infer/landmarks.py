@@ -1,0 +1,101 @@
+"""`LandmarkPredictor`: the DST in a Ray Data actor, batches of similar depth, left-padded.
+
+The actor loads the weights itself, from a path (never from constructor arguments), pins
+torch's thread count, and runs on the GPU with bf16 autocast when Ray gave it one, else on
+the CPU with the same code. Probabilities are temperature-calibrated when the checkpoint
+carries temperatures (fitted on the validation split of its training fold).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cohort.anatomy import LANDMARKS
+from cohort.infer.packing import unpack
+from cohort.model.runtime import autocast, pick_device, set_threads
+
+logger = logging.getLogger(__name__)
+
+
+def _softmax(logits: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) / temperatures[:, None]
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class LandmarkPredictor:
+    """Callable class for ``Dataset.map_batches(..., batch_format="pandas")``.
+
+    Rows with ``status == "ok"`` and a ``model_input`` get the six landmarks: volume slice
+    index, z (mm) and probability per landmark; the packed model input is dropped.
+    """
+
+    def __init__(self, model_path: str, *, threads: int = 1, batch_size: int = 4,
+                 prefer_gpu: bool = True):
+        from cohort.model.dst import load_checkpoint
+        from cohort.train.calibration import temperatures_from_metadata
+
+        set_threads(threads)
+        self.device = pick_device(prefer_gpu)
+        model, meta = load_checkpoint(model_path, map_location="cpu")
+        self.model = model.to(self.device).eval()
+        temps = meta.get("temperatures")
+        self.temperatures = (temperatures_from_metadata(temps) if temps
+                             else np.ones(len(LANDMARKS)))
+        self.batch_size = max(1, batch_size)
+        logger.info("landmark model %s on %s", model.cfg.name, self.device)
+
+    def predict(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """(H, W, D_b) inputs -> per volume (6, D_b) logits, in batches of similar depth."""
+        order = sorted(range(len(arrays)), key=lambda i: arrays[i].shape[-1])
+        out: list[np.ndarray | None] = [None] * len(arrays)
+        left = self.model.cfg.padding == "left"
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            d_max = max(arrays[i].shape[-1] for i in idx)
+            h, w = arrays[idx[0]].shape[:2]
+            x = torch.zeros(len(idx), 1, h, w, d_max)
+            for b, i in enumerate(idx):
+                d = arrays[i].shape[-1]
+                start = d_max - d if left else 0
+                x[b, 0, :, :, start:start + d] = torch.from_numpy(arrays[i].astype(np.float32))
+            depths = torch.tensor([arrays[i].shape[-1] for i in idx])
+            with torch.no_grad(), autocast(self.device):
+                logits = self.model(x.to(self.device), depths.to(self.device)).landmark_logits
+            logits = logits.float().cpu().numpy()
+            for b, i in enumerate(idx):
+                d = arrays[i].shape[-1]
+                start = d_max - d if left else 0
+                out[i] = logits[b, :, start:start + d]
+        return out  # type: ignore[return-value]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        t0 = time.perf_counter()
+        batch = batch.copy()
+        todo = [i for i, (st, mi) in enumerate(zip(batch["status"], batch["model_input"],
+                                                     strict=True))
+                if st == "ok" and mi is not None]
+        packed = [unpack(batch["model_input"].iloc[i]) for i in todo]
+        logits = self.predict([p["x"] for p in packed]) if packed else []
+        cols: dict[str, list] = {f"{n}_{c}": [None] * len(batch) for n in LANDMARKS
+                                 for c in ("slice", "z_mm", "prob")}
+        for i, p, lg in zip(todo, packed, logits, strict=True):
+            probs = _softmax(lg, self.temperatures)
+            top = probs.argmax(axis=1)
+            for n, name in enumerate(LANDMARKS):
+                cols[f"{name}_slice"][i] = int(p["slice_index"][top[n]])
+                cols[f"{name}_z_mm"][i] = float(p["slice_z_mm"][top[n]])
+                cols[f"{name}_prob"][i] = float(probs[n, top[n]])
+        for k, v in cols.items():
+            batch[k] = v
+        per = (time.perf_counter() - t0) / max(1, len(todo))
+        batch["seconds_inference"] = [round(per, 4) if i in set(todo) else None
+                                      for i in range(len(batch))]
+        batch["model_input"] = None
+        return batch

@@ -1,0 +1,349 @@
+"""The main job, `cohort run`, stage by stage.
+
+    manifest (cohort index, run here when the input is not indexed yet)
+      -> series already finished in published runs are left alone (resume)
+      -> Ray Data, one row per series:
+         map          CPU task per series, 1 CPU, in an isolated process with a time limit:
+                      fetch, decode, validate, tilt-correct, hemisphere split, calcium
+                      summary from the user's mask, model input      (cohort.infer.prepare)
+         map_batches  DST actors (num_gpus=1 each on GPU nodes, else CPU), batches of
+                      similar depth, left-padded                     (cohort.infer.landmarks)
+         map          CPU: segment volumes, risk group, QC flags, QC picture for flagged
+                      series, optional label maps                     (cohort.infer.finish)
+      -> the driver writes series / landmarks / segments Parquet in parts as rows arrive,
+         then the run manifest `_SUCCESS.json` last            (cohort.write.runs)
+
+Every input series gets exactly one row per run: ok, skipped (not selected at indexing,
+with the reason) or error (with its code). Nothing raises out of a stage for one series.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+
+from cohort import __version__
+from cohort.config import IndexConfig
+from cohort.errors import ConfigError, ErrorCode, SeriesError
+from cohort.infer.checkpoint import ModelInfo, describe
+from cohort.infer.finish import QC_CHOICES, FinishConfig, finish_row
+from cohort.infer.identity import IdentityConfig, pseudonym
+from cohort.infer.landmarks import LandmarkPredictor
+from cohort.infer.prepare import PrepareConfig, prepare_isolated
+from cohort.preprocess.model_input import ModelInputConfig
+from cohort.quantify import QuantifyConfig
+from cohort.read.series import ReadConfig
+from cohort.storage import StorageOptions, check_writable, filesystem, join, redact
+from cohort.write.runs import RunWriter, finished_keys, new_run_id, run_url, unfinished_runs
+
+logger = logging.getLogger(__name__)
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What `cohort run` does; every value is checked here."""
+
+    model: str | None = None  # checkpoint path or URL; None: the shipped (synthetic) one
+    masks: str | None = None  # folder of <SeriesInstanceUID>.nii.gz calcium masks
+    gpus: int = 0  # inference actors with one GPU each; 0: CPU actors
+    cpu_actors: int = 1  # inference actors when gpus == 0
+    actor_cpus: float = 1.0  # CPUs (torch threads) per inference actor
+    batch_size: int = 4  # volumes per forward pass
+    task_memory_gb: float = 3.0  # memory Ray reserves per CPU series task
+    series_timeout_s: float = 600.0  # a series taking longer is cut off (error: timeout)
+    retry_failed: bool = False  # process again series whose last published row is an error
+    qc: str = "flagged"  # QC pictures for: flagged | all | none
+    label_maps: bool = False  # NIfTI segment label maps (needs --masks)
+    part_rows: int = 500  # series per Parquet part file
+    max_series: int | None = None  # process at most this many (a trial run)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    # fault drill for tests: (series UID, marker URL) kills the worker once on that series
+    fault_drill: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0 or self.cpu_actors < 1:
+            raise ConfigError(f"--gpus must be >= 0 and --cpu-actors >= 1, got {self.gpus} "
+                              f"and {self.cpu_actors}")
+        if not self.actor_cpus > 0 or self.batch_size < 1 or self.part_rows < 1:
+            raise ConfigError("actor CPUs, batch size and part size must be positive")
+        if not self.series_timeout_s > 0 or not self.task_memory_gb > 0:
+            raise ConfigError("the series time limit and task memory must be positive")
+        if self.qc not in QC_CHOICES:
+            raise ConfigError(f"--qc must be one of {', '.join(QC_CHOICES)}, got {self.qc!r}")
+        if self.label_maps and not self.masks:
+            raise ConfigError("--label-maps needs --masks: label maps label calcium voxels")
+        if self.max_series is not None and self.max_series < 1:
+            raise ConfigError(f"--max-series must be at least 1, got {self.max_series}")
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    url: str
+    counts: dict[str, int]  # ok / skipped / error among this run's rows; finished_earlier
+    seconds: float
+    scans_per_minute: float
+    manifest: dict
+
+    def line(self) -> str:
+        c = self.counts
+        return (f"run {self.run_id}: {c.get('ok', 0)} ok, {c.get('skipped', 0)} skipped, "
+                f"{c.get('error', 0)} failed, {c.get('finished_earlier', 0)} finished in "
+                f"earlier runs; {self.scans_per_minute:.1f} scans/min over "
+                f"{self.seconds:.0f} s -> {self.url}")
+
+
+def code_version() -> str:
+    """The package version, with the git commit when running from a checkout."""
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, timeout=5,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        return f"{__version__}+g{sha}" if sha else __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def load_manifest(input_url: str, out_url: str, config: IndexConfig,
+                  options: StorageOptions | None) -> tuple[pd.DataFrame, str]:
+    """The input's manifest: ``input_url`` itself when it is an index folder (or a cohort
+    folder holding ``index/``), else a fresh index of the archive under ``<out>/index``."""
+    from cohort.discover.index import index_cohort
+    from cohort.discover.manifest import MANIFEST_FILE, MARKER, read_manifest
+    from cohort.storage import is_published
+
+    for candidate in (input_url, join(input_url, "index")):
+        fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
+        if fs.exists(path) and is_published(candidate, options, name=MARKER):
+            return read_manifest(candidate, options).to_pandas(), candidate
+    index_url = join(out_url, "index")
+    logger.info("indexing %s into %s", redact(input_url), redact(index_url))
+    index_cohort(input_url, index_url, config, options)
+    return read_manifest(index_url, options).to_pandas(), index_url
+
+
+def _source_uri(files) -> str | None:
+    if files is None or len(files) == 0:
+        return None
+    first = str(files[0])
+    return redact(first.rsplit("/", 1)[0] if "/" in first else first)
+
+
+def _plain(value):
+    """numpy values (as Ray hands rows back) -> plain Python values."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and value != value:  # NaN from pandas -> null
+        return None
+    return value
+
+
+#: every key a row carries between stages, so that all blocks share one schema
+STAGE_DEFAULTS = {
+    "error_code": None, "error_detail": None, "n_slices": None, "rows": None, "columns": None,
+    "pixel_spacing_mm": None, "slice_step_mm": None, "tilt_deg": None,
+    "tilt_corrected": None, "midline_used": None, "midline_offset_mm": None,
+    "midline_angle_deg": None, "midline_point": None, "midline_normal": None,
+    "model_decimation": None, "model_input": None, "model_depth": None, "calcium": None,
+    "seconds_prepare": None,
+}
+
+
+def prepare_stage(row: dict, config: PrepareConfig,
+                  fault_drill: tuple[str, str] | None = None) -> dict:
+    """Ray Data map: one series row -> prepared row (status error instead of raising)."""
+    row = {**STAGE_DEFAULTS, **row}
+    if fault_drill and row["series_uid"] == fault_drill[0]:
+        _drill(fault_drill[1], config.storage)
+    try:
+        row.update(prepare_isolated(list(row["files"]), row["series_uid"], config))
+    except SeriesError as e:
+        row.update(status="error", error_code=e.code.value, error_detail=str(e))
+    except Exception as e:  # noqa: BLE001  (one series must never fail the job)
+        logger.exception("series %s", row["series_uid"])
+        row.update(status="error", error_code=ErrorCode.PROCESSING_FAILED.value,
+                   error_detail=f"{type(e).__name__}: {e}")
+    return row
+
+
+def finish_stage(row: dict, config: FinishConfig) -> dict:
+    """Ray Data map: quantification, pictures; only table values leave this stage."""
+    row = {k: _plain(v) for k, v in row.items() if k != "model_input"}
+    try:
+        row = finish_row(row, config)
+    except Exception as e:  # noqa: BLE001
+        logger.exception("series %s", row.get("series_uid"))
+        row.update(status="error", error_code=ErrorCode.PROCESSING_FAILED.value,
+                   error_detail=f"quantification: {type(e).__name__}: {e}")
+    for heavy in ("calcium", "files", "midline_point", "midline_normal"):
+        row.pop(heavy, None)
+    return row
+
+
+def _drill(marker_url: str, options: StorageOptions | None) -> None:
+    """Kill this worker process the first time (as an OOM kill or a lost node would)."""
+    fs, path = filesystem(marker_url, options)
+    if fs.exists(path):
+        return
+    fs.pipe_file(path, b"killed once\n")
+    logger.warning("fault drill: killing worker process %d", os.getpid())
+    os._exit(23)
+
+
+def _input_rows(selected: pd.DataFrame, common: dict, identity: IdentityConfig) -> list[dict]:
+    rows = []
+    for r in selected.itertuples(index=False):
+        rows.append({
+            **common, "series_key": r.series_key, "series_uid": r.series_uid,
+            "study_key": pseudonym(r.study_uid, identity),
+            "patient_key": pseudonym(r.patient_id, identity),
+            "source_uri": _source_uri(r.files), "status": "ok",
+            "study_date": r.study_date, "manufacturer": r.manufacturer,
+            "scanner_model": r.model, "kernel": r.kernel,
+            "n_files": int(r.n_files), "slice_thickness_mm": _plain(r.slice_thickness_mm),
+            "files": [str(f) for f in r.files],
+        })
+    return rows
+
+
+def _not_processed_row(r, common: dict, identity: IdentityConfig) -> dict:
+    """A manifest row the index did not select (skipped) or could not read (error)."""
+    return {**common, "series_key": r.series_key, "series_uid": r.series_uid,
+            "study_key": pseudonym(r.study_uid, identity),
+            "patient_key": pseudonym(r.patient_id, identity),
+            "source_uri": _source_uri(r.files),
+            "status": "skipped" if r.status == "not_selected" else "error",
+            "error_code": r.error_code, "error_detail": r.error_detail,
+            "study_date": r.study_date, "manufacturer": r.manufacturer,
+            "scanner_model": r.model, "kernel": r.kernel, "n_files": int(r.n_files),
+            "slice_thickness_mm": _plain(r.slice_thickness_mm)}
+
+
+def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
+             finish: FinishConfig, model: ModelInfo):
+    import ray
+
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
+    ds = ds.map(prepare_stage, fn_kwargs={"config": prepare, "fault_drill": config.fault_drill},
+                num_cpus=1, memory=config.task_memory_gb * GiB, max_retries=3)
+    actors = config.gpus or config.cpu_actors
+    ds = ds.map_batches(
+        LandmarkPredictor, batch_size=config.batch_size * 2, batch_format="pandas",
+        fn_constructor_kwargs={"model_path": model.path,
+                               "threads": max(1, int(config.actor_cpus)),
+                               "batch_size": config.batch_size,
+                               "prefer_gpu": config.gpus > 0},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=1 if config.gpus else 0, num_cpus=config.actor_cpus,
+        max_restarts=3, max_task_retries=3)
+    return ds.map(finish_stage, fn_kwargs={"config": finish}, num_cpus=1, max_retries=3)
+
+
+def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
+               options: StorageOptions | None = None) -> RunReport:
+    """Run the job (see the module docstring); return what it did.
+
+    Raises:
+        ConfigError / StorageError: before any series is processed (bad model, masks or
+            output, no salt); never because of one series.
+    """
+    from cohort.discover.parallel import ensure_ray
+
+    config = config or RunConfig()
+    t0 = time.perf_counter()
+    identity = config.identity.resolved()
+    check_writable(out_url, options)
+    if config.masks:
+        fs, path = filesystem(config.masks, options)
+        if not fs.isdir(path):
+            raise ConfigError(f"--masks {redact(config.masks)} is not a folder; give the "
+                              "folder of <SeriesInstanceUID>.nii.gz calcium masks")
+    model = describe(config.model, options)
+    model_input = ModelInputConfig(**model.model_input) if model.model_input else \
+        ModelInputConfig()
+    manifest, index_url = load_manifest(input_url, out_url, config.index, options)
+    series = manifest[manifest["kind"] == "series"]
+    for stale in unfinished_runs(out_url, options):
+        logger.warning("ignoring unfinished run %s (no marker): its series run again", stale)
+    done = finished_keys(out_url, options, retry_failed=config.retry_failed)
+    todo = series[~series["series_key"].isin(done)]
+    run_id = new_run_id()
+    url = run_url(out_url, run_id)
+    writer = RunWriter(out_url, run_id, options, config.part_rows)
+    common = {"run_id": run_id, "model_name": model.name, "model_sha256": model.sha256,
+              "model_trained_on": model.trained_on, "code_version": code_version()}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": len(series) - len(todo)}
+    for r in todo[todo["status"] != "selected"].itertuples(index=False):
+        row = _not_processed_row(r, common, identity)
+        counts[row["status"]] += 1
+        writer.add(row)
+    selected = todo[todo["status"] == "selected"]
+    if config.max_series is not None:
+        selected = selected.head(config.max_series)
+    prepare = PrepareConfig(read=replace(config.read, rules=config.index.stack),
+                            model_input=model_input, masks_url=config.masks,
+                            timeout_s=config.series_timeout_s, storage=options)
+    finish = FinishConfig(quantify=config.quantify, prepare=prepare, run_url=url,
+                          qc=config.qc, label_maps=config.label_maps)
+    stats = ""
+    t_stream = time.perf_counter()
+    if len(selected):
+        ensure_ray()
+        ds = _dataset(_input_rows(selected, common, identity), config, prepare, finish, model)
+        n = 0
+        for row in ds.iter_rows():
+            row = {k: _plain(v) for k, v in row.items()}
+            counts[row["status"]] += 1
+            writer.add(row)
+            n += 1
+            if n % 50 == 0 or n == len(selected):
+                rate = n / max(1e-9, time.perf_counter() - t_stream) * 60
+                logger.info("%d / %d series done (%d failed), %.1f scans/min", n,
+                            len(selected), counts["error"], rate)
+        stats = ds.stats()
+    seconds = time.perf_counter() - t0
+    rate = len(selected) / max(1e-9, time.perf_counter() - t_stream) * 60
+    payload = {
+        "what": "cohort run", "run_id": run_id, "input": redact(input_url),
+        "index": redact(index_url), "output": redact(out_url),
+        "model": {"source": model.source, "name": model.name, "sha256": model.sha256,
+                  "trained_on": model.trained_on, "model_input": asdict(model_input),
+                  "calibrated": model.has_temperatures},
+        "code_version": common["code_version"],
+        "config": _config_record(config),
+        "counts": counts, "series_in_manifest": int(len(series)),
+        "seconds": round(seconds, 1), "scans_per_minute": round(rate, 2),
+        "ray_data_stats": stats,
+    }
+    writer.publish(payload)
+    report = RunReport(run_id, url, counts, seconds, rate, payload)
+    logger.info(report.line())
+    return report
+
+
+def _config_record(config: RunConfig) -> dict:
+    """The run's configuration for its manifest: plain values, no secrets."""
+    record = asdict(config)
+    record["identity"] = {"salted": bool(config.identity.resolved().salt),
+                          "keep_ids": config.identity.keep_ids}
+    for key in ("model", "masks"):
+        if record.get(key):
+            record[key] = redact(record[key])
+    record.pop("fault_drill", None)
+    return record

@@ -1,0 +1,195 @@
+"""The published results of `cohort run`: run folders, their tables, and what is finished.
+
+Layout under the output URL::
+
+    index/                          the manifest, when the job had to index the input
+    runs/<run_id>/series/part-*.parquet
+    runs/<run_id>/landmarks/part-*.parquet
+    runs/<run_id>/segments/part-*.parquet
+    runs/<run_id>/qc/<series>.png   QC pictures; labels/<series>.nii.gz label maps
+    runs/<run_id>/_SUCCESS.json     the run manifest, written last: the run is published
+
+A run folder without ``_SUCCESS.json`` (a run killed midway) is ignored by every reader and
+by the next run, which processes its series again. A series appears in at most one published
+run unless a later run was asked to retry it (``--retry-failed``); `latest_series` keeps the
+newest row per series, which is what `cohort query` calls ``series``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cohort.anatomy import LANDMARK_KINDS, LANDMARKS, SEGMENT_KINDS, SEGMENTS, SIDES
+from cohort.schemas import LANDMARK_ROWS, SEGMENT_ROWS, SERIES
+from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
+
+logger = logging.getLogger(__name__)
+
+RUNS = "runs"
+MARKER = "_SUCCESS.json"
+TABLES = {"series": SERIES, "landmarks": LANDMARK_ROWS, "segments": SEGMENT_ROWS}
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across concurrent runs: 20261122T101900Z-3fa9c2."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def run_url(out_url: str, run_id: str) -> str:
+    return join(out_url, RUNS, run_id)
+
+
+def published_runs(out_url: str, options: StorageOptions | None = None) -> list[str]:
+    """Run ids with a marker, oldest first."""
+    fs, root = filesystem(join(out_url, RUNS), options)
+    if not fs.exists(root):
+        return []
+    ids = []
+    for entry in fs.ls(root, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if fs.exists(f"{entry.rstrip('/')}/{MARKER}"):
+            ids.append(name)
+    return sorted(ids)
+
+
+def unfinished_runs(out_url: str, options: StorageOptions | None = None) -> list[str]:
+    fs, root = filesystem(join(out_url, RUNS), options)
+    if not fs.exists(root):
+        return []
+    done = set(published_runs(out_url, options))
+    names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)]
+    return sorted(n for n in names if n not in done)
+
+
+def run_manifest(out_url: str, run_id: str, options: StorageOptions | None = None) -> dict:
+    return json.loads(read_bytes(join(run_url(out_url, run_id), MARKER), options))
+
+
+def read_table(out_url: str, table: str, options: StorageOptions | None = None,
+               runs: Iterable[str] | None = None) -> pa.Table:
+    """One table over the published runs (all rows, every run), with its schema."""
+    schema = TABLES[table]
+    parts = []
+    fs, _ = filesystem(out_url, options)
+    for run_id in (published_runs(out_url, options) if runs is None else runs):
+        _, folder = filesystem(join(run_url(out_url, run_id), table), options)
+        if not fs.exists(folder):
+            continue
+        for path in sorted(fs.find(folder)):
+            if path.endswith(".parquet"):
+                with fs.open(path, "rb") as f:
+                    parts.append(pq.read_table(f, schema=schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def latest_series(table: pa.Table) -> pa.Table:
+    """The newest row (by run id) per series key."""
+    if table.num_rows == 0:
+        return table
+    import duckdb
+
+    return duckdb.sql("""SELECT * FROM table QUALIFY row_number() OVER
+                         (PARTITION BY series_key ORDER BY run_id DESC) = 1
+                         ORDER BY series_key""").arrow()
+
+
+def finished_keys(out_url: str, options: StorageOptions | None = None, *,
+                  retry_failed: bool = False) -> set[str]:
+    """Series keys that a new run leaves alone: every key with a published row, except
+    (with ``retry_failed``) those whose newest row is an error."""
+    latest = latest_series(read_table(out_url, "series", options))
+    keys = latest.column("series_key").to_pylist()
+    if not retry_failed:
+        return set(keys)
+    status = latest.column("status").to_pylist()
+    return {k for k, s in zip(keys, status, strict=True) if s != "error"}
+
+
+def long_rows(row: dict) -> tuple[list[dict], list[dict]]:
+    """The landmarks and segments rows of one series row (none unless it is ok)."""
+    if row.get("status") != "ok":
+        return [], []
+    base = {k: row.get(k) for k in ("run_id", "series_key", "series_uid", "patient_key")}
+    low = set(row.get("low_confidence_landmarks") or ())
+    marks = []
+    for name in LANDMARKS:
+        side, kind = _split(name, LANDMARK_KINDS)
+        marks.append({**base, "landmark": name, "side": side, "kind": kind,
+                      "slice": row.get(f"{name}_slice"), "z_mm": row.get(f"{name}_z_mm"),
+                      "probability": row.get(f"{name}_prob"), "low_confidence": name in low})
+    segs = []
+    if row.get("volumes_computed"):
+        for name in SEGMENTS:
+            side, kind = _split(name, SEGMENT_KINDS)
+            segs.append({**base, "segment": name, "side": side, "kind": kind,
+                         "volume_mm3": row.get(f"{name}_mm3"),
+                         "voxels": row.get(f"{name}_voxels"),
+                         "plaques": row.get(f"{name}_plaques"),
+                         "peak_hu": row.get(f"{name}_peak_hu"),
+                         "risk_group": row.get("risk_group")})
+    return marks, segs
+
+
+def _split(name: str, kinds: tuple[str, ...]) -> tuple[str, str]:
+    for side in SIDES:
+        if name.startswith(side + "_") and name[len(side) + 1:] in kinds:
+            return side, name[len(side) + 1:]
+    raise ValueError(f"{name} is not <side>_<kind>")
+
+
+def _parquet(rows: list[dict], schema: pa.Schema) -> bytes:
+    names = set(schema.names)
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k in names} for r in rows],
+                                 schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+class RunWriter:
+    """Writes a run's three tables in parts of ``part_rows`` series as rows arrive; the
+    run is published by `publish` (the marker), never before."""
+
+    def __init__(self, out_url: str, run_id: str, options: StorageOptions | None = None,
+                 part_rows: int = 500):
+        self.url = run_url(out_url, run_id)
+        self.options = options
+        self.part_rows = part_rows
+        self.pending: list[dict] = []
+        self.parts = 0
+        self.rows = 0
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.part_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        marks, segs = [], []
+        for row in self.pending:
+            m, s = long_rows(row)
+            marks += m
+            segs += s
+        name = f"part-{self.parts:05d}.parquet"
+        for table, rows in (("series", self.pending), ("landmarks", marks), ("segments", segs)):
+            write_bytes(join(self.url, table, name), _parquet(rows, TABLES[table]),
+                        self.options)
+        self.parts += 1
+        self.rows += len(self.pending)
+        self.pending = []
+
+    def publish(self, payload: dict) -> str:
+        from cohort.storage import publish_marker
+
+        self.flush()
+        return publish_marker(self.url, payload, self.options, name=MARKER)
