@@ -16,10 +16,10 @@ from cohort import __version__
 from cohort.errors import CohortError, ConfigError, StorageError
 
 EPILOG = """\
-Commands that exist today: `synth heads` (a synthetic head-CT cohort as DICOM, with ground
-truth), `index` (discover the series of a DICOM archive, select one per study, write the
-manifest) and `demo` (the main job on its embedded default). Inference (`run`), training
-(`train`), benchmarks and queries arrive with the next stages.
+Commands: `synth heads` (a synthetic head-CT cohort as DICOM, with ground truth), `index`
+(discover the series of a DICOM archive, select one per study, write the manifest), `run`
+(the cohort job: landmarks and segment calcium -> Parquet), `query` (SQL over its tables),
+`train localization` (the 5-fold DST study) and `demo` (the main job on its default).
 All data written by `synth` is synthetic (phantoms, not patient data).
 """
 
@@ -59,6 +59,10 @@ def _build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", required=True, metavar="URL",
                        help="folder or prefix for manifest.parquet, objects.parquet, _SUCCESS.json")
     _index_options(index)
+
+    from cohort.cli_run import add_run_parser
+
+    add_run_parser(sub)
 
     train = sub.add_parser("train", help="train models with k-fold cross-validation on Ray Train",
                            description="Train models with k-fold patient-level "
@@ -300,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_index(args)
         if args.command == "demo":
             return _run_demo(args)
+        if args.command in ("run", "query"):
+            from cohort.cli_run import run_query, run_run
+
+            return run_run(args) if args.command == "run" else run_query(args)
         if args.command == "train" and args.what == "localization":
             return _run_train_localization(args)
     except ConfigError as e:

@@ -132,8 +132,10 @@ def load_manifest(input_url: str, out_url: str, config: IndexConfig,
     return read_manifest(index_url, options).to_pandas(), index_url
 
 
-def _source_uri(files) -> str | None:
-    if files is None or len(files) == 0:
+def _source_uri(files, identity: IdentityConfig) -> str | None:
+    """The folder of the series' files; only with ``keep_ids``, because archive paths often
+    hold patient IDs or names (``<root>/<PatientID>/<date>/...``)."""
+    if files is None or len(files) == 0 or identity.salt:
         return None
     first = str(files[0])
     return redact(first.rsplit("/", 1)[0] if "/" in first else first)
@@ -191,7 +193,8 @@ def finish_stage(row: dict, config: FinishConfig) -> dict:
         logger.exception("series %s", row.get("series_uid"))
         row.update(status="error", error_code=ErrorCode.PROCESSING_FAILED.value,
                    error_detail=f"quantification: {type(e).__name__}: {e}")
-    for heavy in ("calcium", "files", "midline_point", "midline_normal"):
+    row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
+    for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub"):
         row.pop(heavy, None)
     return row
 
@@ -213,23 +216,40 @@ def _input_rows(selected: pd.DataFrame, common: dict, identity: IdentityConfig) 
             **common, "series_key": r.series_key, "series_uid": r.series_uid,
             "study_key": pseudonym(r.study_uid, identity),
             "patient_key": pseudonym(r.patient_id, identity),
-            "source_uri": _source_uri(r.files), "status": "ok",
+            "source_uri": _source_uri(r.files, identity), "status": "ok",
             "study_date": r.study_date, "manufacturer": r.manufacturer,
             "scanner_model": r.model, "kernel": r.kernel,
             "n_files": int(r.n_files), "slice_thickness_mm": _plain(r.slice_thickness_mm),
             "files": [str(f) for f in r.files],
+            "scrub": _folders(r.files) if identity.salt else [],
         })
     return rows
 
 
+def _folders(files) -> list[str]:
+    """The folders of a series' files, longest first (replaced in error messages)."""
+    folders = {str(f).rsplit("/", 1)[0] for f in files if "/" in str(f)}
+    return sorted(folders | {redact(f) for f in folders}, key=len, reverse=True)
+
+
+def scrub(text: str | None, folders: list[str]) -> str | None:
+    """``text`` with archive paths (which may hold patient IDs) replaced."""
+    if not text:
+        return text
+    for folder in folders:
+        text = text.replace(folder, "<series folder>")
+    return text
+
+
 def _not_processed_row(r, common: dict, identity: IdentityConfig) -> dict:
     """A manifest row the index did not select (skipped) or could not read (error)."""
+    folders = _folders(r.files) if identity.salt else []
     return {**common, "series_key": r.series_key, "series_uid": r.series_uid,
             "study_key": pseudonym(r.study_uid, identity),
             "patient_key": pseudonym(r.patient_id, identity),
-            "source_uri": _source_uri(r.files),
+            "source_uri": _source_uri(r.files, identity),
             "status": "skipped" if r.status == "not_selected" else "error",
-            "error_code": r.error_code, "error_detail": r.error_detail,
+            "error_code": r.error_code, "error_detail": scrub(r.error_detail, folders),
             "study_date": r.study_date, "manufacturer": r.manufacturer,
             "scanner_model": r.model, "kernel": r.kernel, "n_files": int(r.n_files),
             "slice_thickness_mm": _plain(r.slice_thickness_mm)}

@@ -165,7 +165,8 @@ SERIES = pa.schema(
         pa.field("series_uid", pa.string()),
         pa.field("study_key", pa.string()),  # keyed hash of StudyInstanceUID (or as is)
         pa.field("patient_key", pa.string()),  # keyed hash of PatientID (or as is)
-        pa.field("source_uri", pa.string()),  # the folder (prefix) that holds the files
+        # the folder (prefix) of the files: only with --keep-ids (paths often hold patient IDs)
+        pa.field("source_uri", pa.string()),
         pa.field("status", pa.string(), nullable=False),  # ok | skipped | error
         pa.field("error_code", pa.string()),  # ErrorCode value, or the manifest's reason
         pa.field("error_detail", pa.string()),

@@ -42,3 +42,17 @@ def ray_local():
              include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny DST at 32 x 32 pixels: fast, for the job's mechanics (its landmarks
+    are arbitrary; accuracy is tested with the shipped checkpoint)."""
+    import torch
+
+    from cohort.model.dst import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, build_model("tiny"), model_input={"size": 32}, synthetic=True)
+    return path

@@ -96,9 +96,11 @@ def latest_series(table: pa.Table) -> pa.Table:
         return table
     import duckdb
 
-    return duckdb.sql("""SELECT * FROM table QUALIFY row_number() OVER
-                         (PARTITION BY series_key ORDER BY run_id DESC) = 1
-                         ORDER BY series_key""").arrow()
+    con = duckdb.connect()
+    con.register("all_rows", table)
+    return con.sql("""SELECT * FROM all_rows QUALIFY row_number() OVER
+                      (PARTITION BY series_key ORDER BY run_id DESC) = 1
+                      ORDER BY series_key""").to_arrow_table()
 
 
 def finished_keys(out_url: str, options: StorageOptions | None = None, *,

@@ -1,0 +1,113 @@
+"""The `run` and `query` subcommands of the `cohort` command (registered by cohort.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket/prefix, any "
+            "fsspec URL; it is indexed first, into OUT/index) or a folder written by "
+            "`cohort index`. Each selected series is read, checked, tilt-corrected, split into "
+            "hemispheres; the DST finds its six landmark slices; with --masks, calcium is "
+            "assigned to the eight ICA segments. Results: Parquet tables series / landmarks / "
+            "segments under OUT/runs/<run_id>/, published by a _SUCCESS.json written last. "
+            "Re-running the same command processes only series not finished before. Without "
+            "--model the shipped checkpoint is used: trained on SYNTHETIC phantoms, a "
+            "demonstration, not for clinical or research conclusions.")
+
+
+def add_run_parser(sub) -> None:
+    from cohort.cli import _index_options
+
+    p = sub.add_parser("run", help="the cohort job: landmarks and segment calcium -> Parquet",
+                       description=RUN_HELP)
+    p.add_argument("input", metavar="INPUT_URL", help="DICOM archive or `cohort index` folder")
+    p.add_argument("--out", required=True, metavar="URL", help="output folder or s3:// prefix")
+    p.add_argument("--model", metavar="CKPT", help="DST checkpoint (.pt, path or URL) from "
+                   "`cohort train localization` (models/fold-<f>.pt); default: the shipped "
+                   "synthetic-phantom checkpoint")
+    p.add_argument("--masks", metavar="URL", help="folder of calcium masks named "
+                   "<SeriesInstanceUID>.nii.gz on each series' grid (e.g. renamed nnU-Net "
+                   "output); without it, landmarks only")
+    p.add_argument("--gpus", type=int, default=0, metavar="N",
+                   help="inference actors with one GPU each (default 0: CPU actors)")
+    p.add_argument("--cpu-actors", type=int, default=1, metavar="N",
+                   help="inference actors when --gpus is 0 (default 1)")
+    p.add_argument("--actor-cpus", type=float, default=1.0,
+                   help="CPUs (torch threads) per inference actor (default 1)")
+    p.add_argument("--batch-size", type=int, default=4, help="volumes per forward pass")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds one series may take before it is cut off (default 600)")
+    p.add_argument("--task-memory", type=float, default=3.0, metavar="GB",
+                   help="memory Ray reserves per series task (default 3)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="process again the series whose last published row is an error")
+    p.add_argument("--qc", choices=("flagged", "all", "none"), default="flagged",
+                   help="QC pictures for flagged series (default), all, or none")
+    p.add_argument("--label-maps", action="store_true",
+                   help="write NIfTI segment label maps (needs --masks), for 3D Slicer / ITK-SNAP")
+    p.add_argument("--salt", help="secret for pseudonymous patient/study keys (or set "
+                   "COHORT_SALT); never written anywhere")
+    p.add_argument("--keep-ids", action="store_true",
+                   help="write PatientID and StudyInstanceUID as they are (no salt needed)")
+    p.add_argument("--max-series", type=int, metavar="N", help="process at most N (a trial)")
+    _index_options(p)
+
+    q = sub.add_parser("query", help="SQL over the published tables of a run output (DuckDB)",
+                       description="Run SQL with DuckDB over the views series (newest row per "
+                                   "series), series_all, landmarks, segments and runs of "
+                                   "OUTPUT_URL. Example: cohort query out \"SELECT risk_group, "
+                                   "count(*) FROM series GROUP BY 1\"")
+    q.add_argument("output", metavar="OUTPUT_URL", help="the --out of `cohort run`")
+    q.add_argument("sql", metavar="SQL")
+    q.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    q.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from cohort.cli import _index_config, _storage_options
+    from cohort.infer.identity import IdentityConfig
+    from cohort.pipeline import RunConfig, run_cohort
+
+    config = RunConfig(
+        model=args.model, masks=args.masks, gpus=args.gpus, cpu_actors=args.cpu_actors,
+        actor_cpus=args.actor_cpus, batch_size=args.batch_size, series_timeout_s=args.timeout,
+        task_memory_gb=args.task_memory, retry_failed=args.retry_failed, qc=args.qc,
+        label_maps=args.label_maps, max_series=args.max_series,
+        identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),
+        index=_index_config(args))
+    report = run_cohort(args.input, args.out, config, _storage_options(args.s3_endpoint))
+    print(report.line())
+    if report.manifest["model"]["trained_on"] == "synthetic phantoms":
+        print("model: trained on SYNTHETIC phantoms (the shipped demonstration checkpoint "
+              "unless --model says otherwise); not for clinical use")
+    print(f'query it: cohort query {args.out} "SELECT status, error_code, count(*) FROM '
+          'series GROUP BY ALL"')
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from cohort.cli import _storage_options
+    from cohort.errors import ConfigError
+    from cohort.query import connect
+    from cohort.write.runs import published_runs
+
+    options = _storage_options(args.s3_endpoint)
+    if not published_runs(args.output, options):
+        raise ConfigError(f"{args.output} holds no published run (runs/<id>/_SUCCESS.json); "
+                          "give the --out of a finished `cohort run`")
+    con = connect(args.output, options)
+    try:
+        rel = con.sql(args.sql)
+    except duckdb.Error as e:
+        raise ConfigError(f"query failed: {str(e).splitlines()[0]}; views: series, "
+                          "series_all, landmarks, segments, runs") from e
+    if rel is None:
+        return 0
+    if args.csv:
+        rel.to_arrow_table().to_pandas().to_csv(sys.stdout, index=False)
+    else:
+        print(rel.fetchdf().to_string(index=False, max_colwidth=60))
+    return 0
