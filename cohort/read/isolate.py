@@ -18,11 +18,16 @@ from cohort.storage import StorageOptions
 
 logger = logging.getLogger(__name__)
 
+STARTUP_TIMEOUT_S = 300.0  # a loaded node may take long to import torch
+
 
 def _serve(conn: Connection) -> None:
     """Worker loop: read requests, answer with a Volume or a SeriesError."""
     import torch  # noqa: F401  (imported once here, not per request, if installed)
 
+    import cohort.infer.prepare  # noqa: F401  (the heavy stage code, loaded before timing)
+
+    conn.send(("ready", None))  # the time limit counts from here, not from process start
     while True:
         try:
             request = conn.recv()
@@ -65,6 +70,11 @@ class IsolatedReader:
         self._proc.start()
         child.close()
         self._conn = parent
+        # wait for the imports (torch, ...) to finish: they must not eat a series' time limit
+        if not parent.poll(STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+            self.close()
+            raise RuntimeError(f"the isolated reader process did not start within "
+                               f"{STARTUP_TIMEOUT_S:g} s")
 
     def close(self) -> None:
         if self._conn is not None:
