@@ -199,7 +199,7 @@ def test_a_killed_worker_is_retried_without_loss_or_duplicate(first_run, s3_coho
     marker = f"{s3_cohort['bucket']}/drill/killed-once"
     config = RunConfig(model=str(tiny_checkpoint), masks=s3_cohort["masks"], qc="none",
                        identity=IdentityConfig(salt="s"), fault_drill=(victim, marker),
-                       max_series=3)
+                       max_series=3, gpus=1)  # the actor asks for a GPU, as on a cluster
     report = run_cohort(index, out, config, opts)
     assert s3_server.filesystem().exists(marker.removeprefix("s3://"))  # it did die
     series = read_table(out, "series", opts).to_pandas()
