@@ -102,6 +102,17 @@ def train_localization(data_url: str, out_url: str, config: StudyConfig, *,
         md = to_markdown(ablation_table(variants), "Ablations (Table IV layout)", synthetic)
         write_bytes(join(tables, "table4_ablation.md"), md.encode(), options)
         table4 = join(tables, "table4_ablation.md")
+        depth = {k: v for k, v in variants.items() if k == "full" or k.startswith("blocks_")}
+        if len(depth) > 1:  # Table V: the number of DepthAttentionBlocks
+            full_blocks = build_config(config.train.model).n_blocks
+            depth = {(f"{full_blocks} blocks (full)" if k == "full" else
+                      k.replace("blocks_", "") + " blocks"): v for k, v in depth.items()}
+            write_bytes(join(tables, "table5_depth.parquet"),
+                        parquet_bytes(ablation_long(depth), ABLATION_SCHEMA,
+                                      synthetic=synthetic), options)
+            md = to_markdown(ablation_table(depth), "Depth ablation (Table V layout)",
+                             synthetic)
+            write_bytes(join(tables, "table5_depth.md"), md.encode(), options)
         report.append(f"  ablations: {', '.join(ablations)} -> {table4}")
     summary = read_bytes(written["table2_summary.md"], options).decode()
     report += ["", summary, f"Results: {out_url} (tables under {join(out_url, 'tables')})"]

@@ -8,7 +8,7 @@ from cohort.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 
-def test_train_localization_command_writes_tables_ii_and_iv(tmp_path, ray_local, capsys):
+def test_train_localization_command_writes_tables_ii_iv_and_v(tmp_path, ray_local, capsys):
     data = tmp_path / "cohort"
     generate_cohort(SynthConfig(patients=6, seed=8, matrix=48, thicknesses_mm=(5.0,),
                                 localizer_p=1.0, second_series_p=0, followup_p=0, workers=1),
@@ -27,6 +27,10 @@ def test_train_localization_command_writes_tables_ii_and_iv(tmp_path, ray_local,
                           "table4_ablation.parquet') ORDER BY variant").fetchall()
     assert [v[0] for v in variants] == ["blocks_0", "full"]
     assert (tables / "table4_ablation.md").read_text().startswith("SYNTHETIC")
+    depth = duckdb.sql(f"SELECT DISTINCT variant FROM read_parquet('{tables}/"
+                       "table5_depth.parquet') ORDER BY variant").fetchall()
+    assert [v[0] for v in depth] == ["0 blocks", "2 blocks (full)"]  # tiny has 2 blocks
+    assert "Table V" in (tables / "table5_depth.md").read_text()
 
 
 def test_bad_data_and_ablation_names_fail_before_training(tmp_path, capsys):
