@@ -39,6 +39,9 @@ _WRITABLE_HINT = (
 )
 
 
+S3_MAX_ATTEMPTS = 10  # per request, first try included
+
+
 @dataclass(frozen=True)
 class StorageOptions:
     """How to reach object storage; the defaults mean AWS with the standard credential chain."""
@@ -93,7 +96,11 @@ class StorageOptions:
     def s3fs_kwargs(self) -> dict:
         """Keyword arguments for `s3fs.S3FileSystem` (they include the secrets: never log)."""
         client_kwargs: dict = {}
-        config_kwargs: dict = {}
+        # throttling and transient errors (503 SlowDown, timeouts, resets) are retried with
+        # exponential back-off and jitter by botocore's "adaptive" mode, which also slows
+        # the client down when the server throttles
+        config_kwargs: dict = {"retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "adaptive"},
+                               "connect_timeout": 20, "read_timeout": 120}
         if self.endpoint_url:
             client_kwargs["endpoint_url"] = self.endpoint_url
             # S3-compatible servers (SeaweedFS, MinIO, Ceph) reach buckets by path, not by a

@@ -392,3 +392,19 @@ def test_seaweed_retries_on_other_ports_when_one_is_taken(monkeypatch):
         blocker.close()
     first = dict(zip(seaweed._PORT_NAMES, picks[0], strict=True))
     assert not any(sock.exists() for sock in seaweed._grpc_sockets(first))
+
+
+def test_s3_throttling_is_retried_with_back_off(s3, prefix):
+    """A real S3 server behind a proxy that throttles: the first requests and then every
+    fourth one get 503 SlowDown, and reads and writes still succeed."""
+    from dataclasses import replace
+
+    from cohort.testing.flaky_proxy import FlakyProxy
+
+    with FlakyProxy(s3.endpoint_url, failures=3, every=4) as proxy:
+        opts = replace(s3.storage_options(), endpoint_url=proxy.endpoint_url)
+        for i in range(4):
+            url = f"{prefix}/flaky/object-{i}.bin"
+            storage.write_bytes(url, bytes([i]) * 1000, opts)
+            assert storage.read_bytes(url, opts) == bytes([i]) * 1000
+        assert proxy.failed >= 3  # throttled, and retried
