@@ -265,7 +265,8 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
     actors = config.gpus or config.cpu_actors
     ds = ds.map_batches(
         LandmarkPredictor, batch_size=config.batch_size * 2, batch_format="pandas",
-        fn_constructor_kwargs={"model_path": model.path,
+        fn_constructor_kwargs={"model_url": config.model, "sha256": model.sha256,
+                               "storage": prepare.storage,
                                "threads": max(1, int(config.actor_cpus)),
                                "batch_size": config.batch_size,
                                "prefer_gpu": config.gpus > 0},

@@ -8,6 +8,7 @@ carries temperatures (fitted on the validation split of its training fold).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -16,8 +17,10 @@ import pandas as pd
 import torch
 
 from cohort.anatomy import LANDMARKS
+from cohort.errors import ConfigError
 from cohort.infer.packing import unpack
 from cohort.model.runtime import autocast, pick_device, set_threads
+from cohort.storage import StorageOptions
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +39,29 @@ class LandmarkPredictor:
     index, z (mm) and probability per landmark; the packed model input is dropped.
     """
 
-    def __init__(self, model_path: str, *, threads: int = 1, batch_size: int = 4,
-                 prefer_gpu: bool = True):
+    def __init__(self, model_url: str | None, *, threads: int = 1, batch_size: int = 4,
+                 prefer_gpu: bool = True, sha256: str | None = None,
+                 storage: StorageOptions | None = None):
+        """Args:
+            model_url: the checkpoint (path or URL, fetched here, on the actor's node);
+                None: the checkpoint shipped in the package installed on this node.
+            sha256: when given, the file found here must have this checksum (the one the
+                driver checked and records in the run manifest).
+        """
+        from cohort.infer.checkpoint import local_copy, shipped_checkpoint
         from cohort.model.dst import load_checkpoint
         from cohort.train.calibration import temperatures_from_metadata
 
         set_threads(threads)
         self.device = pick_device(prefer_gpu)
+        model_path = local_copy(model_url or shipped_checkpoint(), storage)
+        if sha256 is not None:
+            with open(model_path, "rb") as f:
+                found = hashlib.sha256(f.read()).hexdigest()
+            if found != sha256:
+                raise ConfigError(f"the checkpoint on this node ({model_path}) has checksum "
+                                  f"{found[:12]}..., the driver checked {sha256[:12]}...; "
+                                  "install the same cohort version on every node")
         model, meta = load_checkpoint(model_path, map_location="cpu")
         self.model = model.to(self.device).eval()
         temps = meta.get("temperatures")
