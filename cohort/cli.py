@@ -68,6 +68,15 @@ def _build_parser() -> argparse.ArgumentParser:
                            description="Train models with k-fold patient-level "
                                        "cross-validation on Ray Train.")
     train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)
+    shipped = train_sub.add_parser(
+        "shipped", help="reproduce the shipped checkpoint (synthetic cohort + 5-fold study)",
+        description="Generate the synthetic cohort of the shipped checkpoint's recipe "
+                    "(cohort.train.ship), run its 5-fold study, and export the fold model with "
+                    "the best validation MAE (float16) to --to (default: the package's "
+                    "cohort/model/weights/dst-small-synthetic.pt). SYNTHETIC phantoms only.")
+    shipped.add_argument("--out", required=True, metavar="URL",
+                         help="where the cohort and the study are written")
+    shipped.add_argument("--to", metavar="PATH", help="checkpoint file to write")
     loc = train_sub.add_parser(
         "localization", help="the DST landmark study (the paper's Table II, ablations: IV)",
         description="The 5-fold patient-level landmark-localization study: prepares model "
@@ -310,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_run(args) if args.command == "run" else run_query(args)
         if args.command == "train" and args.what == "localization":
             return _run_train_localization(args)
+        if args.command == "train" and args.what == "shipped":
+            from cohort.infer.checkpoint import shipped_checkpoint
+            from cohort.train.ship import ship
+
+            print(ship(args.out, args.to or shipped_checkpoint(),
+                       options=_storage_options(None)))
+            return 0
     except ConfigError as e:
         print(f"cohort: error: {e}", file=sys.stderr)
         return 2

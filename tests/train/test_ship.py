@@ -1,0 +1,42 @@
+"""Exporting the shipped checkpoint: the best fold on validation, float16, labelled."""
+
+import io
+from dataclasses import replace
+
+import pandas as pd
+import torch
+
+from cohort.model.dst import build_model, load_checkpoint, save_checkpoint
+from cohort.train.ship import RECIPE, export_best
+from cohort.train.splits import SplitConfig
+
+
+def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
+    study = tmp_path / "study"
+    (study / "models").mkdir(parents=True)
+    (study / "tables").mkdir()
+    models = {}
+    for fold, val in ((0, 0.9), (1, 0.4), (2, 0.7)):
+        torch.manual_seed(fold)
+        models[fold] = build_model("tiny")
+        buf = io.BytesIO()
+        save_checkpoint(buf, models[fold], best_val_mae=val, fold=fold,
+                        model_input={"size": 32}, temperatures={"x": 1.0})
+        (study / "models" / f"fold-{fold}.pt").write_bytes(buf.getvalue())
+    pd.DataFrame([{"landmark": "overall", "metric": "mae", "mean": 0.5, "std": 0.1,
+                   "n_folds": 3, "synthetic": True}]).to_parquet(
+        study / "tables" / "table2_summary.parquet")
+    recipe = replace(RECIPE, study=replace(RECIPE.study, splits=SplitConfig(folds=3)))
+    out = tmp_path / "shipped.pt"
+    meta = export_best(str(study), str(out), recipe)
+    model, saved = load_checkpoint(out)
+    assert saved["fold"] == 1 and saved["trained_on"] == "synthetic phantoms"
+    assert saved["model_input"] == {"size": 32} and saved["not_for_clinical_use"]
+    assert saved["study_table2_overall"][0]["mean"] == 0.5
+    assert meta["recipe"]["study"]["train"]["lr"] == RECIPE.study.train.lr
+    raw = torch.load(out, weights_only=True)
+    assert all(v.dtype in (torch.float16, torch.int64) for v in raw["state_dict"].values())
+    ref = models[1].state_dict()
+    for k, v in model.state_dict().items():  # loaded back as float32, equal to float16 precision
+        assert v.dtype == ref[k].dtype
+        assert torch.allclose(v.float(), ref[k].float(), atol=1e-2, rtol=1e-2)
