@@ -44,6 +44,8 @@ def add_run_parser(sub) -> None:
                    help="process again the series whose last published row is an error")
     p.add_argument("--qc", choices=("flagged", "all", "none"), default="flagged",
                    help="QC pictures for flagged series (default), all, or none")
+    p.add_argument("--qc-series", nargs="+", default=[], metavar="UID",
+                   help="series (UIDs or keys) that get a QC picture whatever their flags")
     p.add_argument("--label-maps", action="store_true",
                    help="write NIfTI segment label maps (needs --masks), for 3D Slicer / ITK-SNAP")
     p.add_argument("--salt", help="secret for pseudonymous patient/study keys (or set "
@@ -73,7 +75,8 @@ def run_run(args: argparse.Namespace) -> int:
         model=args.model, masks=args.masks, gpus=args.gpus, cpu_actors=args.cpu_actors,
         actor_cpus=args.actor_cpus, batch_size=args.batch_size, series_timeout_s=args.timeout,
         task_memory_gb=args.task_memory, retry_failed=args.retry_failed, qc=args.qc,
-        label_maps=args.label_maps, max_series=args.max_series,
+        qc_series=tuple(args.qc_series), label_maps=args.label_maps,
+        max_series=args.max_series,
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),
         index=_index_config(args))
     report = run_cohort(args.input, args.out, config, _storage_options(args.s3_endpoint))

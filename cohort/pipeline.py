@@ -60,6 +60,7 @@ class RunConfig:
     series_timeout_s: float = 600.0  # a series taking longer is cut off (error: timeout)
     retry_failed: bool = False  # process again series whose last published row is an error
     qc: str = "flagged"  # QC pictures for: flagged | all | none
+    qc_series: tuple[str, ...] = ()  # series keys or UIDs that get a picture in any case
     label_maps: bool = False  # NIfTI segment label maps (needs --masks)
     part_rows: int = 500  # series per Parquet part file
     max_series: int | None = None  # process at most this many (a trial run)
@@ -321,7 +322,8 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
                             model_input=model_input, masks_url=config.masks,
                             timeout_s=config.series_timeout_s, storage=options)
     finish = FinishConfig(quantify=config.quantify, prepare=prepare, run_url=url,
-                          qc=config.qc, label_maps=config.label_maps)
+                          qc=config.qc, qc_series=frozenset(config.qc_series),
+                          label_maps=config.label_maps)
     stats = ""
     t_stream = time.perf_counter()
     if len(selected):

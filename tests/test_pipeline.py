@@ -55,7 +55,8 @@ def s3_cohort(varied_cohort, s3_server, tmp_path_factory):
         ds.PixelData = air.tobytes()
         ds.save_as(f)
     # a truncated slice in another series, and a stray object that is not DICOM
-    other = primaries.set_index("series_instance_uid").iloc[3]["dicom_dir"]
+    truncated = primaries["series_instance_uid"].iloc[3]
+    other = primaries.set_index("series_instance_uid").loc[truncated, "dicom_dir"]
     victim = sorted((dicom / Path(other).relative_to("dicom")).iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:2000])
     (dicom / "notes.txt").write_bytes(b"not an image\n")
@@ -64,7 +65,7 @@ def s3_cohort(varied_cohort, s3_server, tmp_path_factory):
     _upload(fs, dicom, f"{bucket}/archive")
     _upload(fs, masks, f"{bucket}/masks")
     return {"bucket": bucket, "archive": f"{bucket}/archive", "masks": f"{bucket}/masks",
-            "wrong": wrong, "missing": missing, "blank": blank,
+            "wrong": wrong, "missing": missing, "blank": blank, "truncated": truncated,
             "truth": truth, "root": root}
 
 
@@ -196,10 +197,13 @@ def test_a_killed_worker_is_retried_without_loss_or_duplicate(first_run, s3_coho
     manifest = read_manifest(index, opts).to_pandas()
     selected = manifest[(manifest["kind"] == "series") & (manifest["status"] == "selected")]
     victim = selected["series_uid"].iloc[1]
+    planted = {s3_cohort[k] for k in ("wrong", "missing", "blank", "truncated")}
+    asked = next(u for u in selected["series_uid"].head(3) if u not in planted)
     marker = f"{s3_cohort['bucket']}/drill/killed-once"
     config = RunConfig(model=str(tiny_checkpoint), masks=s3_cohort["masks"], qc="none",
                        identity=IdentityConfig(salt="s"), fault_drill=(victim, marker),
-                       max_series=3, gpus=1)  # the actor asks for a GPU, as on a cluster
+                       max_series=3, gpus=1,  # the actor asks for a GPU, as on a cluster
+                       qc_series=(asked,))
     report = run_cohort(index, out, config, opts)
     assert s3_server.filesystem().exists(marker.removeprefix("s3://"))  # it did die
     series = read_table(out, "series", opts).to_pandas()
@@ -207,6 +211,11 @@ def test_a_killed_worker_is_retried_without_loss_or_duplicate(first_run, s3_coho
     row = series[series["series_uid"] == victim]
     assert len(row) == 1 and row["status"].iloc[0] == "ok"
     assert report.counts["ok"] == (series["status"] == "ok").sum()
+    pictures = series.dropna(subset=["qc_picture"])  # qc="none", but one was asked for
+    assert list(pictures["series_uid"]) == [asked]
+    png = s3_server.filesystem().cat_file(
+        f"{report.url.removeprefix('s3://')}/{pictures['qc_picture'].iloc[0]}")
+    assert png.startswith(b"\x89PNG")
 
 
 def test_an_unfinished_run_is_invisible(tmp_path, ray_local, tiny_checkpoint,

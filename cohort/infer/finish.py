@@ -40,6 +40,7 @@ class FinishConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     run_url: str = ""  # the run folder: pictures under qc/, label maps under labels/
     qc: str = "flagged"  # which series get a QC picture: flagged | all | none
+    qc_series: frozenset[str] = frozenset()  # series keys or UIDs that get one in any case
     label_maps: bool = False  # write NIfTI segment label maps (needs masks)
 
 
@@ -121,7 +122,8 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
     plane = (list(row["midline_point"]), list(row["midline_normal"]))
     name = safe_name(row["series_key"])
     timeout = config.prepare.timeout_s
-    if config.qc == "all" or (config.qc == "flagged" and result.qc_flags):
+    asked = row["series_key"] in config.qc_series or row["series_uid"] in config.qc_series
+    if asked or config.qc == "all" or (config.qc == "flagged" and result.qc_flags):
         title = (f"{row['series_key']}  flags: {', '.join(result.qc_flags) or 'none'}  "
                  f"(model: {row.get('model_name')}, {row.get('model_trained_on')})")
         try:
