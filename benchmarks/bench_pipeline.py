@@ -1,0 +1,700 @@
+"""The cohort job end to end (`run_cohort` on Ray Data) against a sequential loop of the same
+stage code in one process, and the job's peak memory at two cohort sizes, in one run.
+
+    python benchmarks/bench_pipeline.py [--small 20] [--large 200] [--matrix 512] [--cpus 2]
+
+A SYNTHETIC cohort (one primary series per patient, with its calcium mask) is generated
+straight onto a SeaweedFS S3 server on loopback and indexed once. Then, in this order:
+
+1. sequential: the first --small series, one after the other in this process, with the
+   stages' own code: `prepare_series` -> `LandmarkPredictor` on a one-row batch ->
+   `finish_stage` (qc none). Per-stage seconds per scan. Inference is also timed alone in
+   the pipeline's own batches over the prepared inputs.
+2. pipeline: `run_cohort` on the first --small series, then on --large series, each on a
+   fresh local Ray with --cpus CPUs, while a thread samples the memory of the whole process
+   tree (driver, raylet, GCS, workers and their isolated decoder processes; not the S3
+   server) every 0.5 s.
+
+Prints scans per minute, the ratios pipeline / sequential and pipeline / the ceiling of the
+slowest stage (see `ceiling`), and peak memory large / small. On a machine with CUDA the
+pipeline runs one GPU actor and the inference actor's utilisation is the headline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import platform
+import resource
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from cohort.anatomy import LANDMARKS
+from cohort.config import DiscoveryConfig, IndexConfig, SynthConfig
+from cohort.discover.index import index_cohort
+from cohort.discover.manifest import read_manifest
+from cohort.errors import ErrorCode, SeriesError
+from cohort.infer.checkpoint import describe, shipped_checkpoint
+from cohort.infer.finish import FinishConfig
+from cohort.infer.identity import IdentityConfig
+from cohort.infer.landmarks import LandmarkPredictor
+from cohort.infer.prepare import PrepareConfig, prepare_series
+from cohort.pipeline import (
+    STAGE_DEFAULTS,
+    RunConfig,
+    _input_rows,
+    finish_stage,
+    run_cohort,
+)
+from cohort.preprocess.model_input import ModelInputConfig
+from cohort.synth.heads import generate_cohort
+from cohort.testing.seaweed import SeaweedS3
+from cohort.write.runs import read_table
+
+BUCKET = "bench-pipeline"
+SALT = "bench"
+MiB = 1024**2
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+def checkpoint(path: str | None, tmp: Path) -> tuple[str, str]:
+    """(checkpoint path, what it is): --model, else the shipped one, else an untrained
+    `small` DST at 64 px (throughput depends on the architecture, not on the weights)."""
+    if path:
+        return path, f"--model {path}"
+    shipped = shipped_checkpoint()
+    if os.path.isfile(shipped):
+        return shipped, f"shipped {Path(shipped).name}"
+    import torch
+
+    from cohort.model.dst import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    out = tmp / "dst-small-untrained.pt"
+    save_checkpoint(out, build_model("small"), model_input={"size": 64}, synthetic=True)
+    return str(out), (
+        "untrained DST `small` at 64 x 64 (the shipped checkpoint "
+        f"{Path(shipped).name} is not in this checkout)"
+    )
+
+
+# --- memory of the process tree ----------------------------------------------------------
+
+
+@dataclass
+class TreePeak:
+    rss: int = 0  # bytes, sum over the tree at the sample with the highest sum
+    pss: int = 0  # proportional set size (shared pages split between their users)
+    by_part: dict[str, int] = field(default_factory=dict)  # RSS at the RSS peak
+    processes: int = 0  # processes in the tree at the RSS peak
+    samples: int = 0
+    cpu_s: float = 0.0  # CPU seconds (user + system) the tree used while sampled
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    name: str  # /proc/<pid>/stat's comm: Ray workers retitle themselves "ray::..."
+    cpu_s: float  # user + system so far
+
+
+def processes() -> dict[int, Proc]:
+    """Every process on this machine, from /proc (Linux; as bench_index reads it)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        out[int(entry)] = Proc(int(entry), int(fields[1]), name, cpu)
+    return out
+
+
+def memory_of(pid: int) -> tuple[int, int] | None:
+    """(RSS, PSS) bytes of a process, from /proc/<pid>/smaps_rollup; None when gone."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return rss, pss
+
+
+class TreeSampler(threading.Thread):
+    """Samples the memory of this process and all its descendants except ``exclude`` (and
+    theirs) every ``interval`` seconds."""
+
+    def __init__(self, exclude: set[int], interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.root = os.getpid()
+        self.exclude = exclude
+        self.interval = interval
+        self.peak = TreePeak()
+        self._stop_event = threading.Event()
+        self._cpu: dict[int, float] = {}  # last CPU seconds seen per pid
+        self._cpu_start: dict[int, float] = {}
+
+    def __enter__(self) -> TreeSampler:
+        self._cpu_start = {p.pid: p.cpu_s for p in self._tree()}
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+        self.peak.cpu_s = sum(v - self._cpu_start.get(pid, 0.0) for pid, v in self._cpu.items())
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def _tree(self) -> list[Proc]:
+        """This process and its descendants, parents before children, without the
+        excluded processes' subtrees."""
+        table = processes()
+        children: dict[int, list[Proc]] = {}
+        for p in table.values():
+            children.setdefault(p.ppid, []).append(p)
+        out, todo = [], [table[self.root]] if self.root in table else []
+        while todo:
+            p = todo.pop()
+            if p.pid in self.exclude:
+                continue
+            out.append(p)
+            todo.extend(children.get(p.pid, []))
+        return out
+
+    def sample(self) -> None:
+        rss = pss = 0
+        parts: dict[str, int] = {}
+        workers: set[int] = set()
+        procs = self._tree()
+        for p in procs:
+            mem = memory_of(p.pid)
+            if mem is None:
+                continue
+            self._cpu[p.pid] = p.cpu_s
+            if p.pid == self.root:
+                part = "driver"
+            elif p.name.startswith("ray::") or p.ppid in workers:
+                workers.add(p.pid)
+                part = "workers"  # Ray workers and their isolated decoder processes
+            elif p.name == "raylet":
+                part = "raylet"  # holds the object store (pages it touched)
+            else:
+                part = "ray system"  # GCS, agents, monitors
+            rss += mem[0]
+            pss += mem[1]
+            parts[part] = parts.get(part, 0) + mem[0]
+        self.peak.samples += 1
+        if rss > self.peak.rss:
+            self.peak.rss, self.peak.by_part, self.peak.processes = rss, parts, len(procs)
+        self.peak.pss = max(self.peak.pss, pss)
+
+
+# --- the sequential baseline -------------------------------------------------------------
+
+
+@dataclass
+class Sequential:
+    n: int
+    seconds: float  # the loop, wall clock
+    cpu_s: float  # CPU seconds of this process during the loop
+    prepare_s: list[float]
+    infer_s: list[float]  # one-row batches, as in the loop
+    finish_s: list[float]
+    infer_batched_s: float  # all prepared inputs, in the pipeline's batches: per scan
+    rows: list[dict]  # finished rows (table values only)
+    statuses: dict[str, int]
+
+
+def configs(model_input: dict, masks: str, options, cfg: RunConfig) -> tuple:
+    """PrepareConfig and FinishConfig exactly as `run_cohort` builds them."""
+    prepare = PrepareConfig(
+        read=replace(cfg.read, rules=cfg.index.stack),
+        model_input=ModelInputConfig(**model_input),
+        masks_url=masks,
+        timeout_s=cfg.series_timeout_s,
+        storage=options,
+    )
+    finish = FinishConfig(
+        quantify=cfg.quantify,
+        prepare=prepare,
+        run_url="s3://unused",
+        qc=cfg.qc,
+        label_maps=cfg.label_maps,
+    )
+    return prepare, finish
+
+
+def prepare_here(row: dict, config: PrepareConfig) -> dict:
+    """`prepare_stage` without the isolated process (one process, as the baseline says)."""
+    row = {**STAGE_DEFAULTS, **row}
+    try:
+        row.update(prepare_series(list(row["files"]), row["series_uid"], config))
+    except SeriesError as e:
+        row.update(status="error", error_code=e.code.value, error_detail=str(e))
+    except Exception as e:  # noqa: BLE001 - as the stage: one series, one row
+        row.update(
+            status="error",
+            error_code=ErrorCode.PROCESSING_FAILED.value,
+            error_detail=f"{type(e).__name__}: {e}",
+        )
+    return row
+
+
+def run_sequential(
+    rows: list[dict],
+    model_path: str,
+    prepare: PrepareConfig,
+    finish: FinishConfig,
+    batch_size: int,
+    use_gpu: bool,
+) -> Sequential:
+    predictor = LandmarkPredictor(model_path, threads=1, batch_size=batch_size, prefer_gpu=use_gpu)
+    # warm-up on the first series (imports, allocator, first forward pass), not counted
+    predictor(pd.DataFrame([prepare_here(rows[0], prepare)]))
+    prep_s, inf_s, fin_s, done, inputs = [], [], [], [], []
+    c0, t0 = _self_cpu(), time.perf_counter()
+    for row in rows:
+        a = time.perf_counter()
+        row = prepare_here(row, prepare)
+        b = time.perf_counter()
+        if row["status"] == "ok":
+            inputs.append(row)
+        out = predictor(pd.DataFrame([row])).iloc[0].to_dict()
+        c = time.perf_counter()
+        out = finish_stage(out, finish)
+        d = time.perf_counter()
+        prep_s.append(b - a)
+        inf_s.append(c - b)
+        fin_s.append(d - c)
+        done.append(out)
+    seconds, cpu = time.perf_counter() - t0, _self_cpu() - c0
+    # inference alone, in the pipeline's batches (map_batches hands 2 x batch_size rows)
+    step = 2 * batch_size
+    t1 = time.perf_counter()
+    for s in range(0, len(inputs), step):
+        predictor(pd.DataFrame(inputs[s : s + step]))
+    batched = (time.perf_counter() - t1) / max(1, len(inputs))
+    statuses: dict[str, int] = {}
+    for r in done:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return Sequential(len(rows), seconds, cpu, prep_s, inf_s, fin_s, batched, done, statuses)
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# --- the pipeline ------------------------------------------------------------------------
+
+
+@dataclass
+class PipelineRun:
+    n: int
+    seconds: float  # run_cohort, wall clock (manifest, streaming, writing, publishing)
+    stream_s: float  # the Ray Data part, from the report's scans per minute
+    scans_per_minute: float
+    statuses: dict[str, int]
+    peak: TreePeak
+    actor_busy_s: float  # sum of the inference actor's per-series seconds
+    series: pd.DataFrame
+
+
+def start_ray(cpus: int, gpus: int, object_store_gb: float, attempts: int = 3) -> None:
+    """A fresh local Ray; tried again when a loaded machine makes the node start time out."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                num_cpus=cpus,
+                num_gpus=gpus,
+                object_store_memory=int(object_store_gb * 1024**3),
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for a time-out
+            ray.shutdown()
+            if attempt == attempts:
+                raise
+            print(f"  (Ray did not start, attempt {attempt}: {e}; trying again)")
+
+
+def run_pipeline(
+    index_url: str,
+    out_url: str,
+    n: int,
+    cfg: RunConfig,
+    options,
+    args: argparse.Namespace,
+    exclude: set[int],
+) -> PipelineRun:
+    import ray
+
+    gpus = 1 if cfg.gpus else 0
+    with TreeSampler(exclude, args.sample_s) as sampler:
+        start_ray(args.cpus, gpus, args.object_store_gb)
+        try:
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            t0 = time.perf_counter()
+            report = run_cohort(index_url, out_url, replace(cfg, max_series=n), options)
+            seconds = time.perf_counter() - t0
+        finally:
+            sampler.sample()
+            ray.shutdown()
+    series = read_table(out_url, "series", options).to_pandas()
+    ok = series[series["status"] == "ok"]
+    counts = {k: v for k, v in report.counts.items() if v}
+    rate = report.scans_per_minute
+    return PipelineRun(
+        n,
+        seconds,
+        n / rate * 60 if rate else float("nan"),
+        rate,
+        counts,
+        sampler.peak,
+        float(ok["seconds_inference"].fillna(0).sum()),
+        series,
+    )
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def ceiling(seq: Sequential, cpus: int, actors: int, actor_cpus: float) -> dict:
+    """Scans per minute the pipeline could reach at best, from the stages measured alone.
+
+    Ray reserves ``actor_cpus`` for each inference actor whether it computes or waits; the
+    CPU tasks (prepare, then finish, 1 CPU each) share the CPUs left: ``floor(cpus -
+    actors * actor_cpus)`` slots, each turning out one scan per ``t_prepare + t_finish``.
+    The actors turn out ``actors / t_inference`` (batched, as in the pipeline). The job
+    cannot be faster than the slower of the two.
+    """
+    t_p = sum(seq.prepare_s) / seq.n
+    t_f = sum(seq.finish_s) / seq.n
+    t_i = seq.infer_batched_s
+    slots = int(cpus - actors * actor_cpus + 1e-9)
+    cpu_rate = slots / (t_p + t_f) * 60 if slots > 0 else 0.0
+    gpu_rate = actors / t_i * 60 if t_i > 0 else float("inf")
+    slowest = "CPU tasks (prepare + finish)" if cpu_rate <= gpu_rate else "inference actors"
+    return {
+        "t_prepare": t_p,
+        "t_finish": t_f,
+        "t_infer": t_i,
+        "slots": slots,
+        "cpu_rate": cpu_rate,
+        "infer_rate": gpu_rate,
+        "rate": min(cpu_rate, gpu_rate),
+        "slowest": slowest,
+        "prepare_alone_rate": (slots / t_p * 60) if slots else 0.0,
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024**3
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()}"
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def agreement(seq: Sequential, run: PipelineRun) -> str:
+    """How many series got the same landmark slices and total calcium both ways."""
+    pipe = run.series.set_index("series_key")
+    same_lm = same_total = both_ok = 0
+    for r in seq.rows:
+        if r["status"] != "ok" or r["series_key"] not in pipe.index:
+            continue
+        p = pipe.loc[r["series_key"]]
+        if p["status"] != "ok":
+            continue
+        both_ok += 1
+        same_lm += all(int(p[f"{n}_slice"]) == int(r[f"{n}_slice"]) for n in LANDMARKS)
+        same_total += p["total_calcium_voxels"] == r["total_calcium_voxels"]
+    return (
+        f"{same_lm}/{both_ok} series with the same landmark slices, {same_total}/{both_ok} "
+        "with the same total calcium voxels"
+    )
+
+
+def print_peak(label: str, run: PipelineRun) -> None:
+    p = run.peak
+    parts = ", ".join(f"{k} {v / MiB:.0f}" for k, v in sorted(p.by_part.items()))
+    print(
+        f"  {label:6s} {run.n:4d} scans: peak RSS {p.rss / MiB:7.0f} MiB ({parts}; "
+        f"{p.processes} processes), peak PSS {p.pss / MiB:6.0f} MiB; "
+        f"{p.samples} samples"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--small",
+        type=int,
+        default=20,
+        help="scans of the small run (and of the sequential baseline)",
+    )
+    ap.add_argument("--large", type=int, default=200, help="scans of the large run")
+    ap.add_argument("--matrix", type=int, default=512, help="in-plane pixels (512: realistic)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--cpus",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="CPUs of the local Ray (default: this machine's)",
+    )
+    ap.add_argument("--actor-cpus", type=float, default=RunConfig().actor_cpus)
+    ap.add_argument("--batch-size", type=int, default=RunConfig().batch_size)
+    ap.add_argument("--object-store-gb", type=float, default=2.0)
+    ap.add_argument("--gen-workers", type=int, default=2, help="processes generating the cohort")
+    ap.add_argument("--model", help="DST checkpoint (default: shipped, else untrained small)")
+    ap.add_argument("--sample-s", type=float, default=0.5, help="memory sampling period")
+    ap.add_argument("--skip-large", action="store_true", help="only the small runs")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    import torch
+
+    use_gpu = torch.cuda.is_available()
+    n_gen = args.small if args.skip_large else max(args.small, args.large)
+    print(
+        f"cohort job throughput and memory, SYNTHETIC head CT ({n_gen} patients, one "
+        f"primary series each, {args.matrix} x {args.matrix}, calcium masks)"
+    )
+    print(f"machine: {machine()}; {load()}")
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp,
+        SeaweedS3(volume_size_limit_mb=1024, max_volumes=64) as server,
+    ):
+        options = server.storage_options()
+        exclude = {server._proc.pid}  # the S3 server is storage, not the job (as bench_index)
+        model_path, model_note = checkpoint(args.model, Path(tmp))
+        info = describe(model_path)
+        print(
+            f"model: {model_note}; model input {info.model_input or 'default'}; "
+            f"torch threads per actor {max(1, int(args.actor_cpus))}"
+        )
+        root = f"{server.make_bucket(BUCKET)}/cohort"
+        synth = SynthConfig(
+            patients=n_gen,
+            seed=args.seed,
+            matrix=args.matrix,
+            localizer_p=0.0,
+            second_series_p=0.0,
+            followup_p=0.0,
+            workers=args.gen_workers,
+        )
+        t0 = time.perf_counter()
+        generate_cohort(synth, root, options)
+        gen_s = time.perf_counter() - t0
+        fs = server.filesystem()
+        size = sum(fs.du(f"{root.removeprefix('s3://')}/dicom", total=False).values())
+        t0 = time.perf_counter()
+        index_url = f"{root}/index"
+        index_cohort(
+            f"{root}/dicom",
+            index_url,
+            IndexConfig(discovery=DiscoveryConfig(executor="local")),
+            options,
+        )
+        manifest = read_manifest(index_url, options).to_pandas()
+        manifest = manifest[manifest["kind"] == "series"]
+        selected = manifest[manifest["status"] == "selected"]
+        print(
+            f"data: generated onto SeaweedFS S3 (loopback, same cores) in {gen_s:.0f} s, "
+            f"{size / 1e9:.2f} GB of DICOM, {len(manifest)} series, {len(selected)} "
+            f"selected; indexed in {time.perf_counter() - t0:.0f} s; "
+            f"{_slices(manifest)} slices per series"
+        )
+
+        cfg = RunConfig(
+            model=model_path,
+            masks=f"{root}/masks",
+            qc="none",
+            identity=IdentityConfig(salt=SALT),
+            batch_size=args.batch_size,
+            actor_cpus=args.actor_cpus,
+            gpus=1 if use_gpu else 0,
+        )
+        prepare, finish = configs(info.model_input, cfg.masks, options, cfg)
+        common = {
+            "run_id": "sequential",
+            "model_name": info.name,
+            "model_sha256": info.sha256,
+            "model_trained_on": info.trained_on,
+            "code_version": "bench",
+        }
+        rows = _input_rows(selected.head(args.small), common, cfg.identity)
+
+        print(f"\n1. sequential loop, one process, {len(rows)} scans ({load()})")
+        seq = run_sequential(rows, model_path, prepare, finish, args.batch_size, use_gpu)
+        seq_rate = seq.n / seq.seconds * 60
+        print(
+            f"  {seq_rate:.2f} scans/min ({seq.seconds:.0f} s, {seq.cpu_s / seq.n:.2f} CPU s "
+            f"per scan); statuses {seq.statuses}"
+        )
+        print(
+            f"  per scan: prepare {_stat(seq.prepare_s)}, inference {_stat(seq.infer_s)} "
+            f"(one-row batches; {seq.infer_batched_s:.3f} s in the pipeline's batches), "
+            f"finish {_stat(seq.finish_s)}"
+        )
+        del rows
+        gc.collect()
+
+        runs: list[tuple[str, PipelineRun]] = []
+        sizes = [("small", args.small)] + ([] if args.skip_large else [("large", args.large)])
+        actors = cfg.gpus or cfg.cpu_actors
+        for label, n in sizes:
+            print(
+                f"\n2. pipeline ({label}), run_cohort on {n} scans: local Ray with "
+                f"{args.cpus} CPUs{', 1 GPU' if use_gpu else ''}, {actors} inference "
+                f"actor(s) x {cfg.actor_cpus:g} CPU, batch {cfg.batch_size} ({load()})"
+            )
+            run = run_pipeline(index_url, f"{root}/out-{label}", n, cfg, options, args, exclude)
+            runs.append((label, run))
+            print(
+                f"  {run.scans_per_minute:.2f} scans/min over {run.stream_s:.0f} s of "
+                f"streaming (run_cohort {run.seconds:.0f} s in all, including the manifest "
+                f"and publishing); statuses {run.statuses}; tree CPU "
+                f"{run.peak.cpu_s / n:.2f} s per scan"
+            )
+            print(
+                f"  inference actor busy {run.actor_busy_s:.1f} s of {run.stream_s:.0f} s "
+                f"streaming: utilisation {run.actor_busy_s / actors / run.stream_s:.0%}"
+                + (
+                    f"; {n / run.actor_busy_s:.2f} scans/s while busy on the GPU"
+                    if use_gpu and run.actor_busy_s
+                    else ""
+                )
+            )
+            print_peak(label, run)
+        print(f"  agreement with the sequential loop: {agreement(seq, runs[0][1])}")
+
+        results(seq, runs, args.cpus, actors, cfg.actor_cpus, use_gpu)
+
+
+def results(
+    seq: Sequential,
+    runs: list[tuple[str, PipelineRun]],
+    cpus: int,
+    actors: int,
+    actor_cpus: float,
+    use_gpu: bool,
+) -> None:
+    """The summary: stages alone, the ceiling, the ratios."""
+    seq_rate = seq.n / seq.seconds * 60
+    bound = ceiling(seq, cpus, actors, actor_cpus)
+    print(f"\nRESULTS (SYNTHETIC data; {machine()}; {load()})")
+    print(
+        f"  stages alone, seconds per scan: prepare {bound['t_prepare']:.2f}, inference "
+        f"{bound['t_infer']:.3f} (batched), finish {bound['t_finish']:.3f}"
+    )
+    print(
+        f"  ceiling model: {cpus} CPUs - {actors} actor(s) x {actor_cpus:g} CPU "
+        f"reserved = {bound['slots']} slot(s) for the 1-CPU prepare and finish tasks -> "
+        f"{bound['cpu_rate']:.2f} scans/min; inference {bound['infer_rate']:.2f} "
+        f"scans/min; slowest: {bound['slowest']} -> ceiling {bound['rate']:.2f} "
+        f"scans/min (prepare alone on its slots: {bound['prepare_alone_rate']:.2f})"
+    )
+    print(f"  sequential loop: {seq_rate:.2f} scans/min")
+    for label, run in runs:
+        r = run.scans_per_minute
+        print(
+            f"  pipeline {label:5s} ({run.n:3d} scans): {r:.2f} scans/min = "
+            f"{r / seq_rate:.2f}x the sequential loop, {r / bound['rate']:.2f}x the "
+            f"slowest-stage ceiling ({'PASS' if r >= seq_rate else 'FAIL'} >= sequential, "
+            f"{'PASS' if r >= 0.9 * bound['rate'] else 'FAIL'} within 10% of the "
+            "ceiling)"
+        )
+    if len(runs) == 2:
+        (_, a), (_, b) = runs
+        extra_s = b.stream_s - a.stream_s
+        marginal = (b.n - a.n) / extra_s * 60 if extra_s > 0 else float("nan")
+        print(
+            f"  pipeline marginal rate, ({b.n} - {a.n}) scans / (streaming seconds "
+            f"difference), i.e. without the fixed start-up: {marginal:.2f} scans/min = "
+            f"{marginal / seq_rate:.2f}x the sequential loop, {marginal / bound['rate']:.2f}x "
+            "the ceiling"
+        )
+        extra_cpu = (b.peak.cpu_s - a.peak.cpu_s) / (b.n - a.n) if b.n > a.n else float("nan")
+        print(
+            f"  CPU seconds per scan (the whole process tree; less sensitive than wall time to "
+            f"the other load on the cores): sequential {seq.cpu_s / seq.n:.2f}, pipeline "
+            f"{a.peak.cpu_s / a.n:.2f} ({a.n} scans), {b.peak.cpu_s / b.n:.2f} ({b.n} scans), "
+            f"marginal {extra_cpu:.2f}"
+        )
+        print(
+            f"  peak memory of the whole job, {b.n} / {a.n} scans: RSS "
+            f"{b.peak.rss / a.peak.rss:.2f}x ({a.peak.rss / MiB:.0f} -> "
+            f"{b.peak.rss / MiB:.0f} MiB), PSS {b.peak.pss / a.peak.pss:.2f}x "
+            f"({a.peak.pss / MiB:.0f} -> {b.peak.pss / MiB:.0f} MiB)"
+        )
+        print(
+            "  object store: not sampled (its only cheap probe, the raylet's gRPC "
+            "FormatGlobalMemoryInfo, needs the grpc package, not installed here); the "
+            "raylet's RSS above holds the store's pages it touched"
+        )
+    if not use_gpu:
+        print(
+            "  GPU: none on this machine; inference actor utilisation above is the CPU "
+            "actor's (on a GPU node the same lines give the GPU actor's and scans/s)"
+        )
+    print(
+        "  RSS sums every process's resident pages (shared pages, e.g. the object store "
+        "mapped by workers, count once per process); PSS splits them. The S3 server is "
+        "not included. Timings share the cores with whatever else runs (load above)."
+    )
+
+
+def _stat(values: list[float]) -> str:
+    s = sorted(values)
+    return f"{sum(s) / len(s):.3f} s (median {s[len(s) // 2]:.3f}, max {s[-1]:.3f})"
+
+
+def _slices(manifest: pd.DataFrame) -> str:
+    n = manifest["n_files"]
+    return f"{int(n.min())}-{int(n.max())} (median {int(n.median())})"
+
+
+if __name__ == "__main__":
+    main()
