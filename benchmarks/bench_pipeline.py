@@ -98,6 +98,7 @@ class TreePeak:
     processes: int = 0  # processes in the tree at the RSS peak
     samples: int = 0
     cpu_s: float = 0.0  # CPU seconds (user + system) the tree used while sampled
+    cpu_by_part: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class TreeSampler(threading.Thread):
         self._stop_event = threading.Event()
         self._cpu: dict[int, float] = {}  # last CPU seconds seen per pid
         self._cpu_start: dict[int, float] = {}
+        self._part: dict[int, str] = {}  # last part seen per pid
 
     def __enter__(self) -> TreeSampler:
         self._cpu_start = {p.pid: p.cpu_s for p in self._tree()}
@@ -163,7 +165,11 @@ class TreeSampler(threading.Thread):
         self._stop_event.set()
         self.join()
         self.sample()
-        self.peak.cpu_s = sum(v - self._cpu_start.get(pid, 0.0) for pid, v in self._cpu.items())
+        for pid, v in self._cpu.items():
+            used = v - self._cpu_start.get(pid, 0.0)
+            part = self._part.get(pid, "?")
+            self.peak.cpu_by_part[part] = self.peak.cpu_by_part.get(part, 0.0) + used
+        self.peak.cpu_s = sum(self.peak.cpu_by_part.values())
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -204,6 +210,7 @@ class TreeSampler(threading.Thread):
                 part = "raylet"  # holds the object store (pages it touched)
             else:
                 part = "ray system"  # GCS, agents, monitors
+            self._part[p.pid] = part
             rss += mem[0]
             pss += mem[1]
             parts[part] = parts.get(part, 0) + mem[0]
@@ -596,7 +603,9 @@ def main() -> None:
                 f"  {run.scans_per_minute:.2f} scans/min over {run.stream_s:.0f} s of "
                 f"streaming (run_cohort {run.seconds:.0f} s in all, including the manifest "
                 f"and publishing); statuses {run.statuses}; tree CPU "
-                f"{run.peak.cpu_s / n:.2f} s per scan"
+                f"{run.peak.cpu_s / n:.2f} s per scan ("
+                + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(run.peak.cpu_by_part.items()))
+                + ")"
             )
             print(
                 f"  inference actor busy {run.actor_busy_s:.1f} s of {run.stream_s:.0f} s "
