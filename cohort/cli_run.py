@@ -33,8 +33,10 @@ def add_run_parser(sub) -> None:
                    help="inference actors with one GPU each (default 0: CPU actors)")
     p.add_argument("--cpu-actors", type=int, default=1, metavar="N",
                    help="inference actors when --gpus is 0 (default 1)")
-    p.add_argument("--actor-cpus", type=float, default=1.0,
-                   help="CPUs (torch threads) per inference actor (default 1)")
+    p.add_argument("--actor-cpus", type=float, default=None,
+                   help="CPUs Ray reserves per inference actor (default: 1 with --gpus, else 0)")
+    p.add_argument("--actor-threads", type=int, default=1,
+                   help="torch threads per inference actor (default 1)")
     p.add_argument("--batch-size", type=int, default=4, help="volumes per forward pass")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds one series may take before it is cut off (default 600)")
@@ -73,7 +75,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     config = RunConfig(
         model=args.model, masks=args.masks, gpus=args.gpus, cpu_actors=args.cpu_actors,
-        actor_cpus=args.actor_cpus, batch_size=args.batch_size, series_timeout_s=args.timeout,
+        actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
+        batch_size=args.batch_size, series_timeout_s=args.timeout,
         task_memory_gb=args.task_memory, retry_failed=args.retry_failed, qc=args.qc,
         qc_series=tuple(args.qc_series), label_maps=args.label_maps,
         max_series=args.max_series,

@@ -54,7 +54,10 @@ class RunConfig:
     masks: str | None = None  # folder of <SeriesInstanceUID>.nii.gz calcium masks
     gpus: int = 0  # inference actors with one GPU each; 0: CPU actors
     cpu_actors: int = 1  # inference actors when gpus == 0
-    actor_cpus: float = 1.0  # CPUs (torch threads) per inference actor
+    # CPUs Ray reserves per inference actor; None: 1 with GPUs, 0 on CPU-only clusters (the
+    # actor is busy a fraction of the time and a reserved CPU would idle beside it)
+    actor_cpus: float | None = None
+    actor_threads: int = 1  # torch threads per inference actor
     batch_size: int = 4  # volumes per forward pass
     task_memory_gb: float = 3.0  # memory Ray reserves per CPU series task
     series_timeout_s: float = 600.0  # a series taking longer is cut off (error: timeout)
@@ -75,8 +78,10 @@ class RunConfig:
         if self.gpus < 0 or self.cpu_actors < 1:
             raise ConfigError(f"--gpus must be >= 0 and --cpu-actors >= 1, got {self.gpus} "
                               f"and {self.cpu_actors}")
-        if not self.actor_cpus > 0 or self.batch_size < 1 or self.part_rows < 1:
-            raise ConfigError("actor CPUs, batch size and part size must be positive")
+        if (self.actor_cpus is not None and self.actor_cpus < 0) or self.actor_threads < 1:
+            raise ConfigError("actor CPUs must be >= 0 and actor threads >= 1")
+        if self.batch_size < 1 or self.part_rows < 1:
+            raise ConfigError("batch size and part size must be positive")
         if not self.series_timeout_s > 0 or not self.task_memory_gb > 0:
             raise ConfigError("the series time limit and task memory must be positive")
         if self.qc not in QC_CHOICES:
@@ -261,20 +266,23 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
     import ray
 
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
+    # worker deaths are retried by Ray Data's defaults (tasks and actor restarts); failures
+    # of a series never raise out of a stage
     ds = ds.map(prepare_stage, fn_kwargs={"config": prepare, "fault_drill": config.fault_drill},
-                num_cpus=1, memory=config.task_memory_gb * GiB, max_retries=3)
+                num_cpus=1, memory=config.task_memory_gb * GiB)
     actors = config.gpus or config.cpu_actors
+    actor_cpus = config.actor_cpus if config.actor_cpus is not None else (
+        1.0 if config.gpus else 0.0)
     ds = ds.map_batches(
         LandmarkPredictor, batch_size=config.batch_size * 2, batch_format="pandas",
         fn_constructor_kwargs={"model_url": config.model, "sha256": model.sha256,
                                "storage": prepare.storage,
-                               "threads": max(1, int(config.actor_cpus)),
+                               "threads": config.actor_threads,
                                "batch_size": config.batch_size,
                                "prefer_gpu": config.gpus > 0},
         compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=1 if config.gpus else 0, num_cpus=config.actor_cpus,
-        max_restarts=3, max_task_retries=3)
-    return ds.map(finish_stage, fn_kwargs={"config": finish}, num_cpus=1, max_retries=3)
+        num_gpus=1 if config.gpus else 0, num_cpus=actor_cpus)
+    return ds.map(finish_stage, fn_kwargs={"config": finish}, num_cpus=1)
 
 
 def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
@@ -299,6 +307,8 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
     model = describe(config.model, options)
     model_input = ModelInputConfig(**model.model_input) if model.model_input else \
         ModelInputConfig()
+    # deeper series are decimated by a whole factor (recorded), never refused by the model
+    model_input = replace(model_input, max_len=min(model_input.max_len, model.max_len))
     manifest, index_url = load_manifest(input_url, out_url, config.index, options)
     series = manifest[manifest["kind"] == "series"]
     for stale in unfinished_runs(out_url, options):

@@ -34,6 +34,7 @@ class ModelInfo:
     trained_on: str  # "synthetic phantoms" or what the checkpoint says
     model_input: dict  # the ModelInputConfig fields it was trained with
     has_temperatures: bool
+    max_len: int  # the longest sequence (slices) the model accepts
 
 
 def local_copy(url: str, options: StorageOptions | None = None) -> str:
@@ -69,4 +70,5 @@ def describe(url: str | None, options: StorageOptions | None = None) -> ModelInf
                      trained_on="synthetic phantoms" if synthetic else
                      str(meta.get("trained_on", "unknown")),
                      model_input=dict(meta.get("model_input") or {}),
-                     has_temperatures=bool(meta.get("temperatures")))
+                     has_temperatures=bool(meta.get("temperatures")),
+                     max_len=int(model.cfg.max_len))

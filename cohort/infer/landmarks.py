@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from cohort.anatomy import LANDMARKS
-from cohort.errors import ConfigError
+from cohort.errors import ConfigError, ErrorCode
 from cohort.infer.packing import unpack
 from cohort.model.runtime import autocast, pick_device, set_threads
 from cohort.storage import StorageOptions
@@ -101,7 +101,20 @@ class LandmarkPredictor:
                                                      strict=True))
                 if st == "ok" and mi is not None]
         packed = [unpack(batch["model_input"].iloc[i]) for i in todo]
-        logits = self.predict([p["x"] for p in packed]) if packed else []
+        try:
+            logits = self.predict([p["x"] for p in packed]) if packed else []
+        except Exception:  # noqa: BLE001  (find the series at fault; never fail the batch)
+            logits, kept = [], []
+            for i, p in zip(todo, packed, strict=True):
+                try:
+                    logits.append(self.predict([p["x"]])[0])
+                    kept.append((i, p))
+                except Exception as e:  # noqa: BLE001
+                    logger.exception("inference failed for row %d", i)
+                    batch.loc[batch.index[i], ["status", "error_code", "error_detail"]] = [
+                        "error", ErrorCode.PROCESSING_FAILED.value,
+                        f"inference: {type(e).__name__}: {e}"]
+            todo, packed = [i for i, _ in kept], [p for _, p in kept]
         cols: dict[str, list] = {f"{n}_{c}": [None] * len(batch) for n in LANDMARKS
                                  for c in ("slice", "z_mm", "prob")}
         for i, p, lg in zip(todo, packed, logits, strict=True):

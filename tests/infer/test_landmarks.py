@@ -40,3 +40,15 @@ def test_packing_round_trip():
     a = np.arange(12, dtype=np.int64).reshape(3, 4)
     out = unpack(pack(a=a, b=np.float32(2.5)))
     assert (out["a"] == a).all() and out["b"] == np.float32(2.5)
+
+
+def test_a_series_the_model_refuses_is_an_error_row_not_a_failed_batch(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("tiny", max_len=24), model_input={"size": 32})
+    rng = np.random.default_rng(0)
+    rows = [_row(20, rng), _row(30, rng), _row(12, rng)]  # 30 slices > max_len 24
+    out = LandmarkPredictor(str(path), batch_size=3)(pd.DataFrame(rows))
+    assert list(out["status"]) == ["ok", "error", "ok"]
+    assert out.loc[1, "error_code"] == "processing_failed"
+    assert "inference" in out.loc[1, "error_detail"]
+    assert out.loc[[0, 2], "right_carotid_canal_slice"].notna().all()
