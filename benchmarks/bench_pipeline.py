@@ -487,7 +487,8 @@ def main() -> None:
         default=os.cpu_count() or 2,
         help="CPUs of the local Ray (default: this machine's)",
     )
-    ap.add_argument("--actor-cpus", type=float, default=RunConfig().actor_cpus)
+    ap.add_argument("--actor-cpus", type=float, default=None,
+                    help="CPUs reserved per inference actor (default: the job's, 0 on CPU)")
     ap.add_argument("--batch-size", type=int, default=RunConfig().batch_size)
     ap.add_argument("--object-store-gb", type=float, default=2.0)
     ap.add_argument("--gen-workers", type=int, default=2, help="processes generating the cohort")
@@ -496,6 +497,8 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true", help="only the small runs")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    if args.actor_cpus is None:  # what run_cohort reserves on a CPU-only machine
+        args.actor_cpus = 0.0
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
@@ -519,7 +522,7 @@ def main() -> None:
         info = describe(model_path)
         print(
             f"model: {model_note}; model input {info.model_input or 'default'}; "
-            f"torch threads per actor {max(1, int(args.actor_cpus))}"
+            f"torch threads per actor {RunConfig().actor_threads}"
         )
         root = f"{server.make_bucket(BUCKET)}/cohort"
         synth = SynthConfig(
