@@ -1,0 +1,50 @@
+"""The demo, as `./run demo` runs it (smaller): the real job with the shipped checkpoint on a
+fresh synthetic cohort (a seed the checkpoint never saw), checked against ground truth."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cohort.anatomy import LANDMARKS, SEGMENTS, SIDES
+from cohort.demo import run_demo
+from cohort.infer.checkpoint import describe
+from cohort.query import connect
+
+#: what the shipped checkpoint must at least reach on unseen synthetic scans (its 5-fold
+#: test figures are in the README); a regression in any stage shows here
+MAX_MEAN_ERROR_SLICES = 3.0
+MIN_WITHIN_ONE_SLICE = 0.6
+
+
+def test_shipped_checkpoint_is_labelled_and_calibrated():
+    info = describe(None)
+    assert info.trained_on == "synthetic phantoms" and info.has_temperatures
+    assert info.model_input["size"] >= 32 and info.name == "small"
+
+
+@pytest.mark.timeout(1200)
+def test_demo_runs_the_job_and_agrees_with_ground_truth(tmp_path, ray_local):
+    report = run_demo(out_dir=str(tmp_path / "demo"), patients=4, seed=123, matrix=128,
+                      workers=1)
+    assert "[3/3] cohort run" in report and "SYNTHETIC" in report
+    results = tmp_path / "demo" / "results"
+    series = connect(str(results)).sql("SELECT * FROM series WHERE status = 'ok'"
+                                       ).to_arrow_table().to_pandas()
+    truth = pd.read_parquet(tmp_path / "demo" / "synthetic-cohort" / "ground_truth.parquet")
+    both = series.merge(truth, left_on="series_uid", right_on="series_instance_uid",
+                        suffixes=("", "_true"))
+    assert len(both) >= 4
+    errors = np.abs(np.stack([both[f"{n}_slice"] - both[f"{n}_slice_true"]
+                              for n in LANDMARKS]))
+    assert errors.mean() <= MAX_MEAN_ERROR_SLICES, errors
+    assert (errors <= 1).mean() >= MIN_WITHIN_ONE_SLICE, errors
+    # where a side's three landmarks are exactly right, its four volumes are the truth's
+    exact = 0
+    for _, r in both.iterrows():
+        for side in SIDES:
+            names = [n for n in LANDMARKS if n.startswith(side)]
+            if all(r[f"{n}_slice"] == r[f"{n}_slice_true"] for n in names):
+                for seg in (s for s in SEGMENTS if s.startswith(side)):
+                    assert r[f"{seg}_voxels"] == r[f"{seg}_voxels_true"], (r.series_uid, seg)
+                exact += 1
+    assert exact >= 1
