@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from cohort.ccccii.cache import InputConfig
 from cohort.ccccii.tables import PREDICTIONS_SCHEMA, predictions_table
 from cohort.errors import ConfigError
-from cohort.model import zoo
+from cohort.model import cnn3d, zoo
 from cohort.model.compute import Compute, measure
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
 from cohort.train.data import load_input
@@ -67,6 +68,14 @@ class BenchmarkConfig:
                 "the depth ablation (Table V) needs a DST among --models; "
                 "add dst or pass --ablation-blocks with no value"
             )
+        shape = (self.input.size, self.input.size, self.input.depth or 64)
+        for name in self.models:
+            if not zoo.is_dst(name) and math.prod(cnn3d.feature_extent(name, shape)) < 2:
+                raise ConfigError(
+                    f"{name} reduces a {'x'.join(map(str, shape))} input to a single voxel, "
+                    "where BatchNorm cannot train on a batch of one volume; give a larger "
+                    "--size / --depth (at least 32 x 32 x 16 for the tiny networks)"
+                )
         if any(b < 0 for b in self.ablation_blocks):
             raise ConfigError(f"block counts must be >= 0, got {self.ablation_blocks}")
 

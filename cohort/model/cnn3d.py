@@ -233,6 +233,15 @@ def build_model(name: str, **overrides) -> CNN3DClassifier:
     return CNN3DClassifier(build_config(name, **overrides))
 
 
+def feature_extent(name: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """(h, w, d) of the last feature map for an (H, W, D) input (computed on the meta device:
+    no memory, no time). BatchNorm cannot train on one value per channel, so a batch of one
+    volume fails when this is 1 x 1 x 1."""
+    with torch.device("meta"):
+        net = build_model(name).eval()  # train mode would refuse the very case we look for
+        return tuple(net.backbone(torch.empty(1, 1, *shape)).shape[2:])
+
+
 # --- checkpoints --------------------------------------------------------------------------------
 
 FORMAT = "cohort.cnn3d/1"

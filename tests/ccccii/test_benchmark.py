@@ -29,7 +29,7 @@ def _config(**kw) -> BenchmarkConfig:
     base = dict(
         models=("dst-tiny", "resnet_tiny_3d"),
         ablation_blocks=(2,),
-        input=InputConfig(size=16, depth=8),
+        input=InputConfig(size=32, depth=16),  # tiny CNNs end at 2 x 2 x 2
         study=StudyConfig(
             train=TrainConfig(
                 task="classification",
@@ -57,10 +57,15 @@ def test_ablation_variants_and_bad_configurations():
     assert native.input_of("densenet121_3d").depth == 64
     with pytest.raises(ConfigError, match="needs a DST"):
         BenchmarkConfig(models=("resnet50_3d",), ablation_blocks=(0,))
+    with pytest.raises(ConfigError, match="reduces a 16x16x8 input to a single voxel"):
+        BenchmarkConfig(
+            models=("resnet_tiny_3d",), ablation_blocks=(), input=InputConfig(size=16, depth=8)
+        )
     with pytest.raises(ConfigError, match="unknown model 'vit'"):
         BenchmarkConfig(models=("vit",))
 
 
+@pytest.mark.timeout(1500)  # 10 Ray Train fits: minutes on a busy 2-core machine
 def test_tiny_five_fold_benchmark_writes_every_table(ray_local, tmp_path):
     data = tmp_path / "data"
     generate_ccccii(
@@ -104,7 +109,7 @@ def test_tiny_five_fold_benchmark_writes_every_table(ray_local, tmp_path):
             assert t3.loc[model, f"{metric}_mean"] == pytest.approx(f[metric].mean())
             assert t3.loc[model, f"{metric}_std"] == pytest.approx(f[metric].std(ddof=1))
         assert t3.loc[model, "gmac"] > 0 and t3.loc[model, "params_m"] > 0
-        assert t3.loc[model, "latency_ms"] > 0 and t3.loc[model, "input_shape"] == "16x16x8"
+        assert t3.loc[model, "latency_ms"] > 0 and t3.loc[model, "input_shape"] == "32x32x16"
     # Table V: the DST at its own depth (tiny: 2 blocks)
     t5 = pd.read_parquet(tables / "table5_depth.parquet")
     assert t5["n_blocks"].unique().tolist() == [2]
