@@ -111,12 +111,13 @@ def benchmark_ccccii(
             f"{join(out_url, 'tables', 'problems.md')})"
         )
     tables = join(out_url, "tables")
+    label = "SYNTHETIC data: " if synthetic else ""
     _write(
         tables,
         "problems",
         _problems_table(problems),
         None,
-        "Folders and files left out of the benchmark",
+        f"{label}Folders and files left out of the benchmark",
         synthetic,
         options,
     )
@@ -133,7 +134,6 @@ def benchmark_ccccii(
     per_fold = fold_metrics(predictions)
     compute = measure_models(list(config.models), config)
     t3 = table3_long(per_fold, compute, config.models)
-    label = "SYNTHETIC data: " if synthetic else ""
     shape = next(iter(compute.values())).input_shape
     _write(tables, "predictions", predictions, PREDICTIONS_SCHEMA, None, synthetic, options)
     _write(
