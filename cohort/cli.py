@@ -19,7 +19,9 @@ EPILOG = """\
 Commands: `synth heads` (a synthetic head-CT cohort as DICOM, with ground truth), `index`
 (discover the series of a DICOM archive, select one per study, write the manifest), `run`
 (the cohort job: landmarks and segment calcium -> Parquet), `query` (SQL over its tables),
-`train localization` (the 5-fold DST study) and `demo` (the main job on its default).
+`train localization` (the 5-fold DST study), `train shipped` (reproduce the shipped
+checkpoint), `synth ccccii` and `benchmark ccccii` (the Clean-CC-CCII benchmark) and `demo`
+(the main job on its default).
 All data written by `synth` is synthetic (phantoms, not patient data).
 """
 
@@ -113,6 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--gpus", action="store_true", help="one GPU per worker")
     loc.add_argument("--seed", type=int, default=0)
     loc.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+
+    _ccccii_parsers(sub, synth_sub)
 
     demo = sub.add_parser(
         "demo", help="run the main job on its embedded default: local folder, synthetic cohort",
@@ -301,6 +305,104 @@ def _run_train_localization(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- Clean-CC-CCII: `synth ccccii` and `benchmark ccccii` ---------------------------------
+
+
+def _ccccii_parsers(sub, synth_sub) -> None:
+    from cohort.synth.ccccii import ChestConfig
+
+    d = ChestConfig()
+    paper_models = "dst,resnet50_3d,densenet121_3d"  # the paper's Table III (DST at its size)
+    syn = synth_sub.add_parser(
+        "ccccii", help="a synthetic Clean-CC-CCII stand-in: chest CT slices as PNG/JPEG",
+        description="Write a SYNTHETIC stand-in for Clean-CC-CCII in its folder layout "
+                    "(OUT/<NCP|CP|Normal>/<patient_id>/<scan_id>/<k>.png): chest CT slices "
+                    "with lungs, mediastinum and ribs; NCP scans carry bilateral peripheral "
+                    "ground-glass opacities, CP scans a lobar consolidation, Normal none.")
+    syn.add_argument("--out", required=True, metavar="URL", help="where to write the set")
+    syn.add_argument("--patients", type=int, default=d.patients,
+                     help=f"patients, spread over the three classes (default {d.patients})")
+    syn.add_argument("--seed", type=int, default=d.seed)
+    syn.add_argument("--matrix", type=int, default=d.matrix,
+                     help=f"pixels per side (default {d.matrix}; the real data: 512)")
+    syn.add_argument("--slices", type=int, nargs=2, default=[d.min_slices, d.max_slices],
+                     metavar=("MIN", "MAX"), help="slices per scan, drawn in this range "
+                                                  f"(default {d.min_slices} {d.max_slices})")
+    syn.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+
+    bench = sub.add_parser("benchmark", help="benchmarks of the method on public data sets",
+                           description="Benchmarks of the method on public data sets.")
+    bench_sub = bench.add_subparsers(dest="what", metavar="WHAT", required=True)
+    b = bench_sub.add_parser(
+        "ccccii", help="Clean-CC-CCII: DST against 3-D CNNs, k-fold (Tables III and V)",
+        description="The Clean-CC-CCII classification benchmark (NCP / CP / Normal): "
+                    "patient-level k-fold cross-validation of each model on Ray Train, test "
+                    "predictions, accuracy / macro-F1 / one-vs-rest AUC, measured compute, "
+                    "and the DST depth ablation, under OUT/tables. DATA is "
+                    "<class>/<patient_id>/<scan_id>/<slice images> or "
+                    "<class>/<patient_id>/<scan_id>.npy; what cannot be used is listed in "
+                    "OUT/tables/problems.md.")
+    b.add_argument("--data", required=True, metavar="URL", help="the data set's root folder")
+    b.add_argument("--out", required=True, metavar="URL", help="where results are written")
+    b.add_argument("--models", default=paper_models,
+                   help="comma-separated: dst (paper size), dst-small, dst-tiny, resnet50_3d, "
+                        f"densenet121_3d, resnet_tiny_3d, densenet_tiny_3d (default "
+                        f"{paper_models})")
+    b.add_argument("--ablation-blocks", type=int, nargs="*", default=[0, 1], metavar="N",
+                   help="Table V: also train the first DST with these block counts "
+                        "(default 0 1; none to skip)")
+    b.add_argument("--size", type=int, default=128, help="in-plane pixels (default 128)")
+    b.add_argument("--depth", type=int, default=64, help="slices after resizing (default 64)")
+    b.add_argument("--native-depth", action="store_true",
+                   help="DST models read each scan at its own depth (in-plane resized only)")
+    b.add_argument("--folds", type=int, default=5)
+    b.add_argument("--epochs", type=int, default=30)
+    b.add_argument("--batch-size", type=int, default=4)
+    b.add_argument("--lr", type=float, default=2e-3, help="SGD learning rate (paper: 2e-3)")
+    b.add_argument("--momentum", type=float, default=0.9)
+    b.add_argument("--patience", type=int, default=10,
+                   help="epochs without a lower validation loss before stopping")
+    b.add_argument("--workers", type=int, default=1, help="Ray Train workers per fold")
+    b.add_argument("--gpus", action="store_true", help="one GPU per worker")
+    b.add_argument("--threads", type=int, default=1, help="CPUs (torch threads) per worker")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+
+
+def _run_ccccii(args: argparse.Namespace) -> int:
+    options = _storage_options(args.s3_endpoint)
+    if args.command == "synth":
+        from cohort.storage import check_writable
+        from cohort.synth.ccccii import ChestConfig, describe, generate_ccccii
+
+        cfg = ChestConfig(patients=args.patients, seed=args.seed, matrix=args.matrix,
+                          min_slices=args.slices[0], max_slices=args.slices[1])
+        check_writable(args.out, options)
+        t0 = time.perf_counter()
+        rows = generate_ccccii(cfg, args.out, options)
+        print(describe(rows, args.out, time.perf_counter() - t0))
+        return 0
+    from cohort.ccccii.benchmark import BenchmarkConfig
+    from cohort.ccccii.cache import InputConfig
+    from cohort.ccccii.command import benchmark_ccccii
+    from cohort.train.loop import TrainConfig
+    from cohort.train.splits import SplitConfig
+    from cohort.train.study import StudyConfig
+
+    config = BenchmarkConfig(
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        ablation_blocks=tuple(args.ablation_blocks),
+        input=InputConfig(size=args.size, depth=args.depth), native_depth=args.native_depth,
+        study=StudyConfig(
+            train=TrainConfig(task="classification", model="dst", epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                              patience=args.patience, seed=args.seed),
+            splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
+            use_gpu=args.gpus, cpus_per_worker=args.threads))
+    print(benchmark_ccccii(args.data, args.out, config, options=options))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -326,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             print(ship(args.out, args.to or shipped_checkpoint(),
                        options=_storage_options(None)))
             return 0
+        if (args.command, getattr(args, "what", None)) in (("synth", "ccccii"),
+                                                           ("benchmark", "ccccii")):
+            return _run_ccccii(args)
     except ConfigError as e:
         print(f"cohort: error: {e}", file=sys.stderr)
         return 2

@@ -57,6 +57,12 @@ class ErrorCode(StrEnum):
     MASK_MISMATCH = "mask_mismatch"  # an external mask whose geometry differs from the volume
     MASK_MISSING = "mask_missing"  # --masks was given but holds no <SeriesInstanceUID>.nii.gz
     PROCESSING_FAILED = "processing_failed"  # an unexpected error in a stage (a bug: report it)
+    # the Clean-CC-CCII folder tree (cohort.ccccii.layout)
+    UNKNOWN_CLASS = "unknown_class"  # a top folder that is not NCP, CP or Normal
+    EMPTY_FOLDER = "empty_folder"  # a class or patient folder without any usable scan
+    MISPLACED_FILE = "misplaced_file"  # a file or folder where the layout has none
+    UNORDERED_SLICES = "unordered_slices"  # slice names without (or with equal) numbers
+    LABEL_MISMATCH = "label_mismatch"  # an array's own label differs from its class folder
 
 
 class SeriesError(CohortError):

@@ -1,9 +1,11 @@
-"""The Ray Train loop of the landmark-localization model (one fold).
+"""The Ray Train loop of one fold, for every task: the DST's landmark localization and the
+whole-volume classification of any `cohort.model.zoo` network (`cohort.train.tasks` says
+what differs: network, batches, loss, validation metric).
 
 Runs on every worker of a `TorchTrainer`: DDP through `ray.train.torch.prepare_model`,
 shards of the cache index through `ray.train.get_dataset_shard`, a checkpoint every epoch
 (resume state plus the best weights so far), early stopping on the validation split agreed
-by all ranks (the validation error is all-reduced, so every rank takes the same decision).
+by all ranks (the validation sums are all-reduced, so every rank takes the same decision).
 The test split never reaches this loop.
 """
 
@@ -20,11 +22,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError
-from cohort.model.dst import build_model, save_checkpoint
+from cohort.model.zoo import padding_of
 from cohort.storage import StorageOptions
-from cohort.train.data import load_input, targets
+from cohort.train.data import load_input
+from cohort.train.tasks import TASKS, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,8 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation of one fold. Defaults follow the paper and its public code."""
 
-    model: str = "small"  # a configuration name of cohort.model.dst (with +ablation)
+    model: str = "small"  # localization: a cohort.model.dst name; classification: a zoo name
+    task: str = "localization"  # or "classification" (see cohort.train.tasks)
     max_len: int = 512
     epochs: int = 60
     batch_size: int = 2  # volumes per worker step, grouped by similar depth
@@ -43,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     grad_clip: float = 5.0
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
-    patience: int = 10  # epochs without a better validation MAE before stopping
+    patience: int = 10  # epochs without a better validation metric before stopping
     augment: bool = True  # intensity, noise, small in-plane shifts and rotations
     seed: int = 0
 
@@ -52,6 +55,9 @@ class TrainConfig:
             raise ConfigError("epochs, batch size and patience must be at least 1")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown training task {self.task!r}; choose from "
+                              f"{', '.join(TASKS)}")
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -80,22 +86,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     out = moved[:, 0].permute(1, 2, 0)[None] * gain + offset
     out = out + noise * torch.randn(out.shape, generator=gen)
     return out.clamp(0, 1)
-
-
-def collate(arrays: list[np.ndarray], tgts: list[np.ndarray], padding: str):
-    """Volumes (H, W, D_b) -> (B, 1, H, W, D_max) padded on ``padding``'s side, depths, and
-    targets moved by each volume's padding."""
-    d_max = max(a.shape[-1] for a in arrays)
-    h, w = arrays[0].shape[:2]
-    x = torch.zeros(len(arrays), 1, h, w, d_max)
-    y = torch.zeros(len(arrays), len(LANDMARKS), dtype=torch.long)
-    for b, (a, t) in enumerate(zip(arrays, tgts, strict=True)):
-        d = a.shape[-1]
-        start = d_max - d if padding == "left" else 0
-        x[b, 0, :, :, start:start + d] = torch.as_tensor(a)
-        y[b] = torch.as_tensor(t) + start
-    depths = torch.tensor([a.shape[-1] for a in arrays])
-    return x, depths, y
 
 
 def batches_by_depth(rows: list[dict], batch_size: int, rng: np.random.Generator):
@@ -130,8 +120,9 @@ def train_fold(config: dict) -> None:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     rng = np.random.default_rng([cfg.seed, rank])
     device = ray.train.torch.get_device()
-    net = build_model(cfg.model, max_len=cfg.max_len)
-    padding = net.cfg.padding
+    task = make_task(cfg.task, cfg.model, cfg.max_len)
+    net = task.build()
+    padding = padding_of(net)
     model = ray.train.torch.prepare_model(net)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           nesterov=cfg.nesterov and cfg.momentum > 0,
@@ -174,10 +165,8 @@ def train_fold(config: dict) -> None:
             arrays = [volume(r) for r in batch]
             if cfg.augment:
                 arrays = [augment(torch.as_tensor(a)[None], gen)[0].numpy() for a in arrays]
-            x, depths, y = collate(arrays, [targets(r) for r in batch], padding)
-            out = model(x.to(device), depths.to(device))
-            loss = sum(F.cross_entropy(out.landmark_logits[:, j], y[:, j].to(device))
-                       for j in range(len(LANDMARKS)))
+            x, depths, y = task.batch(arrays, batch, padding)
+            loss = task.loss(model(x.to(device), depths.to(device)), y.to(device))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -185,33 +174,30 @@ def train_fold(config: dict) -> None:
             losses.append(float(loss.detach()))
         sched.step()
         model.eval()
-        err = hits = n = 0.0
+        sums = None
         with torch.no_grad():
             for batch in batches_by_depth(val_rows, cfg.batch_size, rng):
-                x, depths, y = collate([volume(r) for r in batch],
-                                       [targets(r) for r in batch], padding)
-                pred = model(x.to(device), depths.to(device)).landmark_logits.argmax(-1).cpu()
-                err += float((pred - y).abs().sum())
-                hits += float((pred == y).sum())
-                n += float(y.numel())
-        loss_sum, loss_n = sum(losses), len(losses)
-        err, hits, n, loss_sum, loss_n = _all_reduce([err, hits, n, loss_sum, loss_n], device)
-        val_mae = err / max(n, 1)
+                x, depths, y = task.batch([volume(r) for r in batch], batch, padding)
+                got = task.validation_sums(model(x.to(device), depths.to(device)), y.to(device))
+                sums = got if sums is None else [a + b for a, b in zip(sums, got, strict=True)]
+        sums = sums or [0.0] * 3
+        *sums, loss_sum, loss_n = _all_reduce([*sums, sum(losses), len(losses)], device)
+        val = task.validation_metrics(sums)
+        value = val[task.metric]
         elapsed = time.perf_counter() - t_start
-        if val_mae < best - 1e-9:
-            best, bad, best_at, best_epoch = val_mae, 0, elapsed, epoch
+        if value < best - 1e-9:
+            best, bad, best_at, best_epoch = value, 0, elapsed, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         else:
             bad += 1
         stop = bad >= cfg.patience
-        metrics = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), "val_mae": val_mae,
-                   "val_top1": hits / max(n, 1), "best_val_mae": best, "stopped": stop,
+        metrics = {"epoch": epoch, "train_loss": loss_sum / max(loss_n, 1), **val,
+                   f"best_{task.metric}": best, "stopped": stop,
                    "lr": sched.get_last_lr()[0], "started_at_epoch": start,
                    "elapsed_s": elapsed, "best_at_s": best_at}
         if rank == 0:
-            logger.info("epoch %d/%d: train loss %.3f, validation MAE %.3f slices (best %.3f), "
-                        "%.0f s", epoch + 1, cfg.epochs, metrics["train_loss"], val_mae, best,
-                        elapsed)
+            logger.info("epoch %d/%d: train loss %.3f, " + task.metric_text + ", %.0f s",
+                        epoch + 1, cfg.epochs, metrics["train_loss"], value, best, elapsed)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
@@ -221,11 +207,10 @@ def train_fold(config: dict) -> None:
                             "elapsed_s": elapsed, "best_at_s": best_at,
                             "best_epoch": best_epoch},
                            os.path.join(d, "state.pt"))
-                best_net = build_model(cfg.model, max_len=cfg.max_len)
+                best_net = task.build()
                 best_net.load_state_dict(best_state)
-                save_checkpoint(os.path.join(d, "best.pt"), best_net, best_val_mae=best,
-                                epoch=epoch, best_epoch=best_epoch,
-                                best_at_s=best_at, train_config=asdict(cfg))
+                task.save(os.path.join(d, "best.pt"), best_net, best, epoch=epoch,
+                          best_epoch=best_epoch, best_at_s=best_at, train_config=asdict(cfg))
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:

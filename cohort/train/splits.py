@@ -9,6 +9,7 @@ a study resumes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +34,14 @@ class SplitConfig:
                               "training patients")
 
 
-def make_splits(patient_keys, config: SplitConfig = SplitConfig()) -> pd.DataFrame:
+def make_splits(patient_keys, config: SplitConfig = SplitConfig(),
+                strata: Mapping[str, object] | None = None) -> pd.DataFrame:
     """A table (fold, patient_key, split) with split in {train, validation, test}.
+
+    Args:
+        strata: optional class of each patient (e.g. the diagnosis): each class is then
+            spread evenly over the seeded order, so every test and validation split holds
+            its share of each class (stratified folds).
 
     Raises:
         ConfigError: fewer patients than needed for every split of every fold.
@@ -46,7 +53,7 @@ def make_splits(patient_keys, config: SplitConfig = SplitConfig()) -> pd.DataFra
         raise ConfigError(f"{n} patients cannot fill {config.folds} folds with training, "
                           f"validation and test patients; at least {need} are needed")
     rng = np.random.default_rng(config.seed)
-    order = rng.permutation(n)
+    order = rng.permutation(n) if strata is None else _stratified_order(patients, strata, rng)
     test_of = np.empty(n, dtype=int)
     for f, chunk in enumerate(np.array_split(order, config.folds)):
         test_of[chunk] = f
@@ -60,6 +67,23 @@ def make_splits(patient_keys, config: SplitConfig = SplitConfig()) -> pd.DataFra
             split = "test" if test_of[i] == f else "validation" if i in val else "train"
             rows.append((f, patients[i], split))
     return pd.DataFrame(rows, columns=list(SPLIT_COLUMNS))
+
+
+def _stratified_order(patients: np.ndarray, strata: Mapping[str, object],
+                      rng: np.random.Generator) -> np.ndarray:
+    """A seeded order of patient indices in which each stratum is spread evenly: a member's
+    place is its rank within its (shuffled) stratum as a fraction of the stratum's size, with
+    a random phase per stratum, so contiguous chunks of the order are balanced."""
+    missing = [p for p in patients if p not in strata]
+    if missing:
+        raise ConfigError(f"no stratum (class) for {len(missing)} patient(s), e.g. "
+                          f"{missing[:3]}")
+    key = np.empty(len(patients))
+    labels = np.array([str(strata[p]) for p in patients])
+    for label in sorted(set(labels)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        key[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    return np.lexsort((rng.random(len(patients)), key))
 
 
 def check_splits(splits: pd.DataFrame) -> None:

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import torch
 
 from cohort.errors import ConfigError
-from cohort.model.dst import DepthSequenceTransformer, load_checkpoint, save_checkpoint
+from cohort.model import zoo
+from cohort.model.dst import DepthSequenceTransformer, save_checkpoint
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
 from cohort.train.calibration import (
@@ -32,9 +33,10 @@ from cohort.train.calibration import (
     temperatures_to_metadata,
 )
 from cohort.train.data import load_input, targets
-from cohort.train.loop import TrainConfig, collate, train_fold
+from cohort.train.loop import TrainConfig, train_fold
 from cohort.train.splits import SplitConfig, check_splits, make_splits
 from cohort.train.tables import predictions_table, write_tables
+from cohort.train.tasks import collate
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,11 @@ def _write_parquet(df: pd.DataFrame, url: str, options: StorageOptions | None) -
 
 
 def load_or_make_splits(index: pd.DataFrame, out_url: str, config: SplitConfig,
-                        options: StorageOptions | None = None) -> pd.DataFrame:
+                        options: StorageOptions | None = None,
+                        strata: dict[str, object] | None = None) -> pd.DataFrame:
     """The study's splits: reloaded from ``splits.parquet`` when it exists (a resumed study
-    must not reshuffle), else made from the cache index's patients and saved."""
+    must not reshuffle), else made from the cache index's patients (stratified by
+    ``strata``, patient key -> class, when given) and saved."""
     url = join(out_url, "splits.parquet")
     fs, path = filesystem(url, options)
     if fs.exists(path):
@@ -70,7 +74,7 @@ def load_or_make_splits(index: pd.DataFrame, out_url: str, config: SplitConfig,
             raise ConfigError(f"{url} has no split for {len(missing)} patient(s) of the data "
                               f"(e.g. {sorted(missing)[:3]}); use a new output folder")
     else:
-        splits = make_splits(index["patient_key"], config)
+        splits = make_splits(index["patient_key"], config, strata)
         _write_parquet(splits, url, options)
     check_splits(splits)
     return splits
@@ -83,7 +87,9 @@ def fold_rows(index: pd.DataFrame, splits: pd.DataFrame, fold: int, split: str) 
 
 def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: str,
              out_url: str, config: StudyConfig, options: StorageOptions | None):
-    """Train one fold through Ray Train; return the best model (chosen on validation)."""
+    """Train one fold through Ray Train; return the best model (chosen on validation) and its
+    checkpoint metadata. ``config.train.task`` says what is trained (`cohort.train.tasks`);
+    ``out_url`` holds the Ray Train runs under ``folds/fold-<f>``."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -113,11 +119,12 @@ def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: st
     if last.get("started_at_epoch"):
         logger.info("fold %d resumed at epoch %d after a failure", fold, last["started_at_epoch"])
     with result.checkpoint.as_directory() as d:
-        model, meta = load_checkpoint(f"{d}/best.pt")
+        model, meta = zoo.load_checkpoint(f"{d}/best.pt")
     meta["last_metrics"] = {k: v for k, v in last.items()
                             if isinstance(v, (int, float, str, bool))}
-    logger.info("fold %d: best validation MAE %.3f slices (epoch %s)", fold,
-                meta.get("best_val_mae", float("nan")), meta.get("epoch"))
+    metric = "best_val_mae" if config.train.task == "localization" else "best_val_loss"
+    logger.info("fold %d: %s %.3f (epoch %s)", fold, metric.replace("_", " "),
+                meta.get(metric, float("nan")), meta.get("epoch"))
     return model, meta
 
 

@@ -1,0 +1,131 @@
+"""What the one training loop (`cohort.train.loop.train_fold`) trains: a task says how to
+build the network, batch cache rows, compute the loss, and score the validation split.
+
+* ``localization``: the DST's landmark head; loss = sum over landmarks of the cross-entropy
+  of each distribution over slices; validation metric = MAE in slices (lower is better).
+* ``classification``: the class head of any `cohort.model.zoo` network (DST [CLS] or a 3-D
+  CNN); loss = cross-entropy; validation metric = mean cross-entropy (lower is better; on
+  small validation splits it separates checkpoints that accuracy scores alike). Cache rows
+  carry the class index in ``label``.
+
+Validation is summed per rank as plain numbers, so the loop all-reduces them and every rank
+takes the same early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cohort.anatomy import LANDMARKS
+from cohort.errors import ConfigError
+from cohort.model import zoo
+from cohort.model.dst import build_model, save_checkpoint
+from cohort.train.data import targets
+
+TASKS = ("localization", "classification")
+
+
+def pad_volumes(arrays: list[np.ndarray], padding: str):
+    """Volumes (H, W, D_b) -> (B, 1, H, W, D_max) zero-padded on ``padding``'s side, the
+    real depths (B,), and where each volume starts along depth (B,)."""
+    d_max = max(a.shape[-1] for a in arrays)
+    h, w = arrays[0].shape[:2]
+    x = torch.zeros(len(arrays), 1, h, w, d_max)
+    starts = []
+    for b, a in enumerate(arrays):
+        d = a.shape[-1]
+        start = d_max - d if padding == "left" else 0
+        x[b, 0, :, :, start : start + d] = torch.as_tensor(a)
+        starts.append(start)
+    depths = torch.tensor([a.shape[-1] for a in arrays])
+    return x, depths, torch.tensor(starts, dtype=torch.long)
+
+
+def collate(arrays: list[np.ndarray], tgts: list[np.ndarray], padding: str):
+    """Volumes (H, W, D_b) -> (B, 1, H, W, D_max) padded on ``padding``'s side, depths, and
+    landmark targets (B, N) moved by each volume's padding."""
+    x, depths, starts = pad_volumes(arrays, padding)
+    y = torch.zeros(len(arrays), len(LANDMARKS), dtype=torch.long)
+    for b, t in enumerate(tgts):
+        y[b] = torch.as_tensor(t) + starts[b]
+    return x, depths, y
+
+
+class LocalizationTask:
+    """Six landmark distributions over the slices (the DST's localization head)."""
+
+    metric = "val_mae"  # what early stopping minimises
+    metric_text = "validation MAE %.3f slices (best %.3f)"
+
+    def __init__(self, model: str, max_len: int):
+        self.model, self.max_len = model, max_len
+
+    def build(self) -> nn.Module:
+        return build_model(self.model, max_len=self.max_len)
+
+    def batch(self, arrays, rows, padding: str):
+        return collate(arrays, [targets(r) for r in rows], padding)
+
+    def loss(self, out, y: torch.Tensor) -> torch.Tensor:
+        return sum(
+            F.cross_entropy(out.landmark_logits[:, j], y[:, j]) for j in range(len(LANDMARKS))
+        )
+
+    def validation_sums(self, out, y: torch.Tensor) -> list[float]:
+        """[sum |error| in slices, exact hits, scan x landmark pairs]."""
+        pred = out.landmark_logits.argmax(-1).cpu()
+        y = y.cpu()
+        return [float((pred - y).abs().sum()), float((pred == y).sum()), float(y.numel())]
+
+    def validation_metrics(self, sums: list[float]) -> dict[str, float]:
+        err, hits, n = sums
+        return {"val_mae": err / max(n, 1), "val_top1": hits / max(n, 1)}
+
+    def save(self, path, net: nn.Module, best: float, **meta) -> None:
+        save_checkpoint(path, net, best_val_mae=best, **meta)
+
+
+class ClassificationTask:
+    """Class logits of a whole volume (the DST's [CLS] head, or a 3-D CNN)."""
+
+    metric = "val_loss"
+    metric_text = "validation loss %.3f (best %.3f)"
+
+    def __init__(self, model: str, max_len: int):
+        zoo.check_name(model)
+        self.model, self.max_len = model, max_len
+
+    def build(self) -> nn.Module:
+        return zoo.build_network(self.model, max_len=self.max_len)
+
+    def batch(self, arrays, rows, padding: str):
+        x, depths, _ = pad_volumes(arrays, padding)
+        return x, depths, torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
+
+    def loss(self, out, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(zoo.class_logits(out), y)
+
+    def validation_sums(self, out, y: torch.Tensor) -> list[float]:
+        """[sum of cross-entropies, correct predictions, volumes]."""
+        logits = zoo.class_logits(out)
+        ce = F.cross_entropy(logits, y, reduction="sum")
+        return [float(ce), float((logits.argmax(-1) == y).sum()), float(len(y))]
+
+    def validation_metrics(self, sums: list[float]) -> dict[str, float]:
+        ce, hits, n = sums
+        return {"val_loss": ce / max(n, 1), "val_accuracy": hits / max(n, 1)}
+
+    def save(self, path, net: nn.Module, best: float, **meta) -> None:
+        zoo.save_checkpoint(path, net, best_val_loss=best, **meta)
+
+
+def make_task(task: str, model: str, max_len: int):
+    """The task object ``train_fold`` drives (see module)."""
+    if task == "localization":
+        return LocalizationTask(model, max_len)
+    if task == "classification":
+        return ClassificationTask(model, max_len)
+    raise ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")
