@@ -32,6 +32,21 @@ def _softmax(logits: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def depth_groups(depths: list[int], batch_size: int, max_ratio: float = 1.25
+                 ) -> list[list[int]]:
+    """Indices grouped into batches of at most ``batch_size`` whose deepest volume is at most
+    ``max_ratio`` times the shallowest: padding never more than ~25% of a batch's work."""
+    order = sorted(range(len(depths)), key=lambda i: depths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        g = groups[-1] if groups else None
+        if g and len(g) < batch_size and depths[i] <= max_ratio * depths[g[0]]:
+            g.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class LandmarkPredictor:
     """Callable class for ``Dataset.map_batches(..., batch_format="pandas")``.
 
@@ -72,11 +87,9 @@ class LandmarkPredictor:
 
     def predict(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """(H, W, D_b) inputs -> per volume (6, D_b) logits, in batches of similar depth."""
-        order = sorted(range(len(arrays)), key=lambda i: arrays[i].shape[-1])
         out: list[np.ndarray | None] = [None] * len(arrays)
         left = self.model.cfg.padding == "left"
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s:s + self.batch_size]
+        for idx in depth_groups([a.shape[-1] for a in arrays], self.batch_size):
             d_max = max(arrays[i].shape[-1] for i in idx)
             h, w = arrays[idx[0]].shape[:2]
             x = torch.zeros(len(idx), 1, h, w, d_max)

@@ -52,3 +52,15 @@ def test_a_series_the_model_refuses_is_an_error_row_not_a_failed_batch(tmp_path)
     assert out.loc[1, "error_code"] == "processing_failed"
     assert "inference" in out.loc[1, "error_detail"]
     assert out.loc[[0, 2], "right_carotid_canal_slice"].notna().all()
+
+
+def test_depth_groups_bound_the_padding():
+    from cohort.infer.landmarks import depth_groups
+
+    depths = [300, 40, 41, 290, 45, 120, 44, 100]
+    groups = depth_groups(depths, batch_size=3)
+    assert sorted(i for g in groups for i in g) == list(range(len(depths)))
+    for g in groups:
+        d = [depths[i] for i in g]
+        assert len(g) <= 3 and max(d) <= 1.25 * min(d)
+    assert [depths[i] for i in groups[0]] == [40, 41, 44]
