@@ -418,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "query"):
             from cohort.cli_run import run_query, run_run
 
-            return run_run(args) if args.command == "run" else run_query(args)
+            text = run_run(args) if args.command == "run" else run_query(args)
+            if text:
+                print(text)
+            return 0
         if args.command == "train" and args.what == "localization":
             return _run_train_localization(args)
         if args.command == "train" and args.what == "shipped":

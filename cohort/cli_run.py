@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket/prefix, any "
             "fsspec URL; it is indexed first, into OUT/index) or a folder written by "
@@ -68,7 +67,8 @@ def add_run_parser(sub) -> None:
     q.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
 
 
-def run_run(args: argparse.Namespace) -> int:
+def run_run(args: argparse.Namespace) -> str:
+    """Run the job; return what to print."""
     from cohort.cli import _index_config, _storage_options
     from cohort.infer.identity import IdentityConfig
     from cohort.pipeline import RunConfig, run_cohort
@@ -83,16 +83,17 @@ def run_run(args: argparse.Namespace) -> int:
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),
         index=_index_config(args))
     report = run_cohort(args.input, args.out, config, _storage_options(args.s3_endpoint))
-    print(report.line())
+    lines = [report.line()]
     if report.manifest["model"]["trained_on"] == "synthetic phantoms":
-        print("model: trained on SYNTHETIC phantoms (the shipped demonstration checkpoint "
-              "unless --model says otherwise); not for clinical use")
-    print(f'query it: cohort query {args.out} "SELECT status, error_code, count(*) FROM '
-          'series GROUP BY ALL"')
-    return 0
+        lines.append("model: trained on SYNTHETIC phantoms (the shipped demonstration "
+                     "checkpoint unless --model says otherwise); not for clinical use")
+    lines.append(f'query it: cohort query {args.out} "SELECT status, error_code, count(*) '
+                 'FROM series GROUP BY ALL"')
+    return "\n".join(lines)
 
 
-def run_query(args: argparse.Namespace) -> int:
+def run_query(args: argparse.Namespace) -> str:
+    """Run the SQL; return the result as a table (or CSV) to print."""
     import duckdb
 
     from cohort.cli import _storage_options
@@ -111,9 +112,7 @@ def run_query(args: argparse.Namespace) -> int:
         raise ConfigError(f"query failed: {str(e).splitlines()[0]}; views: series, "
                           "series_all, landmarks, segments, runs") from e
     if rel is None:
-        return 0
+        return ""
     if args.csv:
-        rel.to_arrow_table().to_pandas().to_csv(sys.stdout, index=False)
-    else:
-        print(rel.fetchdf().to_string(index=False, max_colwidth=60))
-    return 0
+        return rel.to_arrow_table().to_pandas().to_csv(index=False).rstrip("\n")
+    return rel.fetchdf().to_string(index=False, max_colwidth=60)
