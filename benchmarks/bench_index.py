@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
+from machine_info import machine
 
 from cohort.config import DiscoveryConfig, IndexConfig, SynthConfig
 from cohort.discover import build_index
@@ -157,16 +157,6 @@ def server_cpu_seconds(server: SeaweedS3) -> float | None:
         return None
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
 
 
 def weed_version() -> str:

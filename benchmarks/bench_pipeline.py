@@ -26,7 +26,6 @@ import argparse
 import gc
 import logging
 import os
-import platform
 import resource
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+from machine_info import machine
 
 from cohort.anatomy import LANDMARKS
 from cohort.config import DiscoveryConfig, IndexConfig, SynthConfig
@@ -423,17 +423,6 @@ def ceiling(seq: Sequential, cpus: int, actors: int, actor_cpus: float) -> dict:
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024**3
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()}"
 
 
 def load() -> str:
