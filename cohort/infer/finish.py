@@ -23,8 +23,9 @@ import SimpleITK as sitk
 from cohort.anatomy import LANDMARKS
 from cohort.errors import SeriesError
 from cohort.infer.packing import unpack
-from cohort.infer.prepare import PrepareConfig, read_mask, run_isolated
+from cohort.infer.prepare import PrepareConfig, mask_url, read_mask, run_isolated
 from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
+from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series
 from cohort.read.volume import Volume
 from cohort.storage import join, write_bytes
@@ -85,9 +86,6 @@ def draw_picture(files: list[str], series_uid: str, landmarks: dict[str, int],
 def label_nifti(files: list[str], series_uid: str, landmarks: dict[str, int],
                 plane: tuple[list, list], config: FinishConfig) -> bytes:
     """NIfTI (.nii.gz) bytes of the segment label map on the mask's grid."""
-    from cohort.infer.prepare import mask_url
-    from cohort.read.nifti import read_nifti
-
     mask = read_nifti(mask_url(config.prepare.masks_url, series_uid), config.prepare.storage,
                       series=series_uid)
     labels = label_map(mask.array > 0, mask.grid, landmarks, plane_side(*plane))
