@@ -41,6 +41,13 @@ def add_run_parser(sub) -> None:
                    help="seconds one series may take before it is cut off (default 600)")
     p.add_argument("--task-memory", type=float, default=3.0, metavar="GB",
                    help="memory Ray reserves per series task (default 3)")
+    p.add_argument("--task-cpus", type=float, default=1.0, metavar="N",
+                   help="CPUs Ray reserves per series task (default 1; 0.5 runs two per core, "
+                   "for object stores far away)")
+    p.add_argument("--finish-tasks", type=int, default=2, metavar="N",
+                   help="concurrent finish tasks (quantification, flagged QC pictures) when "
+                   "they are light; with --qc all or --label-maps they reserve CPUs like "
+                   "series tasks (default 2)")
     p.add_argument("--retry-failed", action="store_true",
                    help="process again the series whose last published row is an error")
     p.add_argument("--qc", choices=("flagged", "all", "none"), default="flagged",
@@ -77,7 +84,8 @@ def run_run(args: argparse.Namespace) -> str:
         model=args.model, masks=args.masks, gpus=args.gpus, cpu_actors=args.cpu_actors,
         actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
         batch_size=args.batch_size, series_timeout_s=args.timeout,
-        task_memory_gb=args.task_memory, retry_failed=args.retry_failed, qc=args.qc,
+        task_memory_gb=args.task_memory, task_cpus=args.task_cpus,
+        finish_tasks=args.finish_tasks, retry_failed=args.retry_failed, qc=args.qc,
         qc_series=tuple(args.qc_series), label_maps=args.label_maps,
         max_series=args.max_series,
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),

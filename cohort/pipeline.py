@@ -33,7 +33,6 @@ from cohort.errors import ConfigError, ErrorCode, SeriesError
 from cohort.infer.checkpoint import ModelInfo, describe
 from cohort.infer.finish import QC_CHOICES, FinishConfig, finish_row
 from cohort.infer.identity import IdentityConfig, pseudonym
-from cohort.infer.landmarks import LandmarkPredictor
 from cohort.infer.prepare import PrepareConfig, prepare_isolated
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.quantify import QuantifyConfig
@@ -60,6 +59,8 @@ class RunConfig:
     actor_threads: int = 1  # torch threads per inference actor
     batch_size: int = 4  # volumes per forward pass
     task_memory_gb: float = 3.0  # memory Ray reserves per CPU series task
+    task_cpus: float = 1.0  # CPUs Ray reserves per CPU series task (< 1: more tasks per core)
+    finish_tasks: int = 2  # concurrent finish tasks when that stage is light (finish_heavy)
     series_timeout_s: float = 600.0  # a series taking longer is cut off (error: timeout)
     retry_failed: bool = False  # process again series whose last published row is an error
     qc: str = "flagged"  # QC pictures for: flagged | all | none
@@ -80,10 +81,12 @@ class RunConfig:
                               f"and {self.cpu_actors}")
         if (self.actor_cpus is not None and self.actor_cpus < 0) or self.actor_threads < 1:
             raise ConfigError("actor CPUs must be >= 0 and actor threads >= 1")
-        if self.batch_size < 1 or self.part_rows < 1:
-            raise ConfigError("batch size and part size must be positive")
-        if not self.series_timeout_s > 0 or not self.task_memory_gb > 0:
-            raise ConfigError("the series time limit and task memory must be positive")
+        if self.batch_size < 1 or self.part_rows < 1 or self.finish_tasks < 1:
+            raise ConfigError("batch size, part size and finish tasks must be positive")
+        if not self.series_timeout_s > 0 or not self.task_memory_gb > 0 or \
+                not self.task_cpus > 0:
+            raise ConfigError("the series time limit, task memory and task CPUs must be "
+                              "positive")
         if self.qc not in QC_CHOICES:
             raise ConfigError(f"--qc must be one of {', '.join(QC_CHOICES)}, got {self.qc!r}")
         if self.label_maps and not self.masks:
@@ -265,11 +268,13 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
              finish: FinishConfig, model: ModelInfo):
     import ray
 
+    from cohort.infer.landmarks import LandmarkPredictor  # torch: the actors' import only
+
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
     # worker deaths are retried by Ray Data's defaults (tasks and actor restarts); failures
     # of a series never raise out of a stage
     ds = ds.map(prepare_stage, fn_kwargs={"config": prepare, "fault_drill": config.fault_drill},
-                num_cpus=1, memory=config.task_memory_gb * GiB)
+                num_cpus=config.task_cpus, memory=config.task_memory_gb * GiB)
     actors = config.gpus or config.cpu_actors
     actor_cpus = config.actor_cpus if config.actor_cpus is not None else (
         1.0 if config.gpus else 0.0)
@@ -282,7 +287,35 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
                                "prefer_gpu": config.gpus > 0},
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if config.gpus else 0, num_cpus=actor_cpus)
-    return ds.map(finish_stage, fn_kwargs={"config": finish}, num_cpus=1)
+    # the actors hand on one block per batch: no more finish tasks than blocks
+    blocks = -(-len(rows) // (2 * config.batch_size))
+    return ds.map(finish_stage, fn_kwargs={"config": finish},
+                  **finish_resources(config, max_tasks=blocks))
+
+
+def finish_heavy(config: RunConfig) -> bool:
+    """Whether the finish stage reads full-resolution data for most series (a QC picture
+    for every series, or label maps); otherwise it is light: quantification of the calcium
+    summary (milliseconds) and pictures for the few flagged series."""
+    return config.qc == "all" or config.label_maps
+
+
+def finish_resources(config: RunConfig, max_tasks: int | None = None) -> dict:
+    """Ray resources of the finish stage's tasks.
+
+    A heavy finish stage reserves CPU and memory like the prepare stage. A light one
+    reserves no CPU, in a pool of ``finish_tasks``: Ray Data gives every stage that reserves
+    CPU a share of the cluster (half of it is split evenly between them), so a 1-CPU finish
+    stage would hold back a 1-CPU prepare task on a small machine while itself idling most of
+    the time. Ray Data also hands the resources an operator does not need (its pool's
+    maximum) to the others. ``max_tasks``: the stage's input blocks, when fewer.
+    """
+    import ray
+
+    if finish_heavy(config):
+        return {"num_cpus": config.task_cpus, "memory": config.task_memory_gb * GiB}
+    size = max(1, min(config.finish_tasks, max_tasks or config.finish_tasks))
+    return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=size)}
 
 
 def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,

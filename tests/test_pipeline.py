@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from cohort.discover.manifest import read_manifest
 from cohort.errors import ConfigError
 from cohort.infer.identity import IdentityConfig
-from cohort.pipeline import RunConfig, run_cohort
+from cohort.pipeline import RunConfig, finish_heavy, finish_resources, run_cohort
 from cohort.query import connect
 from cohort.write.runs import published_runs, read_table, run_url
 
@@ -263,3 +263,24 @@ def test_bad_options_fail_before_any_work(tmp_path, tiny_checkpoint, varied_coho
     with pytest.raises(ConfigError, match="--masks"):
         RunConfig(label_maps=True)
     assert not (tmp_path / "o1" / "runs").exists()
+    with pytest.raises(ConfigError, match="task CPUs"):
+        RunConfig(task_cpus=0)
+    with pytest.raises(ConfigError, match="finish tasks"):
+        RunConfig(finish_tasks=0)
+
+
+def test_a_light_finish_stage_reserves_no_cpu_a_heavy_one_does():
+    """A 1-CPU finish stage would hold back the 1-CPU prepare tasks on a small node (Ray Data
+    splits the CPUs between the stages that reserve them); it only reserves when it reads
+    full-resolution data for most series."""
+    import ray.data
+
+    light = finish_resources(RunConfig(finish_tasks=3))
+    assert light["num_cpus"] == 0
+    assert light["compute"] == ray.data.TaskPoolStrategy(size=3)
+    for heavy_config in (RunConfig(qc="all"), RunConfig(masks="m", label_maps=True)):
+        assert finish_heavy(heavy_config)
+        heavy = finish_resources(replace(heavy_config, task_cpus=0.5, task_memory_gb=2.0))
+        assert heavy == {"num_cpus": 0.5, "memory": 2.0 * 1024**3}
+    assert not finish_heavy(RunConfig(qc="flagged", qc_series=("1.2.3",)))
+    assert finish_resources(RunConfig(finish_tasks=3), max_tasks=1)["compute"].size == 1

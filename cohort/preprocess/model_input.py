@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from cohort.errors import ConfigError
 from cohort.read.volume import Volume
@@ -87,6 +85,9 @@ def prepare(volume: Volume, config: ModelInputConfig = ModelInputConfig()) -> Mo
     # anti-alias: average-pool by the whole factor between model and volume pixels first
     sx, sy = grid.spacing[0], grid.spacing[1]
     pool = max(1, int(px / max(sx, sy)))
+    import torch  # here, not at module level: Ray task processes that only pass configs on
+    from torch.nn import functional as F  # to the isolated reader never load torch
+
     t = torch.from_numpy(np.ascontiguousarray(volume.array[keep]))[None]  # (1, D, H, W)
     if pool > 1:
         t = F.avg_pool2d(t, pool, stride=pool, ceil_mode=True)
