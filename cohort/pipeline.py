@@ -37,7 +37,14 @@ from cohort.infer.prepare import PrepareConfig, prepare_isolated
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.quantify import QuantifyConfig
 from cohort.read.series import ReadConfig
-from cohort.storage import StorageOptions, check_writable, filesystem, join, redact
+from cohort.storage import (
+    StorageOptions,
+    check_writable,
+    filesystem,
+    is_local,
+    join,
+    redact,
+)
 from cohort.write.runs import RunWriter, finished_keys, new_run_id, run_url, unfinished_runs
 
 logger = logging.getLogger(__name__)
@@ -135,10 +142,23 @@ def load_manifest(input_url: str, out_url: str, config: IndexConfig,
         fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
         if fs.exists(path) and is_published(candidate, options, name=MARKER):
             return read_manifest(candidate, options).to_pandas(), candidate
+    if _inside(out_url, input_url, options):
+        raise ConfigError(f"--out {redact(out_url)} lies inside the input {redact(input_url)}: "
+                          "the index would list the job's own outputs; write it elsewhere")
     index_url = join(out_url, "index")
     logger.info("indexing %s into %s", redact(input_url), redact(index_url))
     index_cohort(input_url, index_url, config, options)
     return read_manifest(index_url, options).to_pandas(), index_url
+
+
+def _inside(url: str, folder: str, options: StorageOptions | None) -> bool:
+    """Whether ``url`` is ``folder`` or lies under it (same storage)."""
+    from cohort.storage import protocol_of
+
+    if protocol_of(url) != protocol_of(folder) and not (is_local(url) and is_local(folder)):
+        return False
+    a, b = filesystem(url, options)[1].rstrip("/"), filesystem(folder, options)[1].rstrip("/")
+    return a == b or a.startswith(b + "/")
 
 
 def _source_uri(files, identity: IdentityConfig) -> str | None:
@@ -346,8 +366,23 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
     series = manifest[manifest["kind"] == "series"]
     for stale in unfinished_runs(out_url, options):
         logger.warning("ignoring unfinished run %s (no marker): its series run again", stale)
-    done = finished_keys(out_url, options, retry_failed=config.retry_failed)
+    done = finished_keys(
+        out_url, options, retry_failed=config.retry_failed, model_sha256=model.sha256,
+        need_volumes=bool(config.masks),
+        selected=frozenset(series.loc[series["status"] == "selected", "series_key"]))
     todo = series[~series["series_key"].isin(done)]
+    selected = todo[todo["status"] == "selected"]
+    if config.max_series is not None:
+        selected = selected.head(config.max_series)
+    if len(series) == 0:
+        raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
+                          f"{redact(index_url)} lists why each object was not used: "
+                          "objects.parquet); give a folder or prefix of DICOM files")
+    if config.masks and len(selected):
+        check_masks(config.masks, list(selected["series_uid"]), options)
+    if len(selected):  # before anything is written: a job Ray cannot schedule would wait
+        ensure_ray(config.index.discovery.num_cpus)
+        check_resources(config)
     run_id = new_run_id()
     url = run_url(out_url, run_id)
     writer = RunWriter(out_url, run_id, options, config.part_rows)
@@ -358,9 +393,6 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         row = _not_processed_row(r, common, identity)
         counts[row["status"]] += 1
         writer.add(row)
-    selected = todo[todo["status"] == "selected"]
-    if config.max_series is not None:
-        selected = selected.head(config.max_series)
     prepare = PrepareConfig(read=replace(config.read, rules=config.index.stack),
                             model_input=model_input, masks_url=config.masks,
                             timeout_s=config.series_timeout_s, storage=options)
@@ -370,7 +402,6 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
     stats = ""
     t_stream = time.perf_counter()
     if len(selected):
-        ensure_ray()
         ds = _dataset(_input_rows(selected, common, identity), config, prepare, finish, model)
         n = 0
         for row in ds.iter_rows():
@@ -401,6 +432,53 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
     report = RunReport(run_id, url, counts, seconds, rate, payload)
     logger.info(report.line())
     return report
+
+
+def check_masks(masks_url: str, series_uids: list[str],
+                options: StorageOptions | None) -> None:
+    """Refuse a masks folder in which no series to process has its mask (a naming mistake
+    would otherwise cost a whole run of ``mask_missing`` rows); warn when some lack one.
+
+    Raises:
+        ConfigError: none of ``series_uids`` has ``<uid>.nii.gz`` in the folder.
+    """
+    fs, path = filesystem(masks_url, options)
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+    missing = [u for u in series_uids if f"{u}.nii.gz" not in names]
+    if len(missing) == len(series_uids):
+        found = ", ".join(sorted(names)[:3]) or "nothing"
+        raise ConfigError(
+            f"none of the {len(series_uids)} series to process has a mask in --masks "
+            f"{redact(masks_url)}: masks are named <SeriesInstanceUID>.nii.gz, e.g. "
+            f"{series_uids[0]}.nii.gz; the folder holds {len(names)} entries ({found}"
+            f"{', ...' if len(names) > 3 else ''})")
+    if missing:
+        logger.warning("%d of %d series have no mask in %s: they get mask_missing error rows",
+                       len(missing), len(series_uids), redact(masks_url))
+
+
+def check_resources(config: RunConfig) -> None:
+    """Refuse a job that the connected Ray cannot schedule (it would wait forever).
+
+    Raises:
+        ConfigError: on a Ray started here (fixed resources). On a cluster (``RAY_ADDRESS``)
+            the autoscaler may still add nodes: a warning instead.
+    """
+    from cohort.infer.resources import Request, cluster_nodes, resource_problems
+
+    actor_cpus = config.actor_cpus if config.actor_cpus is not None else (
+        1.0 if config.gpus else 0.0)
+    request = Request(task_cpus=config.task_cpus, task_memory_gb=config.task_memory_gb,
+                      actors=config.gpus or config.cpu_actors, actor_gpus=1 if config.gpus else 0,
+                      actor_cpus=actor_cpus)
+    problems = resource_problems(request, cluster_nodes())
+    if not problems:
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        for p in problems:
+            logger.warning("%s; waiting for the cluster's autoscaler to add such nodes", p)
+        return
+    raise ConfigError("; ".join(problems))
 
 
 def _config_record(config: RunConfig) -> dict:

@@ -284,3 +284,33 @@ def test_a_light_finish_stage_reserves_no_cpu_a_heavy_one_does():
         assert heavy == {"num_cpus": 0.5, "memory": 2.0 * 1024**3}
     assert not finish_heavy(RunConfig(qc="flagged", qc_series=("1.2.3",)))
     assert finish_resources(RunConfig(finish_tasks=3), max_tasks=1)["compute"].size == 1
+
+
+def test_impossible_requests_stop_before_anything_is_written(tmp_path, ray_local,
+                                                             tiny_checkpoint, varied_cohort):
+    """Ray would wait forever for a GPU it lacks; misnamed masks would cost a whole run of
+    mask_missing rows; an output inside the input would be indexed as input."""
+    from cohort.config import DiscoveryConfig, IndexConfig
+    from cohort.discover.index import index_cohort
+
+    root, _ = varied_cohort
+    ident = IdentityConfig(salt="x")
+    with pytest.raises(ConfigError, match="inside the input"):
+        run_cohort(str(root / "dicom"), str(root / "dicom" / "results"),
+                   RunConfig(model=str(tiny_checkpoint), identity=ident))
+    index = tmp_path / "index"
+    index_cohort(str(root / "dicom"), str(index),
+                 IndexConfig(discovery=DiscoveryConfig(executor="local")))
+    base = RunConfig(model=f"file://{tiny_checkpoint}", identity=ident)
+    with pytest.raises(ConfigError, match="--gpus 2"):  # the session's Ray declares one GPU
+        run_cohort(str(index), str(tmp_path / "o1"), replace(base, gpus=2))
+    with pytest.raises(ConfigError, match="--task-memory"):
+        run_cohort(str(index), str(tmp_path / "o2"), replace(base, task_memory_gb=10_000))
+    misnamed = tmp_path / "masks"
+    misnamed.mkdir()
+    (misnamed / "PAT-0001.nii.gz").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"<SeriesInstanceUID>\.nii\.gz.*PAT-0001"):
+        run_cohort(str(index), str(tmp_path / "o3"), replace(base, masks=str(misnamed)))
+    for o in ("o1", "o2", "o3"):
+        assert published_runs(str(tmp_path / o)) == []
+        assert not (tmp_path / o / "runs").exists()

@@ -6,6 +6,8 @@ SYNTHETIC phantoms by the documented command in the README; not for clinical use
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from cohort.errors import ConfigError
-from cohort.storage import StorageOptions, is_local, read_bytes, redact
+from cohort.storage import StorageOptions, filesystem, is_local, read_bytes, redact
 
 SHIPPED_NAME = "dst-small-synthetic.pt"
 
@@ -37,19 +39,35 @@ class ModelInfo:
     max_len: int  # the longest sequence (slices) the model accepts
 
 
+_COPIES: dict[str, str] = {}  # URL -> this process's temporary copy, removed at exit
+
+
+def _remove_copies() -> None:
+    for path in _COPIES.values():
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+atexit.register(_remove_copies)
+
+
 def local_copy(url: str, options: StorageOptions | None = None) -> str:
-    """A local path for ``url`` (object storage is copied to a temporary file once)."""
+    """A local path for ``url``: plain paths and file:// URLs as they are, object storage
+    copied once per process to a temporary file that is removed when the process exits."""
     if is_local(url):
-        if not os.path.isfile(url):
+        path = filesystem(url, options)[1]
+        if not os.path.isfile(path):
             raise ConfigError(f"model checkpoint {url} does not exist; give a .pt file written "
                               "by `cohort train localization` (models/fold-<f>.pt) or leave "
                               "--model out to use the shipped one")
-        return url
-    data = read_bytes(url, options)
-    fd, path = tempfile.mkstemp(suffix=".pt", prefix="cohort-model-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
+        return path
+    if url not in _COPIES:
+        data = read_bytes(url, options)
+        fd, path = tempfile.mkstemp(suffix=".pt", prefix="cohort-model-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _COPIES[url] = path
+    return _COPIES[url]
 
 
 def describe(url: str | None, options: StorageOptions | None = None) -> ModelInfo:
@@ -64,7 +82,10 @@ def describe(url: str | None, options: StorageOptions | None = None) -> ModelInf
     path = local_copy(url or shipped_checkpoint(), options)
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    model, meta = load_checkpoint(path)
+    try:
+        model, meta = load_checkpoint(path)
+    except ConfigError as e:  # name what the user gave, not a temporary copy
+        raise ConfigError(str(e).replace(path, source)) from None
     synthetic = bool(meta.get("synthetic"))
     return ModelInfo(path=path, source=source, name=model.cfg.name, sha256=sha,
                      trained_on="synthetic phantoms" if synthetic else

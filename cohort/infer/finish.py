@@ -21,7 +21,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from cohort.anatomy import LANDMARKS
-from cohort.errors import SeriesError
 from cohort.infer.packing import unpack
 from cohort.infer.prepare import PrepareConfig, mask_url, read_mask, run_isolated
 from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
@@ -131,7 +130,9 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
             rel = f"qc/{name}.png"
             write_bytes(join(config.run_url, rel), png, config.prepare.storage)
             row["qc_picture"] = rel
-        except (SeriesError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001  (a picture never fails a measured series:
+            # a decoder crash, a time-out or a failed upload leaves a note)
+            logger.warning("series %s: no QC picture (%s)", row["series_key"], type(e).__name__)
             row["error_detail"] = _note(row.get("error_detail"), f"no QC picture: {e}")
     if config.label_maps and calcium is not None:
         try:
@@ -140,7 +141,8 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
             rel = f"labels/{name}.nii.gz"
             write_bytes(join(config.run_url, rel), data, config.prepare.storage)
             row["label_map"] = rel
-        except (SeriesError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001  (as the picture: a note, not an error row)
+            logger.warning("series %s: no label map (%s)", row["series_key"], type(e).__name__)
             row["error_detail"] = _note(row.get("error_detail"), f"no label map: {e}")
     row["seconds_quantify"] = round(time.perf_counter() - t0, 3)
     return row

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from dataclasses import dataclass
 
 from cohort.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 SALT_ENV = "COHORT_SALT"
 
@@ -33,8 +36,18 @@ class IdentityConfig:
         Raises:
             ConfigError: neither a salt nor ``keep_ids``.
         """
+        if self.keep_ids:
+            # the explicit flag wins over a salt in the environment; with --salt it is a
+            # contradiction the user must resolve
+            if self.salt:
+                raise ConfigError("--keep-ids writes identifiers as they are and --salt hashes "
+                                  "them: pass one of the two")
+            if os.environ.get(SALT_ENV):
+                logger.info("--keep-ids: identifiers are written as they are; %s is not used",
+                            SALT_ENV)
+            return IdentityConfig(salt=None, keep_ids=True)
         salt = self.salt or os.environ.get(SALT_ENV) or None
-        if not salt and not self.keep_ids:
+        if not salt:
             raise ConfigError(f"patient and study keys need a secret salt: pass --salt or set "
                               f"{SALT_ENV} (keep it with your clinical data, not with the "
                               "outputs), or pass --keep-ids to write identifiers as they are")

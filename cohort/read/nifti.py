@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from cohort.errors import ErrorCode, SeriesError
 from cohort.read.volume import Volume
-from cohort.storage import StorageOptions, is_local, read_bytes, redact
+from cohort.storage import StorageOptions, filesystem, is_local, read_bytes, redact
 
 
 def read_nifti(url: str, options: StorageOptions | None = None, *,
@@ -21,8 +21,8 @@ def read_nifti(url: str, options: StorageOptions | None = None, *,
     """
     name = os.path.basename(url.rstrip("/"))
     try:
-        if is_local(url):
-            img = sitk.ReadImage(url)
+        if is_local(url):  # file:// and ~ resolved as everywhere else
+            img = sitk.ReadImage(filesystem(url, options)[1])
         else:
             data = read_bytes(url, options)
             suffix = ".nii.gz" if name.endswith(".gz") else ".nii"

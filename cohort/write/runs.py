@@ -104,15 +104,38 @@ def latest_series(table: pa.Table) -> pa.Table:
 
 
 def finished_keys(out_url: str, options: StorageOptions | None = None, *,
-                  retry_failed: bool = False) -> set[str]:
-    """Series keys that a new run leaves alone: every key with a published row, except
-    (with ``retry_failed``) those whose newest row is an error."""
+                  retry_failed: bool = False, model_sha256: str | None = None,
+                  need_volumes: bool = False, selected: frozenset[str] = frozenset()
+                  ) -> set[str]:
+    """Series keys that a new run leaves alone, judged by each series' newest published row:
+
+    - ``error``: left alone unless ``retry_failed``;
+    - ``skipped``: left alone while the current index still does not select it (not in
+      ``selected``);
+    - ``ok``: left alone when it was made by the same model (``model_sha256``, None: any)
+      and, when this run has masks (``need_volumes``), has its volumes. A row with volumes
+      also serves a run without masks: a forgotten ``--masks`` never replaces volumes.
+
+    So the same command again processes nothing, while a new model, masks added later or a
+    series the index now selects are processed.
+    """
     latest = latest_series(read_table(out_url, "series", options))
     keys = latest.column("series_key").to_pylist()
-    if not retry_failed:
-        return set(keys)
     status = latest.column("status").to_pylist()
-    return {k for k, s in zip(keys, status, strict=True) if s != "error"}
+    shas = latest.column("model_sha256").to_pylist()
+    volumes = latest.column("volumes_computed").to_pylist()
+    done = set()
+    for key, st, sha, vol in zip(keys, status, shas, volumes, strict=True):
+        if st == "error":
+            keep = not retry_failed
+        elif st == "skipped":
+            keep = key not in selected
+        else:
+            keep = (model_sha256 is None or sha == model_sha256) and (bool(vol) or
+                                                                     not need_volumes)
+        if keep:
+            done.add(key)
+    return done
 
 
 def long_rows(row: dict) -> tuple[list[dict], list[dict]]:

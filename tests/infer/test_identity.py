@@ -24,3 +24,11 @@ def test_salt_from_the_environment_or_explicit_keep_ids(monkeypatch):
     monkeypatch.setenv(SALT_ENV, "from-env")
     assert pseudonym("x", IdentityConfig().resolved()) == pseudonym(
         "x", IdentityConfig(salt="from-env").resolved())
+
+
+def test_keep_ids_wins_over_a_salt_in_the_environment_not_over_an_explicit_one(monkeypatch):
+    monkeypatch.setenv(SALT_ENV, "from-env")
+    keep = IdentityConfig(keep_ids=True).resolved()
+    assert keep.salt is None and pseudonym("PAT-0001", keep) == "PAT-0001"
+    with pytest.raises(ConfigError, match="one of the two"):
+        IdentityConfig(salt="explicit", keep_ids=True).resolved()

@@ -55,3 +55,19 @@ def test_parts_marker_and_newest_row(tmp_path):
     assert [(r["series_key"], r["status"]) for r in latest] == [
         ("a", "ok"), ("b", "ok"), ("c", "ok")]
     assert isinstance(read_table(out, "series"), pa.Table)
+
+
+def test_finished_means_same_model_volumes_when_asked_and_still_not_selected(tmp_path):
+    out = str(tmp_path)
+    w = RunWriter(out, "20260101T000000Z-aaaaaa")
+    rows = [_row("20260101T000000Z-aaaaaa", "vol"), _row("20260101T000000Z-aaaaaa", "novol",
+                                                         volumes=False),
+            _row("20260101T000000Z-aaaaaa", "skip", status="skipped")]
+    for r in rows:
+        w.add({**r, "model_sha256": "m1"})
+    w.publish({})
+    assert finished_keys(out, model_sha256="m1") == {"vol", "novol", "skip"}
+    # masks added: only the series measured without them run again
+    assert finished_keys(out, model_sha256="m1", need_volumes=True) == {"vol", "skip"}
+    # another model: every measured series runs again; the index now selects "skip"
+    assert finished_keys(out, model_sha256="m2", selected=frozenset({"skip"})) == set()
