@@ -82,6 +82,13 @@ class RunConfig:
     # fault drill for tests: (series UID, marker URL) kills the worker once on that series
     fault_drill: tuple[str, str] | None = None
 
+    @property
+    def reserved_actor_cpus(self) -> float:
+        """CPUs Ray reserves per inference actor (``actor_cpus``, or its default)."""
+        if self.actor_cpus is not None:
+            return self.actor_cpus
+        return 1.0 if self.gpus else 0.0
+
     def __post_init__(self) -> None:
         if self.gpus < 0 or self.cpu_actors < 1:
             raise ConfigError(f"--gpus must be >= 0 and --cpu-actors >= 1, got {self.gpus} "
@@ -296,8 +303,7 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
     ds = ds.map(prepare_stage, fn_kwargs={"config": prepare, "fault_drill": config.fault_drill},
                 num_cpus=config.task_cpus, memory=config.task_memory_gb * GiB)
     actors = config.gpus or config.cpu_actors
-    actor_cpus = config.actor_cpus if config.actor_cpus is not None else (
-        1.0 if config.gpus else 0.0)
+    actor_cpus = config.reserved_actor_cpus
     ds = ds.map_batches(
         LandmarkPredictor, batch_size=config.batch_size * 2, batch_format="pandas",
         fn_constructor_kwargs={"model_url": config.model, "sha256": model.sha256,
@@ -466,8 +472,7 @@ def check_resources(config: RunConfig) -> None:
     """
     from cohort.infer.resources import Request, cluster_nodes, resource_problems
 
-    actor_cpus = config.actor_cpus if config.actor_cpus is not None else (
-        1.0 if config.gpus else 0.0)
+    actor_cpus = config.reserved_actor_cpus
     request = Request(task_cpus=config.task_cpus, task_memory_gb=config.task_memory_gb,
                       actors=config.gpus or config.cpu_actors, actor_gpus=1 if config.gpus else 0,
                       actor_cpus=actor_cpus)
