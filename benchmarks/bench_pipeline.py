@@ -756,6 +756,16 @@ def results(
             f">= 1), {r / slowest:.2f}x its slowest stage alone, {name} "
             f"({'PASS' if r >= 0.9 * slowest else 'FAIL'} >= 0.90)"
         )
+        if not use_gpu:
+            ceiling, share = shared_core_ceiling(alone, seq.infer_batched_s, t_finish)
+            print(
+                f"      the cores' ceiling for all the stages' work: {ceiling:.2f} scans/min "
+                f"(prepare alone's rate x its CPU per scan / (that + inference "
+                f"{seq.infer_batched_s:.2f} + finish {t_finish:.2f} CPU s per scan); the "
+                f"inference adds {share:.0%} to prepare's CPU) -> pipeline {r / ceiling:.2f}x "
+                f"the ceiling; the slowest stage alone is out of reach by "
+                f"{1 - ceiling / alone.scans_per_minute:.0%} before any Ray overhead"
+            )
     if len(runs) == 2:
         (_, a, pa), (_, b, pb) = runs
         marginal = _marginal(a.n, a.stream_s, b.n, b.stream_s)
@@ -787,14 +797,27 @@ def results(
     if not use_gpu:
         print(
             "  GPU: none on this machine. The inference actor shares the CPUs with the "
-            "prepare tasks here, so the pipeline cannot quite reach the prepare stage alone; "
-            "on a GPU node the same lines give the GPU actor's utilisation and scans/s"
+            "prepare tasks here, so the pipeline cannot reach the prepare stage alone (the "
+            "ceiling lines above say by how much at best); on a GPU node the inference leaves "
+            "the CPUs and the same lines give the GPU actor's utilisation and scans/s"
         )
     print(
         "  RSS sums every process's resident pages (shared pages, e.g. the object store "
         "mapped by workers, count once per process); PSS splits them. The S3 server is "
         "not included. Timings share the cores with whatever else runs (load above)."
     )
+
+
+def shared_core_ceiling(alone: StageRun, infer_s: float, finish_s: float
+                        ) -> tuple[float, float]:
+    """The most a pipeline could do when every stage runs on the same CPUs (no GPU): the
+    prepare stage alone keeps the cores busy at its measured rate; the pipeline must also
+    spend the inference and finish stages' CPU on those cores (single-threaded: their wall
+    seconds per scan are CPU seconds), and the S3 server's share for prepare stays the same.
+    Returns (scans/min, the inference's CPU as a fraction of prepare's)."""
+    prepare_cpu = (alone.cpu_s + alone.server_cpu_s) / alone.n
+    ceiling = alone.scans_per_minute * prepare_cpu / (prepare_cpu + infer_s + finish_s)
+    return ceiling, infer_s / prepare_cpu
 
 
 def _marginal(n_a: int, s_a: float, n_b: int, s_b: float) -> float:
