@@ -245,21 +245,36 @@ def _drill(marker_url: str, options: StorageOptions | None) -> None:
     os._exit(23)
 
 
+def _text(value) -> str | None:
+    """A manifest text value as written: None for a missing one (None, NaN from pandas, or
+    an empty type-2 DICOM tag), else the string."""
+    value = _plain(value)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _manifest_fields(r, identity: IdentityConfig) -> dict:
+    """What every row of a series takes from its manifest row, whether processed or not:
+    keys, pseudonyms and the header values, with missing values as nulls (never NaN, which
+    would give a column two types)."""
+    return {
+        "series_key": r.series_key, "series_uid": r.series_uid,
+        "study_key": pseudonym(_text(r.study_uid), identity),
+        "patient_key": pseudonym(_text(r.patient_id), identity),
+        "source_uri": _source_uri(r.files, identity),
+        "study_date": _text(r.study_date), "manufacturer": _text(r.manufacturer),
+        "scanner_model": _text(r.model), "kernel": _text(r.kernel),
+        "n_files": int(r.n_files), "slice_thickness_mm": _plain(r.slice_thickness_mm),
+    }
+
+
 def _input_rows(selected: pd.DataFrame, common: dict, identity: IdentityConfig) -> list[dict]:
-    rows = []
-    for r in selected.itertuples(index=False):
-        rows.append({
-            **common, "series_key": r.series_key, "series_uid": r.series_uid,
-            "study_key": pseudonym(r.study_uid, identity),
-            "patient_key": pseudonym(r.patient_id, identity),
-            "source_uri": _source_uri(r.files, identity), "status": "ok",
-            "study_date": r.study_date, "manufacturer": r.manufacturer,
-            "scanner_model": r.model, "kernel": r.kernel,
-            "n_files": int(r.n_files), "slice_thickness_mm": _plain(r.slice_thickness_mm),
-            "files": [str(f) for f in r.files],
-            "scrub": _folders(r.files) if identity.salt else [],
-        })
-    return rows
+    return [{**common, **_manifest_fields(r, identity), "status": "ok",
+             "files": [str(f) for f in r.files],
+             "scrub": _folders(r.files) if identity.salt else []}
+            for r in selected.itertuples(index=False)]
 
 
 def _folders(files) -> list[str]:
@@ -280,15 +295,10 @@ def scrub(text: str | None, folders: list[str]) -> str | None:
 def _not_processed_row(r, common: dict, identity: IdentityConfig) -> dict:
     """A manifest row the index did not select (skipped) or could not read (error)."""
     folders = _folders(r.files) if identity.salt else []
-    return {**common, "series_key": r.series_key, "series_uid": r.series_uid,
-            "study_key": pseudonym(r.study_uid, identity),
-            "patient_key": pseudonym(r.patient_id, identity),
-            "source_uri": _source_uri(r.files, identity),
+    return {**common, **_manifest_fields(r, identity),
             "status": "skipped" if r.status == "not_selected" else "error",
-            "error_code": r.error_code, "error_detail": scrub(r.error_detail, folders),
-            "study_date": r.study_date, "manufacturer": r.manufacturer,
-            "scanner_model": r.model, "kernel": r.kernel, "n_files": int(r.n_files),
-            "slice_thickness_mm": _plain(r.slice_thickness_mm)}
+            "error_code": _text(r.error_code),
+            "error_detail": scrub(_text(r.error_detail), folders)}
 
 
 def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,

@@ -23,6 +23,9 @@ from cohort.query import connect
 from cohort.write.runs import published_runs, read_table, run_url
 
 
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
 def _upload(fs, local: Path, url: str) -> None:
     fs.put(str(local), url.removeprefix("s3://"), recursive=True)
 
@@ -60,13 +63,27 @@ def s3_cohort(varied_cohort, s3_server, tmp_path_factory):
     victim = sorted((dicom / Path(other).relative_to("dicom")).iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:2000])
     (dicom / "notes.txt").write_bytes(b"not an image\n")
+    # empty type-2 tags, as anonymised and real archives have them: a primary series with
+    # no StudyDate or Manufacturer, and localizers (skipped) without a kernel
+    undated = primaries["series_instance_uid"].iloc[4]
+    rel = primaries.set_index("series_instance_uid").loc[undated, "dicom_dir"]
+    for f in sorted((dicom / Path(rel).relative_to("dicom")).iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.StudyDate, ds.Manufacturer = "", ""
+        ds.save_as(f)
+    for rel in truth[truth["series_role"] == "localizer"]["dicom_dir"]:
+        for f in sorted((dicom / Path(rel).relative_to("dicom")).iterdir()):
+            ds = pydicom.dcmread(f)
+            if "ConvolutionKernel" in ds:
+                del ds.ConvolutionKernel
+                ds.save_as(f)
     bucket = s3_server.make_bucket("pipeline")
     fs = s3_server.filesystem()
     _upload(fs, dicom, f"{bucket}/archive")
     _upload(fs, masks, f"{bucket}/masks")
     return {"bucket": bucket, "archive": f"{bucket}/archive", "masks": f"{bucket}/masks",
             "wrong": wrong, "missing": missing, "blank": blank, "truncated": truncated,
-            "truth": truth, "root": root}
+            "undated": undated, "truth": truth, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +129,40 @@ def test_every_series_appears_once_with_its_status(first_run, s3_cohort, s3_serv
     wide = ok.set_index("series_key")
     for r in segments.itertuples():
         assert r.volume_mm3 == pytest.approx(wide.loc[r.series_key, f"{r.segment}_mm3"])
+
+
+def test_empty_header_values_are_nulls_not_a_failed_job(first_run, s3_cohort, s3_server):
+    out, _, report = first_run
+    series = read_table(out, "series", s3_server.storage_options()).to_pandas()
+    undated = series[series["series_uid"] == s3_cohort["undated"]].iloc[0]
+    assert undated["status"] == "ok"
+    assert pd.isna(undated["study_date"]) and pd.isna(undated["manufacturer"])  # nulls
+    others = series[series["series_uid"] != s3_cohort["undated"]]
+    assert others["study_date"].notna().all()
+    truth = s3_cohort["truth"]
+    localizers = series[series["series_uid"].isin(
+        truth.loc[truth["series_role"] == "localizer", "series_instance_uid"])]
+    assert len(localizers) and (localizers["status"] == "skipped").all()
+    assert localizers["kernel"].isna().all()
+    assert series.loc[series["status"] == "ok", "kernel"].notna().all()
+    assert report.counts["skipped"] == (series["status"] == "skipped").sum()
+
+
+def test_a_real_scanner_archive_publishes_a_row_per_series(tmp_path, ray_local,
+                                                           tiny_checkpoint):
+    """Philips CT with localizers, screenshots and a multi-frame object (no kernel): every
+    series gets its row and the run is published."""
+    archive = REALDATA / "dcm_qa_ct_philips"
+    assert archive.is_dir(), f"real DICOM test files missing at {archive} (../shared/realdata)"
+    out = tmp_path / "out"
+    report = run_cohort(str(archive), str(out), RunConfig(
+        model=str(tiny_checkpoint), qc="none", identity=IdentityConfig(keep_ids=True)))
+    manifest = read_manifest(str(out / "index")).to_pandas()
+    series = read_table(str(out), "series").to_pandas()
+    assert published_runs(str(out)) == [report.run_id]
+    assert sorted(series["series_key"]) == sorted(
+        manifest.loc[manifest["kind"] == "series", "series_key"])
+    assert report.counts["ok"] >= 1 and series["kernel"].isna().any()
 
 
 def test_total_calcium_equals_the_masks(first_run, s3_cohort, s3_server):
