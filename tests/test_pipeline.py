@@ -22,7 +22,6 @@ from cohort.pipeline import RunConfig, finish_heavy, finish_resources, run_cohor
 from cohort.query import connect
 from cohort.write.runs import published_runs, read_table, run_url
 
-
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
 
