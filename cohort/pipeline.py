@@ -93,14 +93,15 @@ class RunConfig:
         if self.gpus < 0 or self.cpu_actors < 1:
             raise ConfigError(f"--gpus must be >= 0 and --cpu-actors >= 1, got {self.gpus} "
                               f"and {self.cpu_actors}")
-        if (self.actor_cpus is not None and self.actor_cpus < 0) or self.actor_threads < 1:
-            raise ConfigError("actor CPUs must be >= 0 and actor threads >= 1")
-        if self.batch_size < 1 or self.part_rows < 1 or self.finish_tasks < 1:
-            raise ConfigError("batch size, part size and finish tasks must be positive")
-        if not self.series_timeout_s > 0 or not self.task_memory_gb > 0 or \
-                not self.task_cpus > 0:
-            raise ConfigError("the series time limit, task memory and task CPUs must be "
-                              "positive")
+        positive = {"--actor-threads": self.actor_threads, "--batch-size": self.batch_size,
+                    "part_rows": self.part_rows, "--finish-tasks": self.finish_tasks,
+                    "--timeout": self.series_timeout_s, "--task-memory": self.task_memory_gb,
+                    "--task-cpus": self.task_cpus}
+        bad = [f"{k} must be positive, got {v}" for k, v in positive.items() if not v > 0]
+        if self.actor_cpus is not None and self.actor_cpus < 0:
+            bad.append(f"--actor-cpus must be 0 or more, got {self.actor_cpus}")
+        if bad:
+            raise ConfigError("; ".join(bad))
         if self.qc not in QC_CHOICES:
             raise ConfigError(f"--qc must be one of {', '.join(QC_CHOICES)}, got {self.qc!r}")
         if self.label_maps and not self.masks:

@@ -313,10 +313,15 @@ def test_bad_options_fail_before_any_work(tmp_path, tiny_checkpoint, varied_coho
     with pytest.raises(ConfigError, match="--masks"):
         RunConfig(label_maps=True)
     assert not (tmp_path / "o1" / "runs").exists()
-    with pytest.raises(ConfigError, match="task CPUs"):
+    with pytest.raises(ConfigError, match="--task-cpus must be positive, got 0"):
         RunConfig(task_cpus=0)
-    with pytest.raises(ConfigError, match="finish tasks"):
+    with pytest.raises(ConfigError, match="--finish-tasks must be positive, got 0"):
         RunConfig(finish_tasks=0)
+    with pytest.raises(ConfigError, match="--timeout must be positive, got 0.*--batch-size"
+                       "|--batch-size must be positive, got 0.*--timeout"):
+        RunConfig(series_timeout_s=0, batch_size=0)
+    with pytest.raises(ConfigError, match="--actor-cpus must be 0 or more"):
+        RunConfig(actor_cpus=-1)
 
 
 def test_a_light_finish_stage_reserves_no_cpu_a_heavy_one_does():

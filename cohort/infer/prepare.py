@@ -58,6 +58,15 @@ def grids_match(a: Grid, b: Grid, tolerance: float = 0.1) -> bool:
     return float(np.abs(pa - pb).max()) <= tolerance * min(a.spacing)
 
 
+def _describe(grid: Grid) -> str:
+    """Shape, origin, spacing and axis directions: every way two grids can differ."""
+    steps = grid.matrix / np.asarray(grid.spacing)[None, :]
+    return (f"shape {tuple(int(n) for n in grid.shape)}, origin "
+            f"{np.round(grid.origin, 2).tolist()} mm, spacing "
+            f"{np.round(grid.spacing, 3).tolist()} mm, directions "
+            f"{np.round(steps.T, 3).tolist()}")
+
+
 def read_mask(config: PrepareConfig, volume: Volume, series_uid: str) -> np.ndarray:
     """The series' calcium mask (bool, [k, j, i] on the volume's grid).
 
@@ -74,12 +83,10 @@ def read_mask(config: PrepareConfig, volume: Volume, series_uid: str) -> np.ndar
                           series=series_uid)
     mask = read_nifti(url, config.storage, series=series_uid)
     if not grids_match(mask.grid, volume.grid):
-        raise SeriesError(ErrorCode.MASK_MISMATCH, f"mask {redact(url)} has shape "
-                          f"{tuple(mask.grid.shape)} and origin "
-                          f"{np.round(mask.grid.origin, 2).tolist()}, the volume "
-                          f"{tuple(volume.grid.shape)} and "
-                          f"{np.round(volume.grid.origin, 2).tolist()} (after tilt correction); "
-                          "write the mask on the volume's grid", series=series_uid)
+        raise SeriesError(ErrorCode.MASK_MISMATCH, f"mask {redact(url)} is not on the "
+                          f"volume's grid (after tilt correction): mask {_describe(mask.grid)}; "
+                          f"volume {_describe(volume.grid)}; write the mask on the volume's "
+                          "grid", series=series_uid)
     return mask.array > 0
 
 

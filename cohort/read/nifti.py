@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 
 import SimpleITK as sitk
 
 from cohort.errors import ErrorCode, SeriesError
 from cohort.read.volume import Volume
 from cohort.storage import StorageOptions, filesystem, is_local, read_bytes, redact
+
+
+def _gunzip(data: bytes, url: str, series: str | None) -> bytes:
+    """The file's content; a damaged or cut-short gzip stream is an error here (SimpleITK
+    would read what is there and fill the rest, giving a wrong volume or mask silently)."""
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as e:
+        raise SeriesError(ErrorCode.INVALID_NIFTI, f"its gzip stream is damaged or cut short "
+                          f"({e}); copy or write the file again", series=series,
+                          uri=redact(url)) from e
 
 
 def read_nifti(url: str, options: StorageOptions | None = None, *,
@@ -21,15 +34,17 @@ def read_nifti(url: str, options: StorageOptions | None = None, *,
     """
     name = os.path.basename(url.rstrip("/"))
     try:
-        if is_local(url):  # file:// and ~ resolved as everywhere else
+        if is_local(url) and not name.endswith(".gz"):  # file:// and ~ resolved as elsewhere
             img = sitk.ReadImage(filesystem(url, options)[1])
         else:
             data = read_bytes(url, options)
-            suffix = ".nii.gz" if name.endswith(".gz") else ".nii"
+            if name.endswith(".gz"):
+                data = _gunzip(data, url, series)
             with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "volume" + suffix)
+                path = os.path.join(tmp, "volume.nii")
                 with open(path, "wb") as f:
                     f.write(data)
+                del data
                 img = sitk.ReadImage(path)
     except RuntimeError as e:
         raise SeriesError(ErrorCode.INVALID_NIFTI, f"SimpleITK cannot read it: "

@@ -44,6 +44,16 @@ def test_a_mask_on_another_grid_is_an_error_code(varied_cohort, tmp_path):
         prepare_series(files, uid, PrepareConfig(model_input=ModelInputConfig(size=32),
                                                  masks_url=str(tmp_path)))
     assert e.value.code == ErrorCode.MASK_MISMATCH and "grid" in str(e.value)
+    # same shape and origin, twice the spacing: the message shows what differs
+    img = sitk.ReadImage(str(root / "masks" / f"{uid}.nii.gz"))
+    doubled = [2 * v for v in img.GetSpacing()]
+    img.SetSpacing(doubled)
+    sitk.WriteImage(img, str(tmp_path / f"{uid}.nii.gz"))
+    with pytest.raises(SeriesError) as e:
+        prepare_series(files, uid, PrepareConfig(model_input=ModelInputConfig(size=32),
+                                                 masks_url=str(tmp_path)))
+    assert e.value.code == ErrorCode.MASK_MISMATCH
+    assert f"spacing {[round(v, 3) for v in doubled]} mm" in str(e.value)
 
 
 def test_a_series_that_hangs_is_cut_off(monkeypatch):

@@ -254,6 +254,12 @@ def test_nifti_input_and_sitk_round_trip(varied_cohort, gt, tmp_path):
     with pytest.raises(SeriesError) as e:
         read_nifti(str(tmp_path / "bad.nii.gz"))
     assert e.value.code == ErrorCode.INVALID_NIFTI
+    # cut short (an interrupted copy): SimpleITK alone would fill the rest and say nothing
+    data = path.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 3])
+    with pytest.raises(SeriesError) as e:
+        read_nifti((tmp_path / "cut.nii.gz").as_uri())
+    assert e.value.code == ErrorCode.INVALID_NIFTI and "cut short" in str(e.value)
 
 
 def test_a_feet_first_image_is_flipped_so_slice_0_is_lowest():
