@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket/prefix, any "
             "fsspec URL; it is indexed first, into OUT/index) or a folder written by "
@@ -95,8 +96,9 @@ def run_run(args: argparse.Namespace) -> str:
     if report.manifest["model"]["trained_on"] == "synthetic phantoms":
         lines.append("model: trained on SYNTHETIC phantoms (the shipped demonstration "
                      "checkpoint unless --model says otherwise); not for clinical use")
-    lines.append(f'query it: cohort query {args.out} "SELECT status, error_code, count(*) '
-                 'FROM series GROUP BY ALL"')
+    endpoint = f" --s3-endpoint {shlex.quote(args.s3_endpoint)}" if args.s3_endpoint else ""
+    lines.append(f'query it: cohort query {shlex.quote(args.out)}{endpoint} "SELECT status, '
+                 'error_code, count(*) FROM series GROUP BY ALL"')
     return "\n".join(lines)
 
 

@@ -123,8 +123,14 @@ class RunReport:
         c = self.counts
         return (f"run {self.run_id}: {c.get('ok', 0)} ok, {c.get('skipped', 0)} skipped, "
                 f"{c.get('error', 0)} failed, {c.get('finished_earlier', 0)} finished in "
-                f"earlier runs; {self.scans_per_minute:.1f} scans/min over "
+                f"earlier runs{self._later()}; {self.scans_per_minute:.1f} scans/min over "
                 f"{self.seconds:.0f} s -> {self.url}")
+
+
+    def _later(self) -> str:
+        n = self.counts.get("left_for_later", 0)
+        return (f", {n} selected left for later runs (--max-series; the same command goes on)"
+                if n else "")
 
 
 def code_version() -> str:
@@ -389,7 +395,9 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         selected=frozenset(series.loc[series["status"] == "selected", "series_key"]))
     todo = series[~series["series_key"].isin(done)]
     selected = todo[todo["status"] == "selected"]
+    later = 0
     if config.max_series is not None:
+        later = max(0, len(selected) - config.max_series)
         selected = selected.head(config.max_series)
     if len(series) == 0:
         raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
@@ -405,7 +413,8 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
     writer = RunWriter(out_url, run_id, options, config.part_rows)
     common = {"run_id": run_id, "model_name": model.name, "model_sha256": model.sha256,
               "model_trained_on": model.trained_on, "code_version": code_version()}
-    counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": len(series) - len(todo)}
+    counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": len(series) - len(todo),
+              "left_for_later": later}
     for r in todo[todo["status"] != "selected"].itertuples(index=False):
         row = _not_processed_row(r, common, identity)
         counts[row["status"]] += 1

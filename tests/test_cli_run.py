@@ -1,6 +1,7 @@
 """`cohort run` and `cohort query` as a user types them."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -15,13 +16,17 @@ def _cohort(*args, env=None):
 @pytest.mark.timeout(900)
 def test_run_then_query(varied_cohort, tiny_checkpoint, tmp_path):
     root, _ = varied_cohort
-    out = tmp_path / "out"
+    out = tmp_path / "out dir ü"  # pasted hints must survive spaces and non-ASCII
     r = _cohort("run", str(root / "dicom"), "--out", str(out), "--model", str(tiny_checkpoint),
                 "--masks", str(root / "masks"), "--max-series", "2", "--qc", "none",
                 "--num-cpus", "2", env={"COHORT_SALT": "cli-salt"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 ok" in r.stdout and "SYNTHETIC" in r.stdout
     assert "cli-salt" not in r.stdout + r.stderr
+    assert "selected left for later runs (--max-series" in r.stdout
+    hint = next(line for line in r.stdout.splitlines() if line.startswith("query it: "))
+    pasted = _cohort(*shlex.split(hint.removeprefix("query it: "))[1:])
+    assert pasted.returncode == 0 and "ok" in pasted.stdout, pasted.stderr
     q = _cohort("query", str(out), "SELECT status, count(*) AS n FROM series GROUP BY ALL "
                 "ORDER BY status", "--csv")
     assert q.returncode == 0, q.stderr
