@@ -403,6 +403,18 @@ def _run_ccccii(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_failures() -> tuple[type[BaseException], ...]:
+    """What storage libraries raise when an endpoint or the credentials are wrong."""
+    kinds: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kinds += [BotoCoreError, ClientError]
+    except ImportError:  # pragma: no cover (s3fs brings botocore)
+        pass
+    return tuple(kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -439,6 +451,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (StorageError, CohortError) as e:
         print(f"cohort: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cohort: interrupted. A run stopped midway publishes nothing and is ignored; "
+              "the same command goes on where the published runs left off", file=sys.stderr)
+        return 130
+    except _storage_failures() as e:  # unreachable endpoint, no or wrong credentials
+        from cohort.storage import redact
+
+        print(f"cohort: error: {type(e).__name__}: {redact(str(e))}; check the path or URL, "
+              "--s3-endpoint, and the storage credentials (AWS_ACCESS_KEY_ID and "
+              "AWS_SECRET_ACCESS_KEY, or a profile)", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command!r}")
     return 2

@@ -109,11 +109,16 @@ def run_query(args: argparse.Namespace) -> str:
     from cohort.cli import _storage_options
     from cohort.errors import ConfigError
     from cohort.query import connect
+    from cohort.storage import filesystem, redact
     from cohort.write.runs import published_runs
 
     options = _storage_options(args.s3_endpoint)
+    fs, path = filesystem(args.output, options)
+    if not fs.exists(path):
+        raise ConfigError(f"{redact(args.output)} does not exist; give the --out of a "
+                          "finished `cohort run`")
     if not published_runs(args.output, options):
-        raise ConfigError(f"{args.output} holds no published run (runs/<id>/_SUCCESS.json); "
+        raise ConfigError(f"{redact(args.output)} holds no published run (runs/<id>/_SUCCESS.json); "
                           "give the --out of a finished `cohort run`")
     con = connect(args.output, options)
     try:

@@ -44,3 +44,29 @@ def test_run_without_salt_says_what_would_work(varied_cohort, tmp_path):
     assert r.returncode == 2
     assert "--salt" in r.stderr and "--keep-ids" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_query_of_a_missing_folder_says_so(tmp_path):
+    r = _cohort("query", str(tmp_path / "nope"), "SELECT 1")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+@pytest.mark.parametrize("failure, code, says", [
+    (KeyboardInterrupt(), 130, "the same command goes on"),
+    ("no-credentials", 1, "NoCredentialsError"),
+    (PermissionError("Forbidden"), 1, "PermissionError: Forbidden; check"),
+])
+def test_storage_failures_and_ctrl_c_end_with_a_line_not_a_traceback(
+        failure, code, says, monkeypatch, capsys, tmp_path):
+    from botocore.exceptions import NoCredentialsError
+
+    from cohort import cli_run
+    from cohort.cli import main
+
+    def fail(args):
+        raise NoCredentialsError() if failure == "no-credentials" else failure
+
+    monkeypatch.setattr(cli_run, "run_query", fail)
+    assert main(["query", str(tmp_path), "SELECT 1"]) == code
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
