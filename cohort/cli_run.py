@@ -118,8 +118,8 @@ def run_query(args: argparse.Namespace) -> str:
         raise ConfigError(f"{redact(args.output)} does not exist; give the --out of a "
                           "finished `cohort run`")
     if not published_runs(args.output, options):
-        raise ConfigError(f"{redact(args.output)} holds no published run (runs/<id>/_SUCCESS.json); "
-                          "give the --out of a finished `cohort run`")
+        raise ConfigError(f"{redact(args.output)} holds no published run "
+                          "(runs/<id>/_SUCCESS.json); give the --out of a finished `cohort run`")
     con = connect(args.output, options)
     try:
         rel = con.sql(args.sql)
