@@ -206,7 +206,7 @@ STAGE_DEFAULTS = {
     "tilt_corrected": None, "midline_used": None, "midline_offset_mm": None,
     "midline_angle_deg": None, "midline_point": None, "midline_normal": None,
     "model_decimation": None, "model_input": None, "model_depth": None, "calcium": None,
-    "seconds_prepare": None,
+    "slice_repairs": None, "seconds_prepare": None,
 }
 
 
@@ -237,7 +237,8 @@ def finish_stage(row: dict, config: FinishConfig) -> dict:
         row.update(status="error", error_code=ErrorCode.PROCESSING_FAILED.value,
                    error_detail=f"quantification: {type(e).__name__}: {e}")
     row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
-    for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub"):
+    for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub",
+                  "slice_repairs"):
         row.pop(heavy, None)
     return row
 

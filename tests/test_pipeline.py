@@ -130,6 +130,19 @@ def test_every_series_appears_once_with_its_status(first_run, s3_cohort, s3_serv
         assert r.volume_mm3 == pytest.approx(wide.loc[r.series_key, f"{r.segment}_mm3"])
 
 
+def test_a_repaired_stack_is_flagged_with_what_reading_did(first_run, s3_cohort, s3_server):
+    out, _, _ = first_run
+    series = read_table(out, "series", s3_server.storage_options()).to_pandas()
+    repaired = series[series["series_uid"] == s3_cohort["truncated"]].iloc[0]
+    assert repaired["status"] == "ok"  # the cut-short slice is interpolated from its neighbours
+    assert "slices_repaired" in list(repaired["qc_flags"])
+    assert "1 missing slice(s) interpolated" in repaired["error_detail"]
+    assert str(repaired["qc_picture"]).endswith(".png")  # flagged: it gets a picture
+    others = series[(series["status"] == "ok")
+                    & (series["series_uid"] != s3_cohort["truncated"])]
+    assert not any("slices_repaired" in list(f) for f in others["qc_flags"])
+
+
 def test_empty_header_values_are_nulls_not_a_failed_job(first_run, s3_cohort, s3_server):
     out, _, report = first_run
     series = read_table(out, "series", s3_server.storage_options()).to_pandas()

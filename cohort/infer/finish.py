@@ -24,6 +24,7 @@ from cohort.anatomy import LANDMARKS
 from cohort.infer.packing import unpack
 from cohort.infer.prepare import PrepareConfig, mask_url, read_mask, run_isolated
 from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
+from cohort.quantify.qc import QCFlag
 from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series
 from cohort.read.volume import Volume
@@ -114,14 +115,18 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
                   for k, v in values.items()}
         row["error_detail"] = ("no calcium mask given (--masks): landmarks only, segment "
                                "volumes not computed")
+    if row.get("slice_repairs"):
+        values["qc_flags"] = [*values["qc_flags"], QCFlag.SLICES_REPAIRED.value]
+        row["error_detail"] = "; ".join(
+            t for t in (row.get("error_detail"), f"reading: {row['slice_repairs']}") if t)
     row.update(values)
     row["volumes_computed"] = calcium is not None
     plane = (list(row["midline_point"]), list(row["midline_normal"]))
     name = safe_name(row["series_key"])
     timeout = config.prepare.timeout_s
     asked = row["series_key"] in config.qc_series or row["series_uid"] in config.qc_series
-    if asked or config.qc == "all" or (config.qc == "flagged" and result.qc_flags):
-        title = (f"{row['series_key']}  flags: {', '.join(result.qc_flags) or 'none'}  "
+    if asked or config.qc == "all" or (config.qc == "flagged" and values["qc_flags"]):
+        title = (f"{row['series_key']}  flags: {', '.join(values['qc_flags']) or 'none'}  "
                  f"(model: {row.get('model_name')}, {row.get('model_trained_on')})")
         try:
             png = run_isolated(draw_picture, list(row["files"]), row["series_uid"], landmarks,

@@ -90,6 +90,16 @@ def read_mask(config: PrepareConfig, volume: Volume, series_uid: str) -> np.ndar
     return mask.array > 0
 
 
+def slice_repairs(volume: Volume) -> str | None:
+    """What reading did to make the stack regular (None when nothing): the series still
+    counts, but a person should look at it."""
+    p = volume.provenance
+    if not (p.get("duplicates_dropped") or p.get("missing_slices_filled")
+            or p.get("uneven_resampled")):
+        return None
+    return "; ".join(n for n in p.get("notes", ()) if "tilt" not in n)
+
+
 def prepare_series(files: list[str], series_uid: str, config: PrepareConfig) -> dict:
     """One series -> plain values and packed arrays (see the module docstring).
 
@@ -119,6 +129,7 @@ def prepare_series(files: list[str], series_uid: str, config: PrepareConfig) -> 
                                 slice_z_mm=model_input.slice_z_mm),
             "model_depth": model_input.depth,
             "calcium": None,
+            "slice_repairs": slice_repairs(volume),
         }
         if config.masks_url:
             mask = read_mask(config, volume, series_uid)

@@ -26,6 +26,9 @@ class QCFlag(StrEnum):
     LEFT_RIGHT_APART = "left_right_landmarks_apart"  # same landmark, sides too far apart
     CALCIUM_ABOVE_CLINOID = "calcium_above_clinoid"  # calcium far above a side's clinoid
     CALCIUM_BELOW_CANAL = "calcium_below_canal"  # calcium far below a side's carotid canal
+    # reading repaired the stack: duplicate slices dropped, missing ones interpolated, or
+    # uneven spacing resampled (what was done is in the row's error_detail note)
+    SLICES_REPAIRED = "slices_repaired"
 
 
 def low_confidence(probabilities: Mapping[str, float | None] | None,
