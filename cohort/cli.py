@@ -457,9 +457,7 @@ def main(argv: list[str] | None = None) -> int:
               "the same command goes on where the published runs left off", file=sys.stderr)
         return 130
     except _storage_failures() as e:  # unreachable endpoint, no or wrong credentials
-        from cohort.storage import redact
-
-        print(f"cohort: error: {type(e).__name__}: {redact(str(e))}; check the path or URL, "
+        print(f"cohort: error: {type(e).__name__}: {e}; check the path or URL, "
               "--s3-endpoint, and the storage credentials (AWS_ACCESS_KEY_ID and "
               "AWS_SECRET_ACCESS_KEY, or a profile)", file=sys.stderr)
         return 1

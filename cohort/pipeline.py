@@ -126,7 +126,6 @@ class RunReport:
                 f"earlier runs{self._later()}; {self.scans_per_minute:.1f} scans/min over "
                 f"{self.seconds:.0f} s -> {self.url}")
 
-
     def _later(self) -> str:
         n = self.counts.get("left_for_later", 0)
         return (f", {n} selected left for later runs (--max-series; the same command goes on)"

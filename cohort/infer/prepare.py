@@ -94,10 +94,12 @@ def slice_repairs(volume: Volume) -> str | None:
     """What reading did to make the stack regular (None when nothing): the series still
     counts, but a person should look at it."""
     p = volume.provenance
-    if not (p.get("duplicates_dropped") or p.get("missing_slices_filled")
-            or p.get("uneven_resampled")):
-        return None
-    return "; ".join(n for n in p.get("notes", ()) if "tilt" not in n)
+    done = [f"{p['duplicates_dropped']} duplicate slice(s) dropped"
+            if p.get("duplicates_dropped") else "",
+            f"{p['missing_slices_filled']} missing slice(s) interpolated"
+            if p.get("missing_slices_filled") else "",
+            "uneven spacing resampled to a regular grid" if p.get("uneven_resampled") else ""]
+    return "; ".join(d for d in done if d) or None
 
 
 def prepare_series(files: list[str], series_uid: str, config: PrepareConfig) -> dict:
