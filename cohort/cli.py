@@ -142,6 +142,11 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
                    help="slice thickness(es) to draw from, in mm (default: 0.625 .. 5)")
     p.add_argument("--tilt", type=float, default=d.tilt_p, metavar="P",
                    help=f"probability of a gantry-tilted series (default {d.tilt_p})")
+    p.add_argument("--stepped", type=float, default=d.stepped_p, metavar="P",
+                   help="probability that a primary series is a sequential head protocol of "
+                        "two contiguous blocks, thin slices through the posterior fossa and "
+                        "thicker ones above, e.g. 4 mm then 7 mm (default "
+                        f"{d.stepped_p}); with --tilt, both blocks are tilted")
     p.add_argument("--localizer", type=float, default=d.localizer_p, metavar="P",
                    help=f"probability of a localizer in a study (default {d.localizer_p})")
     p.add_argument("--second-series", type=float, default=d.second_series_p, metavar="P",
@@ -245,6 +250,7 @@ def _synth_config(args: argparse.Namespace):
     from cohort.config import SynthConfig
 
     kw = dict(patients=args.patients, seed=args.seed, matrix=args.matrix, tilt_p=args.tilt,
+              stepped_p=args.stepped,
               localizer_p=args.localizer, second_series_p=args.second_series,
               followup_p=args.followup, neck_cut_p=args.neck_cut,
               calcium_free_p=args.calcium_free, transfer_syntax=args.transfer_syntax,

@@ -27,6 +27,9 @@ class SynthConfig:
     thicknesses_mm: tuple[float, ...] = THICKNESSES_MM  # drawn per series
     pixel_spacing_mm: tuple[float, float] = (0.4, 0.5)  # range at 512 x 512
     tilt_p: float = 0.1  # gantry-tilted primary series
+    #: primary series acquired as a sequential head protocol of two contiguous blocks:
+    #: thin slices through the posterior fossa, thicker ones above (STEPPED_BLOCKS_MM)
+    stepped_p: float = 0.0
     localizer_p: float = 0.3  # a scout image in the study
     second_series_p: float = 0.3  # a bone-kernel or thick reconstruction beside the primary
     followup_p: float = 0.2  # a second study of the same patient, later
@@ -49,8 +52,8 @@ class SynthConfig:
         if not 0.2 <= lo <= hi <= 1.0:
             raise ConfigError(f"pixel spacing range must lie in 0.2-1.0 mm at 512 x 512, "
                               f"got {self.pixel_spacing_mm}")
-        for name in ("tilt_p", "localizer_p", "second_series_p", "followup_p", "neck_cut_p",
-                     "calcium_free_p"):
+        for name in ("tilt_p", "stepped_p", "localizer_p", "second_series_p", "followup_p",
+                     "neck_cut_p", "calcium_free_p"):
             _probability(name.replace("_p", "").replace("_", "-"), getattr(self, name))
         if self.transfer_syntax not in (*TRANSFER_SYNTAXES, "mixed"):
             raise ConfigError(f"unknown transfer syntax {self.transfer_syntax!r}; use one of "

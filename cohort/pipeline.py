@@ -205,7 +205,8 @@ STAGE_DEFAULTS = {
     "tilt_corrected": None, "midline_used": None, "midline_offset_mm": None,
     "midline_angle_deg": None, "midline_point": None, "midline_normal": None,
     "model_decimation": None, "model_input": None, "model_depth": None, "calcium": None,
-    "slice_repairs": None, "seconds_prepare": None,
+    "slice_repairs": None, "seconds_prepare": None, "native_slice": None,
+    "variable_spacing": None,
 }
 
 
@@ -237,7 +238,7 @@ def finish_stage(row: dict, config: FinishConfig) -> dict:
                    error_detail=f"quantification: {type(e).__name__}: {e}")
     row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
     for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub",
-                  "slice_repairs"):
+                  "slice_repairs", "native_slice"):
         row.pop(heavy, None)
     return row
 

@@ -48,6 +48,12 @@ GROUND_TRUTH = pa.schema(
     + [
         pa.field("total_calcium_mm3", pa.float64()),
         pa.field("n_plaques", pa.int32()),
+        # a stepped (sequential, two-block) protocol: n_slices counts acquired slices and
+        # *_slice indexes them; masks, labels, first_slice_z_mm, slice_step_mm and *_voxels
+        # live on the truth grid of truth_grid_slices slices (the grid the reader produces)
+        pa.field("variable_spacing", pa.bool_()),
+        pa.field("upper_slice_thickness_mm", pa.float64()),  # the upper block's; null: one
+        pa.field("truth_grid_slices", pa.int32()),
     ],
     metadata={"cohort.table": "ground_truth", "cohort.version": GROUND_TRUTH_VERSION,
               "cohort.synthetic": "true"},
@@ -96,6 +102,14 @@ OBJECTS = pa.schema(
     ],
     metadata={"cohort.table": "objects", "cohort.version": MANIFEST_VERSION},
 )
+
+#: one block of a variable-thickness stack (cohort.read.stack.SpacingBlock); z is world z of
+#: its first and last slice positions, spacing is along the slice normal
+SPACING_BLOCK = pa.struct([
+    pa.field("first_slice", pa.int32()), pa.field("n_slices", pa.int32()),
+    pa.field("first_z_mm", pa.float64()), pa.field("last_z_mm", pa.float64()),
+    pa.field("spacing_mm", pa.float64()), pa.field("thickness_mm", pa.float64()),
+])
 
 #: one row per input series (one per stack when a SeriesInstanceUID holds several), and one
 #: row per object that is not a usable image (kind = "object"); written by `cohort index`.
@@ -149,6 +163,10 @@ MANIFEST = pa.schema(
         pa.field("tilt_correctable", pa.bool_()),  # the reader resamples it to a regular grid
         pa.field("needs_resampling", pa.bool_()),  # tilt, gaps or uneven steps
         pa.field("notes", pa.list_(pa.string())),
+        # contiguous blocks of different slice thickness (a sequential head protocol): read
+        # on the finest block's spacing; spacing_blocks lists them feet to head
+        pa.field("variable_spacing", pa.bool_()),
+        pa.field("spacing_blocks", pa.list_(SPACING_BLOCK)),
     ],
     metadata={"cohort.table": "manifest", "cohort.version": MANIFEST_VERSION},
 )
@@ -156,8 +174,10 @@ MANIFEST = pa.schema(
 RUN_VERSION = "1"
 
 #: one row per input series of a `cohort run` (status ok | skipped | error), under
-#: ``<out>/runs/<run_id>/series/``. Landmark slices count from the most inferior slice of the
-#: read volume (after tilt correction), as everywhere in cohort.
+#: ``<out>/runs/<run_id>/series/``. Landmark slices count acquired (native) slices from the
+#: most inferior one; z is world z (mm) of the landmark. For a regular stack the native
+#: slices are the read volume's (after tilt correction); for a variable-thickness stack the
+#: volume is on the finest block's spacing and the landmarks table gives both.
 SERIES = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
@@ -183,6 +203,7 @@ SERIES = pa.schema(
         pa.field("slice_thickness_mm", pa.float64()),
         pa.field("tilt_deg", pa.float64()),
         pa.field("tilt_corrected", pa.bool_()),
+        pa.field("variable_spacing", pa.bool_()),  # contiguous blocks of different thickness
         pa.field("midline_used", pa.string()),  # paper | symmetric plane
         pa.field("midline_offset_mm", pa.float64()),
         pa.field("midline_angle_deg", pa.float64()),
@@ -226,7 +247,8 @@ LANDMARK_ROWS = pa.schema(
         pa.field("landmark", pa.string(), nullable=False),
         pa.field("side", pa.string(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
-        pa.field("slice", pa.int32()),
+        pa.field("slice", pa.int32()),  # acquired (native) slice, from the most inferior
+        pa.field("volume_slice", pa.int32()),  # slice of the read volume (label maps, QC)
         pa.field("z_mm", pa.float64()),
         pa.field("probability", pa.float64()),
         pa.field("low_confidence", pa.bool_()),

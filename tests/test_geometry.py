@@ -41,3 +41,21 @@ def test_axial_equivalent_keeps_the_centre_row_and_straightens_rows():
 def test_slice_positions():
     g = _tilted(0.0)
     np.testing.assert_allclose(g.slice_positions()[:, 2], [10.0, 12.5, 15.0, 17.5, 20.0])
+
+
+def test_native_slice_of_shares_a_junction_by_thickness():
+    """A 4 mm slice at z 0 touching a 7 mm slice at z 5.5: they meet at z 2, not at the
+    midpoint 2.75; equal slices meet halfway."""
+    from cohort.geometry import native_slice_of
+
+    centres, heights = [-4.0, 0.0, 5.5, 12.5], [4.0, 4.0, 7.0, 7.0]
+    got = native_slice_of([-10.0, -2.1, -1.9, 1.9, 2.1, 8.9, 9.1, 99.0], centres, heights)
+    assert got.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_header_tilt_conventions():
+    from cohort.geometry import header_tilt_convention
+
+    assert header_tilt_convention("GE MEDICAL SYSTEMS") == -1
+    assert header_tilt_convention("Philips") == 1
+    assert header_tilt_convention("SIEMENS") is None and header_tilt_convention(None) is None

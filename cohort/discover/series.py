@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import numpy as np
+
 from cohort.config import SelectionConfig
 from cohort.discover.grouping import Stack
 from cohort.discover.manifest import NOT_SELECTED_OBJECT_CODES
 from cohort.errors import ErrorCode, SeriesError
+from cohort.geometry import header_tilt_convention
 from cohort.read.stack import SliceGeometry, StackRules, check_stack, signed_tilt_deg
 from cohort.schemas import MANIFEST
 
@@ -151,7 +154,8 @@ def _measure_geometry(row: dict, files: list[dict], rules: StackRules) -> list[d
                                 "geometry cannot be checked")
         return by_instance
     slices = [SliceGeometry(tuple(f["image_position"]), tuple(f["image_orientation"]),
-                            int(f["rows"]), int(f["columns"]), tuple(f["pixel_spacing_mm"]))
+                            int(f["rows"]), int(f["columns"]), tuple(f["pixel_spacing_mm"]),
+                            f["slice_thickness_mm"])
               for f in files]
     try:
         geometry = check_stack(slices, rules, series=row["series_key"])
@@ -168,13 +172,36 @@ def _measure_geometry(row: dict, files: list[dict], rules: StackRules) -> list[d
         tilt_deg=float(signed_tilt_deg(geometry)), tilt_correctable=True,
         needs_resampling=bool(geometry.needs_resampling),
         duplicate_files=[files[i]["uri"] for i in geometry.duplicates],
+        variable_spacing=geometry.variable_spacing,
+        spacing_blocks=[b.as_dict() for b in geometry.blocks] or None,
     )
     row["notes"].extend(geometry.notes)
-    header_tilt = row["header_tilt_deg"]
-    if header_tilt is not None and abs(abs(header_tilt) - abs(row["tilt_deg"])) > 1.0:
-        row["notes"].append(f"GantryDetectorTilt says {header_tilt:g} deg, positions give "
-                            f"{row['tilt_deg']:.2f} deg; the positions are used")
+    note = tilt_note(row["header_tilt_deg"], row["tilt_deg"], row["manufacturer"])
+    if note:
+        row["notes"].append(note)
     return kept
+
+
+def tilt_note(header_deg: float | None, measured_deg: float, manufacturer: str | None
+              ) -> str | None:
+    """What a user comparing with the scanner console needs to know when GantryDetectorTilt
+    (kept as written) and the tilt measured from the positions (cohort's sign,
+    `cohort.geometry`) differ; None when they agree."""
+    if header_deg is None:
+        return None
+    if abs(abs(header_deg) - abs(measured_deg)) > 1.0:
+        return (f"GantryDetectorTilt says {header_deg:g} deg, the slice positions give "
+                f"{measured_deg:.2f} deg; the positions are used")
+    if abs(measured_deg) < 1.0 or np.sign(header_deg) == np.sign(measured_deg):
+        return None
+    convention = header_tilt_convention(manufacturer)
+    why = (f"the known convention of {manufacturer}, which writes the opposite sign"
+           if convention == -1 else
+           f"not a convention we know for {manufacturer or 'this manufacturer'}: check the "
+           "scanner's documentation" if convention is None else
+           f"unexpected: {manufacturer} usually writes the measured sign; check the headers")
+    return (f"GantryDetectorTilt {header_deg:+g} deg as written; measured {measured_deg:+.1f} "
+            "deg (negative: the front edge of each slice is higher): opposite signs, " + why)
 
 
 def _mode(values):

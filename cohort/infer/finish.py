@@ -149,8 +149,22 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
         except Exception as e:  # noqa: BLE001  (as the picture: a note, not an error row)
             logger.warning("series %s: no label map (%s)", row["series_key"], type(e).__name__)
             row["error_detail"] = _note(row.get("error_detail"), f"no label map: {e}")
+    to_native(row)
     row["seconds_quantify"] = round(time.perf_counter() - t0, 3)
     return row
+
+
+def to_native(row: dict) -> None:
+    """Landmark slices from the read volume's slices to the acquired (native) ones, in
+    place: ``<landmark>_slice`` becomes the native index, ``<landmark>_volume_slice`` keeps
+    the volume's (for label maps and pictures). Identical for regular series; they differ
+    when reading resampled the stack (variable slice spacing, filled gaps)."""
+    native = row.get("native_slice")
+    for name in LANDMARKS:
+        k = row.get(f"{name}_slice")
+        row[f"{name}_volume_slice"] = k
+        if k is not None and native is not None and len(native):
+            row[f"{name}_slice"] = int(native[min(int(k), len(native) - 1)])
 
 
 def _note(old: str | None, new: str) -> str:

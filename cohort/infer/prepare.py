@@ -23,7 +23,7 @@ from cohort.preprocess.model_input import ModelInputConfig, prepare
 from cohort.quantify import summarise_calcium
 from cohort.read.isolate import IsolatedReader
 from cohort.read.nifti import read_nifti
-from cohort.read.series import ReadConfig, read_series
+from cohort.read.series import ReadConfig, read_series, volume_to_native
 from cohort.read.volume import Volume
 from cohort.storage import StorageOptions, filesystem, join, redact
 
@@ -132,6 +132,9 @@ def prepare_series(files: list[str], series_uid: str, config: PrepareConfig) -> 
             "model_depth": model_input.depth,
             "calcium": None,
             "slice_repairs": slice_repairs(volume),
+            # landmarks go back to acquired slices: the native slice of every volume slice
+            "native_slice": volume_to_native(volume).tolist(),
+            "variable_spacing": bool(volume.provenance.get("variable_spacing")),
         }
         if config.masks_url:
             mask = read_mask(config, volume, series_uid)

@@ -5,6 +5,13 @@ The paper insists on full depth resolution, so slices are never interpolated alo
 The one exception is explicit: a volume with more slices than the model's ``max_len`` keeps
 every f-th slice (f the smallest whole factor that fits), still at native positions, and
 the mapping back to volume slices and z says so.
+
+A variable-thickness stack (contiguous blocks, `cohort.read.stack`) is read onto the finest
+block's spacing. ``depth="volume"`` (the default) gives the model every slice of that
+volume, so its positions are evenly spaced in z as in training; ``depth="native"`` gives
+it only the volume slices nearest the acquired ones, so thick blocks come out shorter in
+the sequence than they are in the head. `benchmarks/bench_variable_spacing.py` measures
+both on synthetic stepped protocols (the README gives the figures behind the default).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ class ModelInputConfig:
     window_high_hu: float = 1400.0  # (soft tissue, bone and calcium all keep contrast)
     max_len: int = 512  # the model's longest sequence
     head_threshold_hu: float = -500.0  # voxels above this are "head" for centring
+    #: which slices of a variable-thickness volume the model sees: "volume" (all of its
+    #: evenly spaced slices) or "native" (those nearest the acquired slices)
+    depth: str = "volume"
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 512:
@@ -33,6 +43,9 @@ class ModelInputConfig:
             raise ConfigError("model input needs a positive field of view and a window with "
                               f"high > low, got {self.fov_mm} mm, [{self.window_low_hu}, "
                               f"{self.window_high_hu}] HU")
+        if self.depth not in ("volume", "native"):
+            raise ConfigError(f"model input depth must be 'volume' or 'native', got "
+                              f"{self.depth!r}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,12 @@ def prepare(volume: Volume, config: ModelInputConfig = ModelInputConfig()) -> Mo
     """The model input of one volume (see module docstring)."""
     grid = volume.grid
     nk = grid.shape[0]
-    decimation = max(1, -(-nk // config.max_len))
-    keep = np.arange(0, nk, decimation)
+    slices = np.arange(nk)
+    native = volume.provenance.get("native_slice_index")
+    if config.depth == "native" and volume.provenance.get("variable_spacing") and native:
+        slices = np.unique(np.clip(np.rint(native), 0, nk - 1).astype(np.int64))
+    decimation = max(1, -(-len(slices) // config.max_len))
+    keep = slices[::decimation]
     cx, cy = head_centre(volume, config.head_threshold_hu)
     px = config.fov_mm / config.size
     # in-plane sampling positions (world) of the model grid, the same for every axial slice

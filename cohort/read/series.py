@@ -10,9 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from cohort.errors import ErrorCode, SeriesError
+from cohort.geometry import Grid, native_slice_of
 from cohort.read.decode import DecodedSlice, decode
 from cohort.read.resample import correct_tilt, regularise
-from cohort.read.stack import StackRules, check_stack, signed_tilt_deg
+from cohort.read.stack import (
+    SliceGeometry,
+    StackGeometry,
+    StackRules,
+    check_stack,
+    signed_tilt_deg,
+)
 from cohort.read.volume import Volume
 from cohort.storage import StorageOptions, filesystem, redact
 
@@ -92,6 +99,8 @@ def read_series(uris: list[str], options: StorageOptions | None = None,
         "tilt_deg": signed_tilt_deg(geom), "tilt_corrected": False,
         "slice_step_mm": geom.step_mm, "notes": list(geom.notes),
         "transfer_syntax": decoded[0].transfer_syntax,
+        "variable_spacing": geom.variable_spacing,
+        "spacing_blocks": [b.as_dict() for b in geom.blocks],
     }
     if geom.tilt_deg > 0:
         if not config.correct_tilt:
@@ -100,5 +109,39 @@ def read_series(uris: list[str], options: StorageOptions | None = None,
                               "off; switch it on (ReadConfig.correct_tilt)", series=series)
         array, grid = correct_tilt(array, grid)
         provenance["tilt_corrected"] = True
+    provenance.update(native_slices(geom, grid, [decoded[i].geometry for i in geom.order]))
     provenance["seconds"] = round(time.perf_counter() - t0, 3)
     return Volume(np.ascontiguousarray(array, dtype=np.float32), grid, series, provenance)
+
+
+def native_slices(geom: StackGeometry, grid: Grid, slices: list[SliceGeometry]) -> dict:
+    """Where the acquired (native) slices lie on the read volume's grid: their fractional
+    volume slice index, world z at the image centre, and height along z (SliceThickness
+    through the tilt, else the step). Landmarks go back to native slices with these."""
+    idx = np.asarray(geom.slice_index, dtype=float)
+    z_volume = grid.world((grid.shape[2] - 1) / 2, (grid.shape[1] - 1) / 2,
+                          np.arange(grid.shape[0]))[:, 2]
+    if len(z_volume) > 1:
+        z = np.interp(idx, np.arange(len(z_volume)), z_volume,
+                      left=np.nan, right=np.nan)
+        dz = float(z_volume[1] - z_volume[0])
+        z = np.where(np.isnan(z), z_volume[0] + idx * dz, z)  # the top slice past the grid
+    else:
+        z = np.full(len(idx), z_volume[0])
+    cos_t = float(np.cos(np.radians(geom.tilt_deg)))
+    height = [s.thickness / cos_t if s.thickness else geom.step_mm / cos_t for s in slices]
+    return {"native_slice_index": idx.tolist(), "native_slice_z_mm": z.tolist(),
+            "native_slice_height_mm": [float(h) for h in height]}
+
+
+def volume_to_native(volume: Volume) -> np.ndarray:
+    """For every slice of a read volume, the acquired (native) slice that holds it
+    (`cohort.geometry.native_slice_of`), as int64; the identity for a volume without
+    native-slice provenance (e.g. NIfTI)."""
+    p = volume.provenance
+    nk, nj, ni = volume.grid.shape
+    if not p.get("native_slice_z_mm"):
+        return np.arange(nk)
+    z = volume.grid.world((ni - 1) / 2, (nj - 1) / 2, np.arange(nk))[:, 2]
+    return native_slice_of(z, p["native_slice_z_mm"], p["native_slice_height_mm"]).astype(
+        np.int64)

@@ -20,6 +20,8 @@ SCANNERS = (
      ("FC21", "FC26"), ("FC30", "FC81"), True, 16, None),
 )
 THICKNESSES_MM = (0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0)
+#: (posterior fossa, cerebrum) slice thicknesses of sequential (stepped) head protocols
+STEPPED_BLOCKS_MM = ((2.5, 5.0), (3.0, 7.0), (4.0, 7.0), (4.0, 8.0), (5.0, 10.0))
 
 #: transfer syntaxes the generator writes, by short name
 TRANSFER_SYNTAXES = ("explicit", "implicit", "deflate", "rle", "jpeg-ls", "jpeg2000")
@@ -43,10 +45,19 @@ class Protocol:
     transfer_syntax: str
     kvp: float
     exposure_mas: float
+    #: a stepped (sequential, two-block) protocol: the upper block's thickness (the lower
+    #: block has slice_thickness_mm), and where between the carotid canal and the clinoids
+    #: (0..1 of a range around them) the blocks meet. None: one regular (helical) stack.
+    upper_thickness_mm: float | None = None
+    block_split: float | None = None
 
     @property
     def fov_mm(self) -> float:
         return self.pixel_spacing_mm * self.matrix
+
+    @property
+    def stepped(self) -> bool:
+        return self.upper_thickness_mm is not None
 
 
 def noise_sd(kernel_is_bone: bool, thickness_mm: float, base: float) -> float:
@@ -55,7 +66,7 @@ def noise_sd(kernel_is_bone: bool, thickness_mm: float, base: float) -> float:
 
 
 def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices, spacing_range,
-                    tilt_p: float, transfer_syntax: str) -> Protocol:
+                    tilt_p: float, transfer_syntax: str, stepped_p: float = 0.0) -> Protocol:
     """Draw the protocol of a primary (soft-tissue kernel) axial head series."""
     man, models, soft, _, signed, bits, pad = SCANNERS[int(rng.integers(len(SCANNERS)))]
     thickness = float(thickness_choices[int(rng.integers(len(thickness_choices)))])
@@ -67,6 +78,10 @@ def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices,
     ts = transfer_syntax
     if ts == "mixed":
         ts = TRANSFER_SYNTAXES[int(rng.integers(len(TRANSFER_SYNTAXES)))]
+    upper = split = None
+    if stepped_p > 0 and rng.random() < stepped_p:  # no draw at all otherwise: same cohorts
+        thickness, upper = STEPPED_BLOCKS_MM[int(rng.integers(len(STEPPED_BLOCKS_MM)))]
+        split = float(rng.uniform(0.0, 1.0))
     return Protocol(
         manufacturer=man, model=str(rng.choice(models)), kernel=str(rng.choice(soft)),
         bone_kernel=False, slice_thickness_mm=thickness, pixel_spacing_mm=round(spacing, 5),
@@ -76,6 +91,7 @@ def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices,
         rescale_intercept=-1024.0, transfer_syntax=ts,
         kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
         exposure_mas=float(rng.uniform(200, 400)),
+        upper_thickness_mm=upper, block_split=split,
     )
 
 

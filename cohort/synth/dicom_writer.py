@@ -24,7 +24,7 @@ from pydicom.uid import (
 )
 
 from cohort import __version__
-from cohort.geometry import Grid
+from cohort.geometry import Grid, header_tilt_convention
 from cohort.synth.acquisition import Protocol
 
 TRANSFER_SYNTAX_UIDS = {
@@ -92,7 +92,9 @@ def _base_dataset(ident: SeriesIdentity, p: Protocol, sop_uid: str, ts_uid) -> D
     ds.KVP = f"{p.kvp:g}"
     ds.Exposure = int(p.exposure_mas)
     ds.ConvolutionKernel = p.kernel
-    ds.GantryDetectorTilt = f"{p.tilt_deg:g}"
+    # the header's sign as the manufacturer writes it (cohort.geometry: GE is the opposite
+    # of the measured tilt); Protocol.tilt_deg has the measured sign
+    ds.GantryDetectorTilt = f"{(header_tilt_convention(p.manufacturer) or 1) * p.tilt_deg:g}"
     ds.PatientPosition = "HFS"
     ds.StudyInstanceUID = ident.study_uid
     ds.SeriesInstanceUID = ident.series_uid
@@ -128,8 +130,12 @@ def stored_values(hu: np.ndarray, p: Protocol, fov_circle: np.ndarray | None) ->
 
 
 def encode_series(hu: np.ndarray, grid: Grid, p: Protocol, ident: SeriesIdentity,
-                  sop_uids: list[str]) -> list[bytes]:
-    """One encoded DICOM file (bytes) per slice, slice k at ``grid.slice_positions()[k]``."""
+                  sop_uids: list[str], instances: list[int] | None = None) -> list[bytes]:
+    """One encoded DICOM file (bytes) per slice, slice k at ``grid.slice_positions()[k]``.
+
+    ``instances``: the InstanceNumber of each slice (default: head to feet, 1 at the top);
+    a series written in several blocks numbers its slices across all of them.
+    """
     nk, nj, ni = hu.shape
     fov_circle = None
     if p.padding_value is not None:  # scanners that pad outside the reconstruction circle
@@ -151,7 +157,7 @@ def encode_series(hu: np.ndarray, grid: Grid, p: Protocol, ident: SeriesIdentity
     ds.Rows, ds.Columns = nj, ni
     for k in range(nk):
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uids[k]
-        ds.InstanceNumber = nk - k  # head to feet
+        ds.InstanceNumber = nk - k if instances is None else instances[k]  # head to feet
         ds.ImagePositionPatient = [f"{v:.4f}" for v in positions[k]]
         ds.SliceLocation = f"{positions[k][2]:.4f}"
         arr = stored_values(hu[k], p, fov_circle)

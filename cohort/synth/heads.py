@@ -33,7 +33,7 @@ from cohort import __version__
 from cohort.anatomy import LANDMARKS, SEGMENTS
 from cohort.config import SynthConfig
 from cohort.errors import ConfigError
-from cohort.geometry import Grid
+from cohort.geometry import Grid, native_slice_of
 from cohort.schemas import GROUND_TRUTH
 from cohort.storage import (
     StorageOptions,
@@ -53,10 +53,13 @@ from cohort.synth.scan import (
     ScanTruth,
     acquisition_grid,
     finish_image,
+    native_centres,
     placement_of,
     render_scan,
     sample_coverage,
     scan_truth,
+    stepped_grids,
+    stepped_truth_grid,
     subsamples,
 )
 from cohort.synth.subject import Plaque, Pose, Subject, sample_pose, sample_subject
@@ -117,7 +120,8 @@ def generate_patient(cfg: SynthConfig, index: int, out_url: str,
         coverage = sample_coverage(srng, phantom, cfg.neck_cut_p)
         protocol = sample_protocol(srng, matrix=cfg.matrix, thickness_choices=cfg.thicknesses_mm,
                                    spacing_range=cfg.pixel_spacing_mm, tilt_p=cfg.tilt_p,
-                                   transfer_syntax=cfg.transfer_syntax)
+                                   transfer_syntax=cfg.transfer_syntax,
+                                   stepped_p=cfg.stepped_p)
         date = f"{year}{int(srng.integers(1, 13)):02d}{int(srng.integers(1, 29)):02d}"
         study = dict(
             patient_name=name, patient_id=patient_id, birth_date=birth, sex=sex,
@@ -162,6 +166,8 @@ class _StudyContext:
         return f"dicom/{s['patient_id']}/{s['study_date']}_{s['accession']}/{series_number:03d}"
 
     def write_all(self, p: Protocol) -> list[dict]:
+        if p.stepped:
+            return self.write_stepped(p)
         cfg = self.cfg
         grid = acquisition_grid(self.phantom, self.placement, self.coverage, p)
         clean, occ = render_scan(self.phantom, self.placement, grid, p, cfg.render_scale)
@@ -175,7 +181,7 @@ class _StudyContext:
         if wants_localizer:
             rows.append(self.write_localizer(clean, grid, p))
         image = finish_image(clean, p, self.rng)
-        rows.append(self.write_series(2, "primary", image, grid, p, truth))
+        rows.append(self.write_series(2, "primary", [(image, grid, p)], truth))
         if wants_second:
             if p.slice_thickness_mm < 3.0:
                 m = max(2, int(round(5.0 / p.slice_thickness_mm)))
@@ -187,26 +193,65 @@ class _StudyContext:
                 pt = thick_variant(p, p.slice_thickness_mm * m)
                 ttruth = scan_truth(self.phantom, self.placement, tgrid.axial_equivalent(),
                                     subsamples(pt.slice_thickness_mm))
-                rows.append(self.write_series(3, "thick", finish_image(thick_clean, pt, self.rng),
-                                              tgrid, pt, ttruth))
+                rows.append(self.write_series(
+                    3, "thick", [(finish_image(thick_clean, pt, self.rng), tgrid, pt)], ttruth))
             else:
                 pb = bone_variant(p, self.rng)
-                rows.append(self.write_series(3, "bone_kernel", finish_image(clean, pb, self.rng),
-                                              grid, pb, truth))
+                rows.append(self.write_series(
+                    3, "bone_kernel", [(finish_image(clean, pb, self.rng), grid, pb)], truth))
         return rows
 
-    def write_series(self, number: int, series_role: str, hu: np.ndarray, grid: Grid,
-                     p: Protocol, truth: ScanTruth) -> dict:
+    def write_stepped(self, p: Protocol) -> list[dict]:
+        """A sequential head protocol: two contiguous blocks of different thickness in one
+        series; the ground truth lives on the grid the reader puts it on (the lower
+        block's spacing, `stepped_truth_grid`)."""
+        cfg = self.cfg
+        grids = stepped_grids(self.phantom, self.placement, self.coverage, p)
+        protocols = [p, thick_variant(p, p.upper_thickness_mm)]
+        cleans = [render_scan(self.phantom, self.placement, g, q, cfg.render_scale)[0]
+                  for g, q in zip(grids, protocols, strict=True)]
+        truth = scan_truth(self.phantom, self.placement, stepped_truth_grid(grids),
+                           subsamples(p.slice_thickness_mm))
+        rows = []
+        wants_localizer = self.rng.random() < cfg.localizer_p
+        wants_second = self.rng.random() < cfg.second_series_p
+        if wants_localizer:
+            rows.append(self.write_localizer(cleans[1], grids[1], p))
+        blocks = [(finish_image(c, q, self.rng), g, q)
+                  for c, g, q in zip(cleans, grids, protocols, strict=True)]
+        rows.append(self.write_series(2, "primary", blocks, truth))
+        if wants_second:
+            pb = bone_variant(p, self.rng)
+            bones = [pb, replace(thick_variant(pb, p.upper_thickness_mm),
+                                 noise_sd_hu=protocols[1].noise_sd_hu * 4.0)]
+            blocks = [(finish_image(c, q, self.rng), g, q)
+                      for c, g, q in zip(cleans, grids, bones, strict=True)]
+            rows.append(self.write_series(3, "bone_kernel", blocks, truth))
+        return rows
+
+    def write_series(self, number: int, series_role: str,
+                     blocks: list[tuple[np.ndarray, Grid, Protocol]], truth: ScanTruth) -> dict:
+        """One series of one or more contiguous blocks (hu, grid, protocol), feet to head."""
+        _, grid, p = blocks[0]
+        n_total = sum(g.shape[0] for _, g, _ in blocks)
         desc = {"primary": "HEAD 5mm STND" if p.slice_thickness_mm >= 5 else "HEAD AXIAL",
                 "thick": f"HEAD {p.slice_thickness_mm:g}mm THICK",
                 "bone_kernel": "HEAD BONE"}[series_role]
+        if len(blocks) > 1:
+            desc = f"HEAD SEQ {'/'.join(f'{q.slice_thickness_mm:g}' for _, _, q in blocks)}mm" \
+                + (" BONE" if p.bone_kernel else "")
         ident = self.identity(number, desc)
-        sops = [_uid(self.cfg, self.index, self.study_no, number, k) for k in range(grid.shape[0])]
-        files = encode_series(hu, grid, p, ident, sops)
+        sops = [_uid(self.cfg, self.index, self.study_no, number, k) for k in range(n_total)]
         folder = self.dicom_dir(number)
-        for k, data in enumerate(files):
-            write_bytes(join(self.out_url, folder, f"IM{grid.shape[0] - k:04d}.dcm"), data,
-                        self.options)
+        k0 = 0
+        for hu, g, q in blocks:
+            nk = g.shape[0]
+            files = encode_series(hu, g, q, ident, sops[k0:k0 + nk],
+                                  instances=[n_total - k for k in range(k0, k0 + nk)])
+            for k, data in enumerate(files, start=k0):
+                write_bytes(join(self.out_url, folder, f"IM{n_total - k:04d}.dcm"), data,
+                            self.options)
+            k0 += nk
         mask_rel = f"masks/{ident.series_uid}.nii.gz"
         labels_rel = f"labels/{ident.series_uid}.nii.gz"
         write_bytes(join(self.out_url, mask_rel), nifti_bytes(truth.mask, truth.grid), self.options)
@@ -216,9 +261,19 @@ class _StudyContext:
         row.update(mask_path=mask_rel, labels_path=labels_rel,
                    first_slice_z_mm=float(truth.grid.origin[2]),
                    n_plaques=truth.plaques_in_scan,
-                   total_calcium_mm3=float(sum(truth.segment_volumes_mm3.values())))
+                   total_calcium_mm3=float(sum(truth.segment_volumes_mm3.values())),
+                   n_slices=n_total, truth_grid_slices=truth.grid.shape[0],
+                   slice_step_mm=float(truth.grid.spacing[2]),
+                   variable_spacing=len(blocks) > 1,
+                   upper_slice_thickness_mm=(blocks[-1][2].slice_thickness_mm
+                                             if len(blocks) > 1 else None))
+        native = None
+        if len(blocks) > 1:  # landmark slices count acquired slices, not truth-grid ones
+            native = native_centres([g for _, g, _ in blocks],
+                                    [q.slice_thickness_mm for _, _, q in blocks], p.tilt_deg)
         for name in LANDMARKS:
-            row[f"{name}_slice"] = truth.landmark_slices[name]
+            row[f"{name}_slice"] = (truth.landmark_slices[name] if native is None else
+                                    int(native_slice_of(truth.landmark_z_mm[name], *native)))
             row[f"{name}_z_mm"] = truth.landmark_z_mm[name]
         for name in SEGMENTS:
             row[f"{name}_mm3"] = truth.segment_volumes_mm3[name]

@@ -10,6 +10,7 @@ import numpy as np
 
 from cohort.anatomy import LANDMARK_KINDS, SEGMENTS, SIDES, segment_label, segment_of_slices
 from cohort.geometry import Grid
+from cohort.read.stack import StackRules
 from cohort.synth.acquisition import Protocol, add_kernel_and_noise
 from cohort.synth.phantom import Phantom
 from cohort.synth.render import (
@@ -74,6 +75,61 @@ def acquisition_grid(phantom: Phantom, placement: Placement, coverage: Coverage,
     # a tilted plane through the isocentre row: shift so that the centre row sits at `bottom`
     origin[2] -= px * np.sin(t) * (n - 1) / 2
     return Grid(tuple(origin), tuple(col), tuple(row), (0.0, 0.0, dz), (nk, n, n))
+
+
+def stepped_grids(phantom: Phantom, placement: Placement, coverage: Coverage,
+                  p: Protocol) -> list[Grid]:
+    """The two contiguous blocks of a stepped (sequential) head protocol, feet to head.
+
+    As on scanners, the slices of a block lie one thickness apart along the (tilted) slice
+    normal, so thickness / cos(tilt) apart in z, and the blocks touch: the first upper slice
+    sits half of each thickness above the last lower one. The blocks meet at a height drawn
+    around the skull base (`Protocol.block_split` of the range from 10 mm below the lower
+    carotid canal to 35 mm above the higher clinoid), so that landmarks fall in either block.
+    """
+    base = acquisition_grid(phantom, placement, coverage, p)
+    cos_t = float(np.cos(np.radians(p.tilt_deg)))
+    lower, upper = p.slice_thickness_mm / cos_t, p.upper_thickness_mm / cos_t
+    nj, ni = base.shape[1:]
+    centre_shift = float(base.world((ni - 1) / 2, (nj - 1) / 2, 0)[2] - base.origin[2])
+    z_bottom = base.origin[2] + centre_shift
+    z_top = z_bottom + (base.shape[0] - 1) * base.slice_step[2]
+    heights = [float(placement.to_world(phantom.arteries[s].landmark_points[k])[2])
+               for s in SIDES for k in ("carotid_canal", "anterior_clinoid")]
+    lo, hi = min(heights) - 10.0, max(heights) + 35.0
+    junction = lo + float(p.block_split) * (hi - lo)
+    n1 = max(2, int(np.ceil((junction - z_bottom) / lower)))
+    first_upper = (n1 - 1) * lower + (lower + upper) / 2  # above the lowest slice
+    n2 = max(2, int(np.ceil((z_top - z_bottom - first_upper) / upper)) + 1)
+    o = np.asarray(base.origin, dtype=float)
+    return [Grid(tuple(o), base.col_step, base.row_step, (0.0, 0.0, lower), (n1, nj, ni)),
+            Grid(tuple(o + [0.0, 0.0, first_upper]), base.col_step, base.row_step,
+                 (0.0, 0.0, upper), (n2, nj, ni))]
+
+
+def stepped_truth_grid(blocks: list[Grid]) -> Grid:
+    """The regular axial grid the reader puts a stepped stack on: the lower (finest)
+    block's spacing from its first slice, up to the last whole step below the top slice
+    (`cohort.read.stack.check_stack`)."""
+    first, last = blocks[0], blocks[-1]
+    step = first.slice_step[2]
+    extent = last.origin[2] + (last.shape[0] - 1) * last.slice_step[2] - first.origin[2]
+    nk = int(np.floor(extent / step + StackRules().uneven_tol)) + 1
+    grid = Grid(first.origin, first.col_step, first.row_step, first.slice_step,
+                (nk, *first.shape[1:]))
+    return grid.axial_equivalent()
+
+
+def native_centres(blocks: list[Grid], thicknesses_mm: list[float], tilt_deg: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """World z at the image centre, and height along z, of every acquired slice."""
+    cos_t = float(np.cos(np.radians(tilt_deg)))
+    z, h = [], []
+    for g, t in zip(blocks, thicknesses_mm, strict=True):
+        nj, ni = g.shape[1:]
+        z.append(g.world((ni - 1) / 2, (nj - 1) / 2, np.arange(g.shape[0]))[:, 2])
+        h.append(np.full(g.shape[0], t / cos_t))
+    return np.concatenate(z), np.concatenate(h)
 
 
 def subsamples(thickness_mm: float) -> int:

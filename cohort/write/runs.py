@@ -148,7 +148,9 @@ def long_rows(row: dict) -> tuple[list[dict], list[dict]]:
     for name in LANDMARKS:
         side, kind = _split(name, LANDMARK_KINDS)
         marks.append({**base, "landmark": name, "side": side, "kind": kind,
-                      "slice": row.get(f"{name}_slice"), "z_mm": row.get(f"{name}_z_mm"),
+                      "slice": row.get(f"{name}_slice"),
+                      "volume_slice": row.get(f"{name}_volume_slice"),
+                      "z_mm": row.get(f"{name}_z_mm"),
                       "probability": row.get(f"{name}_prob"), "low_confidence": name in low})
     segs = []
     if row.get("volumes_computed"):

@@ -53,3 +53,23 @@ def test_deeper_than_max_len_keeps_every_fth_native_slice():
     assert mi.depth == 34
     np.testing.assert_array_equal(mi.slice_index[:4], [0, 3, 6, 9])
     np.testing.assert_allclose(mi.slice_z_mm, vol.slice_z_mm()[::3])
+
+
+def test_a_stepped_volume_gives_every_slice_or_only_the_acquired_ones(stepped_cohort):
+    """depth="volume" (default): every slice of the finest-spacing volume; "native": the
+    volume slices nearest the acquired ones, one each."""
+    import pandas as pd
+
+    from cohort.read.series import read_series
+
+    root, _ = stepped_cohort
+    t = pd.read_parquet(root / "ground_truth.parquet").iloc[0]
+    files = sorted(str(p) for p in (root / t.dicom_dir).iterdir())
+    vol = read_series(files)
+    every = prepare(vol, ModelInputConfig(size=32))
+    native = prepare(vol, ModelInputConfig(size=32, depth="native"))
+    assert every.depth == vol.grid.shape[0] == t.truth_grid_slices
+    assert native.depth == t.n_slices < every.depth
+    assert np.all(np.diff(native.slice_z_mm) > 0)
+    with pytest.raises(ValueError, match="'volume' or 'native'"):
+        ModelInputConfig(depth="resampled")
