@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     TRUNCATED = "truncated"  # the file ends before its declared content
     UNREADABLE_HEADER = "unreadable_header"  # the data set cannot be parsed
     NO_PIXEL_DATA = "no_pixel_data"  # an image object whose PixelData is missing
+    UNSUPPORTED_COMPRESSION = "unsupported_compression"  # pixels in a vendor's private element
     IO_ERROR = "io_error"  # storage could not deliver the object
     # one series
     NOT_CT = "not_ct"

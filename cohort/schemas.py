@@ -78,8 +78,9 @@ OBJECTS = pa.schema(
         pa.field("patient_id", pa.string()),
         pa.field("study_uid", pa.string()),
         pa.field("series_uid", pa.string()),
-        pa.field("series_number", pa.int32()),
-        pa.field("instance_number", pa.int32()),
+        # IS values: up to 12 characters, so any legal value fits 64 bits (not 32)
+        pa.field("series_number", pa.int64()),
+        pa.field("instance_number", pa.int64()),
         pa.field("modality", pa.string()),
         pa.field("image_type", pa.list_(pa.string())),
         pa.field("manufacturer", pa.string()),
@@ -90,7 +91,7 @@ OBJECTS = pa.schema(
         pa.field("rows", pa.int32()),
         pa.field("columns", pa.int32()),
         pa.field("samples_per_pixel", pa.int32()),
-        pa.field("number_of_frames", pa.int32()),
+        pa.field("number_of_frames", pa.int64()),  # IS as well
         pa.field("photometric", pa.string()),
         pa.field("bits_allocated", pa.int32()),
         pa.field("pixel_spacing_mm", pa.list_(pa.float64())),  # (between rows, between columns)
@@ -99,6 +100,9 @@ OBJECTS = pa.schema(
         pa.field("image_orientation", pa.list_(pa.float64())),  # ImageOrientationPatient
         pa.field("gantry_tilt_deg", pa.float64()),  # GantryDetectorTilt as written
         pa.field("pixel_data_bytes", pa.int64()),  # declared length; null: encapsulated
+        # what was read in spite of a problem, each "code: detail" (cohort.discover.headers):
+        # skipped_private_element, no_series_uid, out_of_range, unreadable_value
+        pa.field("notes", pa.list_(pa.string())),
     ],
     metadata={"cohort.table": "objects", "cohort.version": MANIFEST_VERSION},
 )
@@ -127,7 +131,7 @@ MANIFEST = pa.schema(
         pa.field("series_uid", pa.string()),
         pa.field("stack_index", pa.int32()),  # 1.. when the UID holds several stacks, else 1
         pa.field("n_stacks", pa.int32()),  # stacks under this SeriesInstanceUID
-        pa.field("series_number", pa.int32()),
+        pa.field("series_number", pa.int64()),  # IS: up to 12 digits
         pa.field("series_description", pa.string()),
         pa.field("study_date", pa.string()),
         pa.field("modality", pa.string()),
@@ -139,7 +143,7 @@ MANIFEST = pa.schema(
         pa.field("kernel_class", pa.string()),  # soft | bone | unknown
         pa.field("transfer_syntax_uids", pa.list_(pa.string())),
         pa.field("samples_per_pixel", pa.int32()),
-        pa.field("number_of_frames", pa.int32()),
+        pa.field("number_of_frames", pa.int64()),
         pa.field("rows", pa.int32()),
         pa.field("columns", pa.int32()),
         pa.field("pixel_spacing_mm", pa.list_(pa.float64())),
@@ -167,6 +171,8 @@ MANIFEST = pa.schema(
         # on the finest block's spacing; spacing_blocks lists them feet to head
         pa.field("variable_spacing", pa.bool_()),
         pa.field("spacing_blocks", pa.list_(SPACING_BLOCK)),
+        # slice step > 1.5 x thickness: part of the depth never imaged (a note says how much)
+        pa.field("sparse_slices", pa.bool_()),
     ],
     metadata={"cohort.table": "manifest", "cohort.version": MANIFEST_VERSION},
 )
@@ -222,8 +228,13 @@ SERIES = pa.schema(
         pa.field("total_calcium_voxels", pa.int64()),
         pa.field("n_plaques", pa.int32()),
         pa.field("risk_group", pa.string()),
+        pa.field("risk_scheme", pa.string()),  # the cut-offs that made risk_group
         pa.field("qc_flags", pa.list_(pa.string())),
         pa.field("low_confidence_landmarks", pa.list_(pa.string())),
+        # a landmark probability below it is low confidence; from the model's checkpoint
+        # (fitted on its validation split), the configuration, or the 0.5 fallback
+        pa.field("confidence_threshold", pa.float64()),
+        pa.field("confidence_threshold_source", pa.string()),  # model | config | fallback
         pa.field("qc_picture", pa.string()),  # relative to the run folder, when drawn
         pa.field("label_map", pa.string()),  # relative NIfTI of segment labels, when written
         pa.field("model_name", pa.string()),

@@ -4,12 +4,32 @@
 schema (`cohort.schemas`), either an image header or an `ErrorCode` with a message:
 
 - NOT_DICOM: no 'DICM' prefix and nothing that parses as a data set (text, NIfTI, empty);
-- DICOMDIR: a media directory; NOT_IMAGE: a DICOM object without pixels (SR, PR, ...);
-- NO_PIXEL_DATA: an image object whose PixelData is missing;
+- DICOMDIR: a media directory;
+- NO_PIXEL_DATA or NOT_IMAGE, for an object without a pixel element, by one rule: it is an
+  image that lost its pixels (NO_PIXEL_DATA, failed) when its SOP class is an Image Storage
+  class (CT Image Storage, Secondary Capture Image Storage, ...) or, when its SOP class is
+  missing or unknown (private), when it has Rows and Columns; anything else is an object
+  that is no image (NOT_IMAGE, not selected: reports, presentation states, raw data,
+  spectroscopy);
+- UNSUPPORTED_COMPRESSION: the pixels are in a vendor's private compressed element instead
+  of PixelData (Elscint "Tamar" compression in (07A1,xx0A)); the message names the element;
 - TRUNCATED: the object ends inside its header, or is smaller than its PixelData element
   declares; SIZE_MISMATCH: PixelData is shorter than Rows x Columns x frames needs;
 - UNREADABLE_HEADER: the parser failed (or recursed too deep) on a malformed data set;
 - IO_ERROR: storage did not deliver the bytes.
+
+Before an object is called truncated or unreadable, a private element the parser went
+wrong in is skipped and the object parsed again (`cohort.read.quirks`); when that reaches
+sound pixel data the image is usable. The row's ``notes`` say what was read in spite of a
+problem, each starting with a short code:
+
+- ``skipped_private_element``: which element (gggg,eeee) was left out, at which byte;
+- ``no_series_uid``: the image has no SeriesInstanceUID (discovery groups it by
+  StudyInstanceUID, SeriesNumber and folder, `cohort.discover.grouping`);
+- ``out_of_range`` / ``unreadable_value``: a header value (named by keyword and tag) that
+  does not fit its column or cannot be read; the column is left empty.
+
+Byte offsets in messages are decimal, pydicom's hexadecimal positions included.
 
 Only the header is read (pydicom stops before the pixels), through `RangeReader`. Damage
 inside compressed (encapsulated) pixel data of large objects is left to the reader: here it
@@ -25,9 +45,11 @@ import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pyarrow as pa
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
@@ -36,18 +58,24 @@ from cohort.config import DiscoveryConfig
 from cohort.discover.listing import ObjectInfo
 from cohort.discover.ranged import RangeReader
 from cohort.errors import ErrorCode, SeriesError
+from cohort.read.quirks import (
+    Element,
+    TopLevel,
+    decimal_positions,
+    private_pixels,
+    reparse_without_private,
+    tag_text,
+)
 from cohort.schemas import OBJECTS
 from cohort.storage import StorageOptions, filesystem, is_local
 
 logger = logging.getLogger(__name__)
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # PixelData, Float, Double
-_LONG_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "SQ", "UN", "UC", "UR", "UT", "SV",
-                       "UV"})
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _SEQ_END = 0xFFFEE000, 0xFFFEE0DD
 _QUOTED = re.compile(r"(['\"]).*?\1")
+_INT_BOUNDS = {pa.int32(): (-(2**31), 2**31 - 1), pa.int64(): (-(2**63), 2**63 - 1)}
 
 
 def _text(v) -> str | None:
@@ -123,7 +151,8 @@ def read_header(fs, obj: ObjectInfo, cfg: DiscoveryConfig | None = None, *,
     """
     cfg = cfg or DiscoveryConfig()
     row = dict.fromkeys(OBJECTS.names)
-    row.update(uri=obj.uri, size_bytes=int(obj.size), bytes_read=0, range_requests=0)
+    row.update(uri=obj.uri, size_bytes=int(obj.size), bytes_read=0, range_requests=0,
+               notes=[])
     if isinstance(first, BaseException):
         row.update(error_code=ErrorCode.IO_ERROR.value, range_requests=1,
                    error_detail=f"storage did not deliver the object: {type(first).__name__}: "
@@ -134,57 +163,87 @@ def read_header(fs, obj: ObjectInfo, cfg: DiscoveryConfig | None = None, *,
     try:
         if obj.size == 0:
             raise SeriesError(ErrorCode.NOT_DICOM, "empty object (0 bytes)", uri=obj.uri)
-        ds, pixel = _parse(reader, obj.uri)
-        _classify(ds, pixel, reader, row, obj.uri)
+        ds, top = _read(reader, obj.uri, row["notes"], cfg.max_header_bytes)
+        _classify(ds, top, reader, row, obj.uri)
     except SeriesError as e:
         row.update(error_code=e.code.value, error_detail=e.detail)
     except RecursionError:
         row.update(error_code=ErrorCode.UNREADABLE_HEADER.value,
                    error_detail="the data set nests sequences too deeply to parse "
                                 "(RecursionError); the file is malformed")
-    except Exception as e:  # noqa: BLE001 - any parser failure is a property of the file
-        code = ErrorCode.TRUNCATED if reader.short_read or reader.at_end else \
-            ErrorCode.UNREADABLE_HEADER
-        where = f" at byte {reader.tell()} of {reader.size}"
-        row.update(error_code=code.value,
-                   error_detail=f"pydicom cannot parse the header{where}: "
-                                f"{type(e).__name__}: {_scrubbed(str(e))[:200]}")
+    except Exception as e:  # noqa: BLE001 - a value pydicom cannot convert is the file's
+        row.update(error_code=ErrorCode.UNREADABLE_HEADER.value,
+                   error_detail=f"pydicom cannot read the header: {type(e).__name__}: "
+                                f"{decimal_positions(_scrubbed(str(e)))[:200]}")
+    row["notes"] += fit_integers(row, OBJECTS)
     row.update(bytes_read=reader.bytes_read, range_requests=reader.requests)
     return row
 
 
-class _Pixel:
-    """Where the first pixel element starts, as the parser met it."""
+def _read(reader: RangeReader, uri: str, notes: list[str], max_bytes: int
+          ) -> tuple[pydicom.Dataset, TopLevel]:
+    """The data set (without pixels) and its top-level elements, parsed again without a
+    private element the first parse went wrong in when that gives sound pixel data."""
+    ds, top, force, error = _parse(reader, uri)
+    if error is not None or (top.pixel is None and _may_hide_pixels(ds, reader)):
+        again = reparse_without_private(reader.peek, reader.size, top, force=force,
+                                        limit=min(reader.size, max_bytes))
+        if again is not None:
+            notes.append(again.note())
+            pixel = again.top.pixel  # at its offset in the object, not in the view
+            again.top.pixel = replace(pixel, start=again.view.real(pixel.start))
+            reader.seek(again.top.pixel.start)
+            reader.short_read = False
+            return again.dataset, again.top
+    if isinstance(error, SeriesError):
+        raise error
+    if error is not None:
+        code = ErrorCode.TRUNCATED if reader.short_read or reader.at_end else \
+            ErrorCode.UNREADABLE_HEADER
+        raise SeriesError(code, f"pydicom cannot parse the header at byte {reader.tell()} of "
+                          f"{reader.size}{top.where()}: {type(error).__name__}: "
+                          f"{decimal_positions(_scrubbed(str(error)))[:200]}", uri=uri)
+    return ds, top
 
-    def __init__(self) -> None:
-        self.tag: int | None = None
-        self.vr: str | None = None
-        self.length: int | None = None
 
-    def stop(self, tag, vr, length) -> bool:
-        if int(tag) in _PIXEL_TAGS:
-            self.tag, self.vr, self.length = int(tag), vr, int(length)
-            return True
-        return False
+def _parse(reader: RangeReader, uri: str
+           ) -> tuple[pydicom.Dataset | None, TopLevel, bool, Exception | None]:
+    """The data set (without pixels), its top-level elements, whether it was read as a
+    bare data set, and what the parser raised (None when it did not)."""
+    for force in (False, True):
+        top = TopLevel(reader.tell)
+        try:
+            return read_partial(reader, stop_when=top, force=force), top, force, None
+        except InvalidDicomError:
+            head = reader.read_at(0, 16)
+            if force or not _looks_like_data_set(head):
+                raise SeriesError(ErrorCode.NOT_DICOM,
+                                  "no DICOM 'DICM' prefix and no data set at the start "
+                                  f"({_kind_of(head)})", uri=uri) from None
+            # a bare data set without preamble and file meta, as some old archives hold
+            reader.seek(0)
+            reader.short_read = False
+        except RecursionError:
+            raise
+        except SeriesError as e:  # the reader's: past max_header_bytes, or storage failed
+            if e.code == ErrorCode.IO_ERROR:
+                raise
+            return None, top, force, e
+        except Exception as e:  # noqa: BLE001 - any parser failure is a property of the file
+            return None, top, force, e
+    raise AssertionError("unreachable: the forced parse does not raise InvalidDicomError")
 
 
-def _parse(reader: RangeReader, uri: str):
-    """The data set (without pixels) and where its pixel element is."""
-    pixel = _Pixel()
-    try:
-        ds = read_partial(reader, stop_when=pixel.stop, force=False)
-    except InvalidDicomError:
-        head = reader.read_at(0, 16)
-        if not _looks_like_data_set(head):
-            raise SeriesError(ErrorCode.NOT_DICOM,
-                              "no DICOM 'DICM' prefix and no data set at the start "
-                              f"({_kind_of(head)})", uri=uri) from None
-        # a bare data set without preamble and file meta, as some old archives hold
-        reader.seek(0)
-        reader.short_read = False
-        pixel = _Pixel()
-        ds = read_partial(reader, stop_when=pixel.stop, force=True)
-    return ds, pixel
+def _may_hide_pixels(ds, reader: RangeReader) -> bool:
+    """True when a parse that found no pixel element may have lost them to a private
+    element: it ran out of bytes, or the object is an image without vendor pixels."""
+    if reader.short_read:
+        return True
+    meta = getattr(ds, "file_meta", None)
+    sop_class = _get(ds, "SOPClassUID", _text) or (
+        _get(meta, "MediaStorageSOPClassUID", _text) if meta is not None else None)
+    return private_pixels(ds) is None and is_image(sop_class, _get(ds, "Rows", _int),
+                                                   _get(ds, "Columns", _int))[0]
 
 
 def _kind_of(head: bytes) -> str:
@@ -209,7 +268,20 @@ def _looks_like_data_set(head: bytes) -> bool:
     return group in (0x0002, 0x0008) and element < 0x2000
 
 
-def _classify(ds, pixel: _Pixel, reader: RangeReader, row: dict, uri: str) -> None:
+def is_image(sop_class: str | None, rows: int | None, columns: int | None
+             ) -> tuple[bool, str]:
+    """Whether an object is an image (so that missing pixels are a fault), and why: its SOP
+    class decides when pydicom knows it (an Image Storage class), else Rows and Columns."""
+    name = _sop_name(sop_class) if sop_class else None
+    if sop_class and name != sop_class:  # a SOP class pydicom knows
+        return "Image Storage" in name, f"SOP class {name}"
+    if rows and columns:
+        return True, (f"Rows and Columns, SOP class {sop_class or 'missing'} (not one "
+                      "pydicom knows)" if sop_class else "Rows and Columns, no SOP class")
+    return False, f"SOP class {sop_class or 'missing'}, no Rows and Columns"
+
+
+def _classify(ds, top: TopLevel, reader: RangeReader, row: dict, uri: str) -> None:
     """Fill ``row`` from ``ds``; raise SeriesError for anything that is not a usable image."""
     meta = getattr(ds, "file_meta", None)
     media_class = _get(meta, "MediaStorageSOPClassUID", _text) if meta is not None else None
@@ -219,29 +291,38 @@ def _classify(ds, pixel: _Pixel, reader: RangeReader, row: dict, uri: str) -> No
         raise SeriesError(ErrorCode.DICOMDIR, "a DICOMDIR (media directory), not an image; "
                           "its images are listed as objects of their own", uri=uri)
     for column, (keyword, convert) in FIELDS.items():
-        row[column] = _get(ds, keyword, convert)
+        row[column] = _get(ds, keyword, convert, row["notes"])
     if row["sop_class_uid"] is None:
         row["sop_class_uid"] = media_class
-    if pixel.tag is None:
+    pixel = top.pixel
+    if pixel is None:
+        compressed = private_pixels(ds)
+        if compressed:
+            raise SeriesError(ErrorCode.UNSUPPORTED_COMPRESSION,
+                              f"no PixelData: the pixels are {compressed}, a vendor's own "
+                              "encoding that no open decoder here reads; export the series "
+                              "again uncompressed (or in a standard transfer syntax) from "
+                              "the vendor's workstation or PACS", uri=uri)
         if reader.short_read:
             raise SeriesError(ErrorCode.TRUNCATED, f"the object ends inside its header "
-                              f"({reader.size} bytes)", uri=uri)
-        if row["rows"] and row["columns"]:
+                              f"({reader.size} bytes{top.where()})", uri=uri)
+        image, why = is_image(row["sop_class_uid"], row["rows"], row["columns"])
+        if image:
             raise SeriesError(ErrorCode.NO_PIXEL_DATA,
-                              "an image header (Rows, Columns) without PixelData (or a file "
-                              "cut exactly before its pixels)", uri=uri)
-        raise SeriesError(ErrorCode.NOT_IMAGE, f"a DICOM object without pixels (SOP class "
-                          f"{_sop_name(row['sop_class_uid'])})", uri=uri)
+                              f"an image ({why}) without PixelData (or a file cut exactly "
+                              "before its pixels)", uri=uri)
+        raise SeriesError(ErrorCode.NOT_IMAGE, f"a DICOM object without pixels ({why})",
+                          uri=uri)
     if reader.short_read:
         raise SeriesError(ErrorCode.TRUNCATED, f"the object ends inside its header "
-                          f"({reader.size} bytes)", uri=uri)
+                          f"({reader.size} bytes{top.where()})", uri=uri)
     _check_pixel_length(pixel, reader, row, uri, deflated=_is_deflated(row))
     if not row["series_uid"]:
-        raise SeriesError(ErrorCode.UNREADABLE_HEADER,
-                          "an image without SeriesInstanceUID: it cannot be grouped", uri=uri)
+        row["notes"].append("no_series_uid: the image has no SeriesInstanceUID; it is grouped "
+                            "with the images of its StudyInstanceUID, SeriesNumber and folder")
 
 
-def _check_pixel_length(pixel: _Pixel, reader: RangeReader, row: dict, uri: str, *,
+def _check_pixel_length(pixel: Element, reader: RangeReader, row: dict, uri: str, *,
                         deflated: bool) -> None:
     """TRUNCATED / SIZE_MISMATCH from the pixel element's declared length, when cheap."""
     if pixel.length == _UNDEFINED:  # encapsulated (compressed) frames
@@ -250,8 +331,7 @@ def _check_pixel_length(pixel: _Pixel, reader: RangeReader, row: dict, uri: str,
         return
     row["pixel_data_bytes"] = pixel.length
     if not deflated:  # in a deflated file, offsets are in the inflated stream
-        header = 12 if (pixel.vr in _LONG_VRS) else 8
-        end = reader.tell() + header + pixel.length
+        end = pixel.start + pixel.header + pixel.length
         if end > reader.size:
             raise SeriesError(ErrorCode.TRUNCATED,
                               f"the object is {reader.size} bytes but its pixel data declares "
@@ -268,9 +348,9 @@ def _check_pixel_length(pixel: _Pixel, reader: RangeReader, row: dict, uri: str,
                               f"{frames} frame(s) at {bits} bits need {need}", uri=uri)
 
 
-def _check_fragments(reader: RangeReader, pixel: _Pixel, uri: str) -> None:
+def _check_fragments(reader: RangeReader, pixel: Element, uri: str) -> None:
     """Walk the encapsulated items of a fully fetched object up to the sequence end."""
-    pos = reader.tell() + 12  # encapsulated data is explicit VR little endian
+    pos = pixel.start + 12  # encapsulated data is explicit VR little endian
     while True:
         head = reader.read_at(pos, 8)
         if len(head) < 8:
@@ -290,8 +370,9 @@ def _is_deflated(row: dict) -> bool:
     return row.get("transfer_syntax_uid") == pydicom.uid.DeflatedExplicitVRLittleEndian
 
 
-def _get(ds, keyword: str, convert):
-    """``convert(ds.<keyword>)``, or None when absent, empty or not convertible."""
+def _get(ds, keyword: str, convert, notes: list[str] | None = None):
+    """``convert(ds.<keyword>)``, or None when absent, empty or not convertible (then noted
+    in ``notes``, when given)."""
     try:
         if keyword not in ds:
             return None
@@ -299,7 +380,33 @@ def _get(ds, keyword: str, convert):
         return None if value is None else convert(value)
     except Exception as e:  # noqa: BLE001 - one bad value must not lose the header
         logger.debug("unreadable %s: %s", keyword, e)
+        if notes is not None:
+            notes.append(f"unreadable_value: {keyword} {_tag_of(keyword)} cannot be read "
+                         f"({type(e).__name__}: {_scrubbed(str(e))[:80]}); left empty")
         return None
+
+
+def _tag_of(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return tag_text(tag) if tag is not None else ""
+
+
+def fit_integers(row: dict, schema: pa.Schema) -> list[str]:
+    """Empty the integer columns of ``row`` whose value does not fit ``schema``'s type, and
+    say which (keyword and tag) in notes: one odd value must not fail a table."""
+    keywords = {column: keyword for column, (keyword, _) in FIELDS.items()}
+    notes = []
+    for field in schema:
+        value = row.get(field.name)
+        bounds = _INT_BOUNDS.get(field.type)
+        if bounds is None or not isinstance(value, int) or bounds[0] <= value <= bounds[1]:
+            continue
+        row[field.name] = None
+        keyword = keywords.get(field.name)
+        what = f"{keyword} {_tag_of(keyword)}" if keyword else field.name
+        notes.append(f"out_of_range: {what} is {value}, beyond the {field.type} column "
+                     f"{field.name}; left empty")
+    return notes
 
 
 def _sop_name(uid: str | None) -> str:
@@ -336,14 +443,33 @@ def read_headers(context: tuple[str, StorageOptions | None, DiscoveryConfig],
         else:  # other remote filesystems: fetch in threads
             with ThreadPoolExecutor(min(cfg.io_threads, len(objects))) as pool:
                 rows = list(pool.map(lambda o: read_header(fs, o, cfg), objects))
-    return pa.Table.from_pylist(rows, schema=OBJECTS)
+    try:
+        return pa.Table.from_pylist(rows, schema=OBJECTS)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        # a value no check above foresaw: that object's row says so, the batch goes on
+        return pa.Table.from_pylist([_storable(r) for r in rows], schema=OBJECTS)
+
+
+def _storable(row: dict) -> dict:
+    """``row``, or its PROCESSING_FAILED row when a value does not fit OBJECTS."""
+    try:
+        pa.Table.from_pylist([row], schema=OBJECTS)
+        return row
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
+        bad = dict.fromkeys(OBJECTS.names)
+        bad.update({k: row[k] for k in ("uri", "size_bytes", "bytes_read", "range_requests")},
+                   notes=[], error_code=ErrorCode.PROCESSING_FAILED.value,
+                   error_detail=f"a header value does not fit the objects table "
+                                f"({type(e).__name__}: {_scrubbed(str(e))[:200]}); please "
+                                "report this file")
+        return bad
 
 
 def lost_row(obj: ObjectInfo, reason: str) -> dict:
     """The OBJECTS row of an object whose header read killed its worker twice."""
     row = dict.fromkeys(OBJECTS.names)
     row.update(uri=obj.uri, size_bytes=int(obj.size), bytes_read=0, range_requests=0,
-               error_code=ErrorCode.UNREADABLE_HEADER.value,
+               notes=[], error_code=ErrorCode.UNREADABLE_HEADER.value,
                error_detail=f"reading this header crashed its worker ({reason}); the file is "
                             "probably malformed: inspect it with pydicom.dcmread")
     return row
@@ -351,11 +477,12 @@ def lost_row(obj: ObjectInfo, reason: str) -> dict:
 
 @contextlib.contextmanager
 def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's per-element warnings (invalid VR values are common and harmless
-    here: each header is judged by what discovery needs, and problems become rows)."""
+    """Silence pydicom's per-element warnings and errors (invalid VR values are common and
+    harmless here: each header is judged by what discovery needs, and problems become rows
+    and notes, not console lines)."""
     log = logging.getLogger("pydicom")
     level = log.level
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -20,6 +20,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cohort.discover.headers import fit_integers
 from cohort.errors import ErrorCode, StorageError
 from cohort.schemas import MANIFEST
 from cohort.storage import (
@@ -52,6 +53,7 @@ def object_row(obj: dict) -> dict:
         kind="object", status="not_selected" if code in NOT_SELECTED_OBJECT_CODES else "failed",
         error_code=code, error_detail=obj["error_detail"], n_files=1,
         n_bytes=obj["size_bytes"], header_bytes_read=obj["bytes_read"], files=[obj["uri"]],
+        notes=list(obj.get("notes") or []),
     )
     for column in ("patient_id", "study_uid", "series_uid", "series_number", "modality",
                    "sop_class_uid", "manufacturer", "model", "kernel", "series_description",
@@ -64,7 +66,20 @@ def object_row(obj: dict) -> dict:
 
 def manifest_table(rows: list[dict]) -> pa.Table:
     """``rows`` as a MANIFEST table: series by patient, study and SeriesNumber, then
-    objects by URI."""
+    objects by URI.
+
+    A series row without SeriesInstanceUID (its images have none; grouped by study,
+    SeriesNumber and folder) gets the note ``no_series_uid``; an integer too large for its
+    column is left empty with an ``out_of_range`` note rather than failing the table."""
+    for r in rows:
+        notes = fit_integers(r, MANIFEST)
+        if r["kind"] == "series" and r["series_uid"] is None:
+            notes.append(f"no_series_uid: its images have no SeriesInstanceUID; they were "
+                         f"grouped by StudyInstanceUID, SeriesNumber and folder as "
+                         f"{r['series_key']}")
+        if notes:
+            r["notes"] = [*(r["notes"] or []), *notes]
+
     def order(r: dict) -> tuple:
         return (r["kind"] != "series", r["patient_id"] or "", r["study_uid"] or "",
                 r["series_number"] is None, r["series_number"] or 0, r["series_key"] or "",

@@ -120,6 +120,20 @@ class RangeReader(io.RawIOBase):
         data = self._fetch(start, stop)
         return data
 
+    def peek(self, start: int, n: int) -> bytes:
+        """``n`` bytes from offset ``start`` (fewer at the end), fetched into the cache as
+        `read` fetches them, without moving the position or marking a short read.
+
+        Raises:
+            SeriesError: UNREADABLE_HEADER past ``max_bytes``; IO_ERROR from storage.
+        """
+        stop = min(start + n, self._size)
+        if stop <= start:
+            return b""
+        if stop > len(self._buf):
+            self._fill(stop)
+        return bytes(self._buf[start:min(stop, len(self._buf))])
+
     def _fetch(self, start: int, stop: int) -> bytes:
         """Bytes [start, stop) from storage, in one request."""
         try:

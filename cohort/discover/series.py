@@ -173,6 +173,7 @@ def _measure_geometry(row: dict, files: list[dict], rules: StackRules) -> list[d
         needs_resampling=bool(geometry.needs_resampling),
         duplicate_files=[files[i]["uri"] for i in geometry.duplicates],
         variable_spacing=geometry.variable_spacing,
+        sparse_slices=geometry.sparse is not None,
         spacing_blocks=[b.as_dict() for b in geometry.blocks] or None,
     )
     row["notes"].extend(geometry.notes)

@@ -3,6 +3,7 @@ turned into a `SeriesError` with a code."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -13,9 +14,17 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.pixels import get_decoder, pixel_array
 
 from cohort.errors import ErrorCode, SeriesError
+from cohort.read.quirks import (
+    Spliced,
+    TopLevel,
+    decimal_positions,
+    private_pixels,
+    reparse_without_private,
+)
 from cohort.read.stack import SliceGeometry
 
 AIR_HU = -1024.0
@@ -58,9 +67,10 @@ class DecodedSlice:
     slope: float
     intercept: float
     padding: tuple[int, int] | None  # stored values that mean "outside the image"
-    series_uid: str
+    series_uid: str | None  # None: the file has no SeriesInstanceUID
     transfer_syntax: str
     instance: int | None
+    notes: tuple[str, ...] = ()  # what was read in spite of a problem (`parse`)
 
     def hu_into(self, out: np.ndarray) -> np.ndarray:
         """Write the slice's CT numbers (float32) into ``out`` and return it."""
@@ -78,23 +88,60 @@ class DecodedSlice:
         return self.hu_into(np.empty(self.stored.shape, dtype=np.float32))
 
 
-def parse(data: bytes, uri: str) -> tuple[pydicom.Dataset, bool]:
-    """The whole data set of a file's bytes, and whether the file ended early."""
+def parse(data: bytes, uri: str) -> tuple[pydicom.Dataset, bool, tuple[str, ...]]:
+    """The whole data set of a file's bytes, whether the file ended early, and notes on
+    what was read in spite of a problem: a private element pydicom cannot parse is left out
+    (`cohort.read.quirks`) before the file is called truncated or unreadable."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(io.BytesIO(data))
-        truncated = any("End of file reached" in str(w.message) for w in caught)
-        return ds, truncated
+        ds, truncated, top = _read(io.BytesIO(data))
+        error = None
     except InvalidDicomError as e:
         raise SeriesError(ErrorCode.NOT_DICOM, f"not a DICOM file ({e})", uri=uri) from e
     except RecursionError as e:
         raise SeriesError(ErrorCode.UNREADABLE_HEADER, "the data set nests without end",
                           uri=uri) from e
-    except EOFError as e:
-        raise SeriesError(ErrorCode.TRUNCATED, f"the file ends early ({e})", uri=uri) from e
-    except Exception as e:  # pydicom raises many types on malformed data
-        raise SeriesError(ErrorCode.UNREADABLE_HEADER, f"cannot parse: {e!r}", uri=uri) from e
+    except _Failed as e:  # pydicom raises many types on malformed data
+        ds, truncated, top, error, failed_at = None, True, e.top, e.error, e.position
+    if error is not None or truncated or (
+            "PixelData" not in ds and private_pixels(ds) is None):
+        def read_at(start: int, n: int) -> bytes:
+            return data[start:start + n]
+
+        again = reparse_without_private(read_at, len(data), top, force=False)
+        if again is not None:
+            with contextlib.suppress(_Failed, RecursionError):
+                whole, cut_short, _ = _read(Spliced(read_at, len(data), again.view.cuts))
+                return whole, cut_short, (again.note(),)
+    if error is not None:
+        code = (ErrorCode.TRUNCATED if isinstance(error, EOFError) or failed_at >= len(data)
+                else ErrorCode.UNREADABLE_HEADER)
+        raise SeriesError(code, f"pydicom cannot parse the file at byte {failed_at} of "
+                          f"{len(data)}{top.where()}: {type(error).__name__}: "
+                          f"{decimal_positions(str(error))}", uri=uri) from error
+    return ds, truncated, ()
+
+
+class _Failed(Exception):
+    """pydicom failed on a data set; carries what it raised, the top-level elements it had
+    met and the byte it had reached."""
+
+    def __init__(self, error: Exception, top: TopLevel, position: int):
+        super().__init__(str(error))
+        self.error, self.top, self.position = error, top, position
+
+
+def _read(fp) -> tuple[pydicom.Dataset, bool, TopLevel]:
+    """The data set in ``fp``, whether it ended early, and its top-level elements."""
+    top = TopLevel(fp.tell, stop_at_pixels=False)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = read_partial(fp, stop_when=top, force=False)
+    except (InvalidDicomError, RecursionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any parser failure is a property of the file
+        raise _Failed(e, top, fp.tell()) from e
+    return ds, any("End of file reached" in str(w.message) for w in caught), top
 
 
 def _padding(ds: pydicom.Dataset, signed: bool) -> tuple[int, int] | None:
@@ -125,19 +172,35 @@ def stored_to_int(raw: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray
     return v
 
 
+def _thickness(ds: pydicom.Dataset) -> float | None:
+    """SliceThickness in mm, or None when absent, empty or not a positive number."""
+    try:
+        value = float(ds.get("SliceThickness") or 0)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 def decode(data: bytes, uri: str) -> DecodedSlice:
     """Decode one single-frame, single-sample CT slice to HU.
 
     Raises:
-        SeriesError: NOT_DICOM, TRUNCATED, UNREADABLE_HEADER, NO_PIXEL_DATA, COLOR,
-            MULTIFRAME, UNSUPPORTED_TRANSFER_SYNTAX, SIZE_MISMATCH or DECODE_FAILED.
+        SeriesError: NOT_DICOM, TRUNCATED, UNREADABLE_HEADER, NO_PIXEL_DATA,
+            UNSUPPORTED_COMPRESSION, COLOR, MULTIFRAME, UNSUPPORTED_TRANSFER_SYNTAX,
+            SIZE_MISMATCH or DECODE_FAILED.
     """
-    ds, truncated = parse(data, uri)
-    series = str(ds.get("SeriesInstanceUID", "")) or None
+    ds, truncated, notes = parse(data, uri)
+    series = str(ds.get("SeriesInstanceUID", "")).strip() or None
     if truncated and ("PixelData" not in ds or ds["PixelData"].is_undefined_length):
         raise SeriesError(ErrorCode.TRUNCATED, "the file ends inside its pixel data",
                           series=series, uri=uri)
     if "PixelData" not in ds:
+        compressed = private_pixels(ds)
+        if compressed:
+            raise SeriesError(ErrorCode.UNSUPPORTED_COMPRESSION,
+                              f"no PixelData: the pixels are {compressed}, which no decoder "
+                              "here reads; export the series again uncompressed",
+                              series=series, uri=uri)
         raise SeriesError(ErrorCode.NO_PIXEL_DATA, "no PixelData element", series=series,
                           uri=uri)
     if int(ds.get("SamplesPerPixel", 1)) != 1:
@@ -194,7 +257,7 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
                     plugin = ""
                 raw = pixel_array(ds, decoding_plugin=plugin)
     except ValueError as e:
-        msg = str(e)
+        msg = decimal_positions(str(e))
         code = (ErrorCode.SIZE_MISMATCH if "length" in msg or "size" in msg
                 else ErrorCode.DECODE_FAILED)
         raise SeriesError(code, f"pixel data do not decode: {msg}", series=series,
@@ -203,8 +266,9 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
         raise SeriesError(ErrorCode.UNSUPPORTED_TRANSFER_SYNTAX, str(e), series=series,
                           uri=uri) from e
     except Exception as e:  # decoders raise their own types on corrupt streams
-        raise SeriesError(ErrorCode.DECODE_FAILED, f"pixel data do not decode: {e!r}",
-                          series=series, uri=uri) from e
+        raise SeriesError(ErrorCode.DECODE_FAILED, f"pixel data do not decode: "
+                          f"{type(e).__name__}: {decimal_positions(str(e))}", series=series,
+                          uri=uri) from e
     if raw.shape != (rows, cols):
         raise SeriesError(ErrorCode.SIZE_MISMATCH, f"decoded {raw.shape}, header says "
                           f"{rows} x {cols}", series=series, uri=uri)
@@ -218,9 +282,10 @@ def decode(data: bytes, uri: str) -> DecodedSlice:
             position=tuple(float(x) for x in ds.ImagePositionPatient),
             orientation=tuple(float(x) for x in ds.ImageOrientationPatient),
             rows=rows, columns=cols,
-            pixel_spacing=tuple(float(x) for x in ds.PixelSpacing))
+            pixel_spacing=tuple(float(x) for x in ds.PixelSpacing),
+            thickness=_thickness(ds))
     except (AttributeError, TypeError, ValueError):
         geometry = None  # fine for one image; a stack needs it (see read_series)
     instance = ds.get("InstanceNumber")
-    return DecodedSlice(geometry, v, slope, intercept, pad, series or "", str(ts) if ts else "",
-                        int(instance) if instance not in (None, "") else None)
+    return DecodedSlice(geometry, v, slope, intercept, pad, series, str(ts) if ts else "",
+                        int(instance) if instance not in (None, "") else None, notes)

@@ -77,11 +77,11 @@ def read_series(uris: list[str], options: StorageOptions | None = None,
                               "ImagePositionPatient / ImageOrientationPatient / PixelSpacing",
                               series=series or d.series_uid, uri=redact(u))
     uids = {d.series_uid for d in decoded}
-    series = series or (sorted(uids)[0] if uids else None)
+    series = series or next(iter(sorted(u for u in uids if u)), None)
     if len(uids) > 1:
         raise SeriesError(ErrorCode.INCONSISTENT_GEOMETRY,
-                          f"files belong to {len(uids)} different SeriesInstanceUIDs",
-                          series=series)
+                          f"files belong to {len(uids)} different SeriesInstanceUIDs"
+                          + (" (some have none)" if None in uids else ""), series=series)
     geom = check_stack([d.geometry for d in decoded], config.rules, series=series)
     nk, nj, ni = geom.grid.shape
     if nk * nj * ni > config.max_voxels:
@@ -97,9 +97,11 @@ def read_series(uris: list[str], options: StorageOptions | None = None,
         "n_files": len(uris), "duplicates_dropped": len(geom.duplicates),
         "missing_slices_filled": geom.missing_slices, "uneven_resampled": geom.uneven,
         "tilt_deg": signed_tilt_deg(geom), "tilt_corrected": False,
-        "slice_step_mm": geom.step_mm, "notes": list(geom.notes),
+        "slice_step_mm": geom.step_mm,
+        "notes": list(geom.notes) + sorted({n for d in decoded for n in d.notes}),
         "transfer_syntax": decoded[0].transfer_syntax,
         "variable_spacing": geom.variable_spacing,
+        "sparse_slices": geom.sparse,
         "spacing_blocks": [b.as_dict() for b in geom.blocks],
     }
     if geom.tilt_deg > 0:

@@ -40,6 +40,9 @@ class StackRules:
     max_gap_slices: int = 3  # a single gap of more missing slices fails the series
     max_axial_angle_deg: float = 45.0  # normal further than this from z: not an axial stack
     tilt_tol_deg: float = 0.5  # stacking direction vs normal: below this, no tilt
+    #: a step along the normal above this many slice thicknesses leaves part of the head
+    #: unsampled (e.g. 2.5 mm steps of 1.25 mm slices: every second slice missing): flagged
+    sparse_ratio: float = 1.5
     #: a block is contiguous when its step along the normal is at most its SliceThickness
     #: times (1 + this); at a junction the step may be (t1 + t2) / 2 times (1 + this)
     block_contiguity_tol: float = 0.1
@@ -93,6 +96,8 @@ class StackGeometry:
     #: contiguous blocks of different thickness (empty for a single-thickness stack); the
     #: grid then has the finest block's spacing
     blocks: tuple[SpacingBlock, ...] = ()
+    #: why the stack samples only part of the depth (step >> thickness), or None
+    sparse: str | None = None
 
     @property
     def variable_spacing(self) -> bool:
@@ -203,9 +208,28 @@ def check_stack(slices: list[SliceGeometry], rules: StackRules = StackRules(), *
                      + f"; read on a regular grid of {nominal:.3g} mm along the slice normal")
     if tilt:
         notes.append(f"gantry tilt {tilt:.2f} deg measured from positions")
+    sparse = None if blocks else sparse_sampling(len(order), nominal, thickness, rules)
+    if sparse:
+        notes.append(sparse)
     return StackGeometry(grid, tuple(int(i) for i in order), tuple(float(v) for v in idx),
                          duplicates, int(missing), uneven, tilt, nominal, tuple(notes),
-                         tuple(blocks or ()))
+                         tuple(blocks or ()), sparse)
+
+
+def sparse_sampling(n_slices: int, step_mm: float, thickness: list[float | None],
+                    rules: StackRules = StackRules()) -> str | None:
+    """A note when slices lie further apart along the normal than ``rules.sparse_ratio``
+    times their thickness (the gaps between them were never imaged), else None."""
+    known = [t for t in thickness if t]
+    if not known:
+        return None
+    t = float(np.median(known))
+    if step_mm <= rules.sparse_ratio * t:
+        return None
+    unsampled = 1 - t / step_mm
+    return (f"sparse_slices: {n_slices} slices {step_mm:.3g} mm apart, {t:.3g} mm thick: "
+            f"{unsampled:.0%} of the depth is not sampled (slices missing from the archive, "
+            "e.g. every second one, or a sparse protocol)")
 
 
 def spacing_blocks(d: np.ndarray, thickness: list[float | None], z: np.ndarray,

@@ -263,3 +263,31 @@ def test_real_skull_phantom_is_split_down_its_midline(philips):
     a, b = (s.symmetric_plane for s in splits.values())
     assert a.angle_to(b) < 1.0
     assert abs(_offset_at(a, b, a.point)) < 1.0
+
+
+def test_a_head_holder_does_not_move_the_midline(phantoms):
+    """A head turned 11 degrees in plane lies in a dense head holder (a curved shell of
+    500 HU behind and below the head, off-centre so that it is not symmetric about the
+    midline): the split still reports the head's rotation and finds its midline."""
+    pose = Pose(11.0, 0.0, 0.0, (3.1, -2.4, 0.0))
+    volume, placement, true = _scan(phantoms[7], pose)
+    clean = split_hemispheres(volume)
+    nk, nj, ni = volume.grid.shape
+    jj, ii = np.meshgrid(np.arange(nj), np.arange(ni), indexing="ij")
+    xy = volume.grid.world(ii, jj, np.zeros_like(ii))[..., :2]  # (nj, ni, 2) world mm
+    head = volume.array > -500
+    back = max(float(xy[..., 1][head[k]].max()) for k in range(nk) if head[k].any())
+    # a cradle: the arc 6-14 mm outside a 95 mm circle centred 20 mm to the patient's left
+    # of the head, its lowest point just behind the back of the head
+    centre = np.array([20.0, back + 6.0 - 95.0])
+    r = np.linalg.norm(xy - centre, axis=-1)
+    shell = (r > 95.0 + 6.0) & (r < 95.0 + 14.0) & (xy[..., 1] > centre[1] + 30.0)
+    holder = volume.array.copy()
+    holder[:, shell] = np.maximum(holder[:, shell], 500.0)
+    assert (holder != volume.array).sum() > 0.01 * holder.size
+    split = split_hemispheres(Volume(holder, volume.grid, series_uid="holder"))
+    rotation_deg = float(np.degrees(np.arccos(placement.rotation[0, 0])))
+    assert rotation_deg == pytest.approx(11.0, abs=0.01)
+    assert split.angle_deg == pytest.approx(rotation_deg, abs=0.5)  # reports the rotation
+    assert split.plane.angle_to(true) < 1.5
+    assert abs(_offset_at(true, split.plane, clean.paper_plane.point)) < 1.5
