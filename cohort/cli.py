@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -421,11 +422,22 @@ def _storage_failures() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+def quiet_ray() -> None:
+    """Ray's own messages below warnings stay in its log files (``-v`` shows them): its C++
+    core's error lines about restartable actors, Ray Data's operator dumps."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cohort.progress").setLevel(logging.INFO)  # shown without -v
+    if not args.verbose:
+        quiet_ray()
     try:
         if args.command == "synth" and args.what == "heads":
             return _run_synth_heads(args)

@@ -18,6 +18,9 @@ RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket
 
 def add_run_parser(sub) -> None:
     from cohort.cli import _index_options
+    from cohort.quantify import QuantifyConfig
+
+    quant = QuantifyConfig()  # the defaults are defined once, there
 
     p = sub.add_parser("run", help="the cohort job: landmarks and segment calcium -> Parquet",
                        description=RUN_HELP)
@@ -62,16 +65,42 @@ def add_run_parser(sub) -> None:
     p.add_argument("--keep-ids", action="store_true",
                    help="write PatientID and StudyInstanceUID as they are (no salt needed)")
     p.add_argument("--max-series", type=int, metavar="N", help="process at most N (a trial)")
+    p.add_argument("--mask-errors", action="store_true",
+                   help="make a series whose mask is missing or unusable an error row; by "
+                   "default it keeps its landmarks, gets the mask_* code and the QC flag "
+                   "mask_problem, and its segment volumes are not computed")
+    p.add_argument("--risk-cutoffs", type=float, nargs="+", metavar="MM3",
+                   default=list(quant.risk_thresholds_mm3),
+                   help="increasing total-ICAC-volume cut-offs (mm^3) between risk groups; a "
+                   "series is in the group of the number of cut-offs its volume exceeds. "
+                   "Default %(default)s: round PLACEHOLDERS one decade apart, not values from "
+                   "a published study; risk groups are study-specific (e.g. tertiles of your "
+                   "cohort's non-zero volumes, cohort.quantify.risk.tertile_cutoffs). Every "
+                   "row's risk_scheme says which cut-offs made its group")
+    p.add_argument("--risk-groups", nargs="+", metavar="NAME",
+                   default=list(quant.risk_groups),
+                   help="group names, one more than the cut-offs (default %(default)s)")
     _index_options(p)
 
     q = sub.add_parser("query", help="SQL over the published tables of a run output (DuckDB)",
                        description="Run SQL with DuckDB over the views series (newest row per "
                                    "series), series_all, landmarks, segments and runs of "
+                                   "OUTPUT_URL. qc_picture and label_map are relative to "
                                    "OUTPUT_URL. Example: cohort query out \"SELECT risk_group, "
                                    "count(*) FROM series GROUP BY 1\"")
     q.add_argument("output", metavar="OUTPUT_URL", help="the --out of `cohort run`")
     q.add_argument("sql", metavar="SQL")
-    q.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    form = q.add_mutually_exclusive_group()
+    form.add_argument("--csv", action="store_true",
+                      help="print CSV: a header, integers as integers, lists as JSON arrays "
+                      "in their cell, NULL as an empty cell")
+    form.add_argument("--json", action="store_true",
+                      help="print JSON Lines: one object per row, lists as arrays, integers "
+                      "as integers, NULL (and NaN) as null")
+    form.add_argument("--full", action="store_true",
+                      help="table with whole values (by default values are cut at 60 "
+                      "characters on a terminal, whole when the output is piped or "
+                      "redirected)")
     q.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
 
 
@@ -88,12 +117,13 @@ def run_run(args: argparse.Namespace) -> str:
         task_memory_gb=args.task_memory, task_cpus=args.task_cpus,
         finish_tasks=args.finish_tasks, retry_failed=args.retry_failed, qc=args.qc,
         qc_series=tuple(args.qc_series), label_maps=args.label_maps,
-        max_series=args.max_series,
+        max_series=args.max_series, mask_problems="error" if args.mask_errors else "note",
+        quantify=_quantify_config(args),
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),
         index=_index_config(args))
     report = run_cohort(args.input, args.out, config, _storage_options(args.s3_endpoint))
-    lines = [report.line()]
-    if report.manifest["model"]["trained_on"] == "synthetic phantoms":
+    lines = [report.line(), *report.qc_lines]
+    if report.manifest.get("model", {}).get("trained_on") == "synthetic phantoms":
         lines.append("model: trained on SYNTHETIC phantoms (the shipped demonstration "
                      "checkpoint unless --model says otherwise); not for clinical use")
     endpoint = f" --s3-endpoint {shlex.quote(args.s3_endpoint)}" if args.s3_endpoint else ""
@@ -102,13 +132,30 @@ def run_run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _quantify_config(args: argparse.Namespace):
+    from cohort.errors import ConfigError
+    from cohort.quantify import QuantifyConfig
+
+    default = QuantifyConfig()
+    cutoffs, groups = tuple(args.risk_cutoffs), tuple(args.risk_groups)
+    if cutoffs == default.risk_thresholds_mm3 and groups == default.risk_groups:
+        return default
+    if len(groups) != len(cutoffs) + 1 and groups == default.risk_groups:
+        raise ConfigError(f"--risk-cutoffs gives {len(cutoffs)} cut-offs: give --risk-groups with "
+                     f"{len(cutoffs) + 1} names")
+    return QuantifyConfig(risk_thresholds_mm3=cutoffs, risk_groups=groups,
+                          risk_source="given with --risk-cutoffs")
+
+
 def run_query(args: argparse.Namespace) -> str:
-    """Run the SQL; return the result as a table (or CSV) to print."""
+    """Run the SQL; return the result as a table, CSV or JSON Lines to print."""
+    import sys
+
     import duckdb
 
     from cohort.cli import _storage_options
     from cohort.errors import ConfigError
-    from cohort.query import connect
+    from cohort.query import VIEWS, as_csv, as_json_lines, as_text, connect
     from cohort.storage import filesystem, redact
     from cohort.write.runs import published_runs
 
@@ -121,13 +168,15 @@ def run_query(args: argparse.Namespace) -> str:
         raise ConfigError(f"{redact(args.output)} holds no published run "
                           "(runs/<id>/_SUCCESS.json); give the --out of a finished `cohort run`")
     con = connect(args.output, options)
-    try:
+    try:  # DuckDB raises some errors (conversions) only while the result is fetched
         rel = con.sql(args.sql)
-    except duckdb.Error as e:
-        raise ConfigError(f"query failed: {str(e).splitlines()[0]}; views: series, "
-                          "series_all, landmarks, segments, runs") from e
-    if rel is None:
-        return ""
-    if args.csv:
-        return rel.to_arrow_table().to_pandas().to_csv(index=False).rstrip("\n")
-    return rel.fetchdf().to_string(index=False, max_colwidth=60)
+        if rel is None:
+            return ""
+        if args.csv:
+            return as_csv(rel)
+        if args.json:
+            return as_json_lines(rel)
+        return as_text(rel, full=args.full or not sys.stdout.isatty())
+    except duckdb.Error as e:  # the whole message: "Did you mean", candidate bindings, LINE
+        raise ConfigError(f"query failed: {str(e).rstrip()}\nviews: {', '.join(VIEWS)}"
+                          ) from e

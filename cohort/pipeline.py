@@ -29,25 +29,45 @@ import pandas as pd
 
 from cohort import __version__
 from cohort.config import IndexConfig
-from cohort.errors import ConfigError, ErrorCode, SeriesError
+from cohort.discover.parallel import ensure_ray
+from cohort.errors import ConfigError, ErrorCode, SeriesError, StorageError
 from cohort.infer.checkpoint import ModelInfo, describe
 from cohort.infer.finish import QC_CHOICES, FinishConfig, finish_row
 from cohort.infer.identity import IdentityConfig, pseudonym
 from cohort.infer.prepare import PrepareConfig, prepare_isolated
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.quantify import QuantifyConfig
+from cohort.quantify.qc import summarise_flags
 from cohort.read.series import ReadConfig
 from cohort.storage import (
     StorageOptions,
+    check_endpoint,
     check_writable,
     filesystem,
     is_local,
     join,
     redact,
 )
-from cohort.write.runs import RunWriter, finished_keys, new_run_id, run_url, unfinished_runs
+from cohort.write.ownership import (
+    check_identity,
+    claim,
+    mismatched_keys,
+    record_identity,
+)
+from cohort.write.progress import Progress
+from cohort.write.runs import (
+    RunWriter,
+    finished_keys,
+    new_run_id,
+    published_runs,
+    remove_unfinished,
+    run_url,
+)
 
 logger = logging.getLogger(__name__)
+progress_logger = logging.getLogger("cohort.progress")
+#: what the run's QC summary reads of each row (cohort.quantify.qc.summarise_flags)
+_FLAG_KEYS = ("status", "qc_flags", "low_confidence_landmarks", "confidence_threshold_source")
 
 GiB = 1024**3
 
@@ -73,7 +93,11 @@ class RunConfig:
     qc: str = "flagged"  # QC pictures for: flagged | all | none
     qc_series: tuple[str, ...] = ()  # series keys or UIDs that get a picture in any case
     label_maps: bool = False  # NIfTI segment label maps (needs --masks)
+    #: a missing or unusable mask: "note" (landmarks kept, volumes not computed, mask_*
+    #: code on the row) or "error" (an error row, as for a failed image)
+    mask_problems: str = "note"
     part_rows: int = 500  # series per Parquet part file
+    progress_every: int = 50  # off a terminal, one progress log line per this many series
     max_series: int | None = None  # process at most this many (a trial run)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
@@ -104,6 +128,9 @@ class RunConfig:
             raise ConfigError("; ".join(bad))
         if self.qc not in QC_CHOICES:
             raise ConfigError(f"--qc must be one of {', '.join(QC_CHOICES)}, got {self.qc!r}")
+        if self.mask_problems not in ("note", "error"):
+            raise ConfigError(f"mask_problems must be 'note' or 'error', got "
+                              f"{self.mask_problems!r}")
         if self.label_maps and not self.masks:
             raise ConfigError("--label-maps needs --masks: label maps label calcium voxels")
         if self.max_series is not None and self.max_series < 1:
@@ -112,15 +139,20 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class RunReport:
-    run_id: str
-    url: str
+    run_id: str | None  # None: nothing to do, nothing published
+    url: str | None
     counts: dict[str, int]  # ok / skipped / error among this run's rows; finished_earlier
     seconds: float
     scans_per_minute: float
     manifest: dict
+    out_url: str | None = None
+    qc_lines: list[str] = field(default_factory=list)  # how many series flagged, and why
 
     def line(self) -> str:
         c = self.counts
+        if self.run_id is None:
+            return (f"nothing to do: every series of {redact(self.out_url or '')} finished in "
+                    "earlier runs (--retry-failed redoes failed ones); nothing was published")
         return (f"run {self.run_id}: {c.get('ok', 0)} ok, {c.get('skipped', 0)} skipped, "
                 f"{c.get('error', 0)} failed, {c.get('finished_earlier', 0)} finished in "
                 f"earlier runs{self._later()}; {self.scans_per_minute:.1f} scans/min over "
@@ -155,7 +187,7 @@ def load_manifest(input_url: str, out_url: str, config: IndexConfig,
         fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
         if fs.exists(path) and is_published(candidate, options, name=MARKER):
             return read_manifest(candidate, options).to_pandas(), candidate
-    if _inside(out_url, input_url, options):
+    if _inside(out_url, input_url, options):  # run_cohort checks it first; kept for callers
         raise ConfigError(f"--out {redact(out_url)} lies inside the input {redact(input_url)}: "
                           "the index would list the job's own outputs; write it elsewhere")
     index_url = join(out_url, "index")
@@ -206,7 +238,8 @@ STAGE_DEFAULTS = {
     "midline_angle_deg": None, "midline_point": None, "midline_normal": None,
     "model_decimation": None, "model_input": None, "model_depth": None, "calcium": None,
     "slice_repairs": None, "seconds_prepare": None, "native_slice": None,
-    "variable_spacing": None,
+    "confidence_threshold": None,
+    "variable_spacing": None, "sparse_slices": None, "mask_problem": None,
 }
 
 
@@ -217,7 +250,9 @@ def prepare_stage(row: dict, config: PrepareConfig,
     if fault_drill and row["series_uid"] == fault_drill[0]:
         _drill(fault_drill[1], config.storage)
     try:
-        row.update(prepare_isolated(list(row["files"]), row["series_uid"], config))
+        # a series without a SeriesInstanceUID goes by its key (masks: <key>.nii.gz)
+        row.update(prepare_isolated(list(row["files"]), row["series_uid"] or row["series_key"],
+                                    config))
     except SeriesError as e:
         row.update(status="error", error_code=e.code.value, error_detail=str(e))
     except Exception as e:  # noqa: BLE001  (one series must never fail the job)
@@ -238,7 +273,7 @@ def finish_stage(row: dict, config: FinishConfig) -> dict:
                    error_detail=f"quantification: {type(e).__name__}: {e}")
     row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
     for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub",
-                  "slice_repairs", "native_slice"):
+                  "slice_repairs", "native_slice", "sparse_slices", "mask_problem"):
         row.pop(heavy, None)
     return row
 
@@ -315,6 +350,14 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
 
     from cohort.infer.landmarks import LandmarkPredictor  # torch: the actors' import only
 
+    context = ray.data.DataContext.get_current()
+    # the job shows one progress display of its own (cohort.write.progress); Ray Data's
+    # operator bars and logs are for -v
+    context.enable_progress_bars = logging.getLogger().isEnabledFor(logging.INFO)
+    if not context.enable_progress_bars:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # its notice that we switched the bars off
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
     # worker deaths are retried by Ray Data's defaults (tasks and actor restarts); failures
     # of a series never raise out of a stage
@@ -366,50 +409,102 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
                options: StorageOptions | None = None) -> RunReport:
     """Run the job (see the module docstring); return what it did.
 
+    Every check that can refuse the job runs before anything is written; an output folder
+    this call created is removed again when it refuses. The run claims the output
+    (`cohort.write.ownership`), removes unpublished run folders of killed runs, and shuts
+    down a Ray instance it started.
+
     Raises:
         ConfigError / StorageError: before any series is processed (bad model, masks or
-            output, no salt); never because of one series.
+            output, no salt, another salt than the output's); never because of one series.
     """
-    from cohort.discover.parallel import ensure_ray
-
     config = config or RunConfig()
     t0 = time.perf_counter()
     identity = config.identity.resolved()
-    check_writable(out_url, options)
-    if config.masks:
-        fs, path = filesystem(config.masks, options)
-        if not fs.isdir(path):
-            raise ConfigError(f"--masks {redact(config.masks)} is not a folder; give the "
-                              "folder of <SeriesInstanceUID>.nii.gz calcium masks")
-    model = describe(config.model, options)
+    fs_out, out_path = filesystem(out_url, options)
+    existed = fs_out.exists(out_path)
+    run_id = new_run_id()
+    ownership = None
+    started_ray = False
+    try:
+        check_endpoint(options)  # an unreachable S3 server: said within seconds
+        check_writable(out_url, options)
+        if config.masks:
+            fs, path = filesystem(config.masks, options)
+            if not fs.isdir(path):
+                raise ConfigError(f"--masks {redact(config.masks)} is not a folder; give the "
+                                  "folder of <SeriesInstanceUID>.nii.gz calcium masks")
+        model = describe(config.model, options)
+        identity_known = check_identity(out_url, identity, options)
+        if _inside(out_url, input_url, options) and not is_index(input_url, options):
+            raise ConfigError(f"--out {redact(out_url)} lies inside the input "
+                              f"{redact(input_url)}: the index would list the job's own "
+                              "outputs; write it elsewhere")
+        ownership = claim(out_url, run_id, options)
+        if ownership.took_over:
+            logger.warning("run %s on this output was stopped before it ended; taking over",
+                           ownership.took_over.get("run_id"))
+        if not is_index(input_url, options) and config.index.discovery.executor == "ray":
+            started_ray = ensure_ray(config.index.discovery.num_cpus)
+        report = _run(input_url, out_url, config, options, identity, identity_known, model,
+                      run_id, t0)
+        if report is None:
+            return _nothing_to_do(out_url, t0)
+        return report
+    except (ConfigError, StorageError):
+        if not existed and fs_out.exists(out_path) and _only_ours(out_url, options):
+            fs_out.rm(out_path, recursive=True)  # a refused command leaves nothing behind
+        raise
+    finally:
+        if ownership is not None:
+            ownership.release()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(input_url: str, out_url: str, config: RunConfig, options: StorageOptions | None,
+         identity: IdentityConfig, identity_known: bool, model: ModelInfo, run_id: str,
+         t0: float) -> RunReport | None:
+    """The job once it owns the output; None when there is nothing to do."""
     model_input = ModelInputConfig(**model.model_input) if model.model_input else \
         ModelInputConfig()
     # deeper series are decimated by a whole factor (recorded), never refused by the model
     model_input = replace(model_input, max_len=min(model_input.max_len, model.max_len))
     manifest, index_url = load_manifest(input_url, out_url, config.index, options)
     series = manifest[manifest["kind"] == "series"]
-    for stale in unfinished_runs(out_url, options):
-        logger.warning("ignoring unfinished run %s (no marker): its series run again", stale)
+    if len(series) == 0:
+        raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
+                          f"{redact(index_url)} lists why each object was not used: "
+                          "objects.parquet); give a folder or prefix of DICOM files")
+    if not identity_known:
+        check_written_keys(out_url, series, identity, options)
+    stale = remove_unfinished(out_url, options)
+    if stale:
+        logger.warning("removed %d unfinished run folder(s) of runs stopped before they "
+                       "published (nothing in them was ever visible): %s", len(stale),
+                       ", ".join(stale))
     done = finished_keys(
         out_url, options, retry_failed=config.retry_failed, model_sha256=model.sha256,
         need_volumes=bool(config.masks),
         selected=frozenset(series.loc[series["status"] == "selected", "series_key"]))
     todo = series[~series["series_key"].isin(done)]
+    if len(todo) == 0:
+        return None
     selected = todo[todo["status"] == "selected"]
     later = 0
     if config.max_series is not None:
         later = max(0, len(selected) - config.max_series)
         selected = selected.head(config.max_series)
-    if len(series) == 0:
-        raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
-                          f"{redact(index_url)} lists why each object was not used: "
-                          "objects.parquet); give a folder or prefix of DICOM files")
     if config.masks and len(selected):
-        check_masks(config.masks, list(selected["series_uid"]), options)
+        check_masks(config.masks, [u or k for u, k in zip(selected["series_uid"],
+                                                          selected["series_key"], strict=True)],
+                    options)
     if len(selected):  # before anything is written: a job Ray cannot schedule would wait
         ensure_ray(config.index.discovery.num_cpus)
         check_resources(config)
-    run_id = new_run_id()
+    record_identity(out_url, identity, options)
     url = run_url(out_url, run_id)
     writer = RunWriter(out_url, run_id, options, config.part_rows)
     common = {"run_id": run_id, "model_name": model.name, "model_sha256": model.sha256,
@@ -422,43 +517,101 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         writer.add(row)
     prepare = PrepareConfig(read=replace(config.read, rules=config.index.stack),
                             model_input=model_input, masks_url=config.masks,
+                            mask_problems=config.mask_problems,
                             timeout_s=config.series_timeout_s, storage=options)
     finish = FinishConfig(quantify=config.quantify, prepare=prepare, run_url=url,
                           qc=config.qc, qc_series=frozenset(config.qc_series),
                           label_maps=config.label_maps)
     stats = ""
+    flag_rows: list[dict] = []  # what the QC summary needs of each row, a few values
     t_stream = time.perf_counter()
     if len(selected):
+        progress_logger.info("run %s: %d series to process (%d finished in earlier runs, %d "
+                             "not selected)", run_id, len(selected), counts["finished_earlier"],
+                             counts["skipped"] + counts["error"])
         ds = _dataset(_input_rows(selected, common, identity), config, prepare, finish, model)
-        n = 0
-        for row in ds.iter_rows():
-            row = {k: _plain(v) for k, v in row.items()}
-            counts[row["status"]] += 1
-            writer.add(row)
-            n += 1
-            if n % 50 == 0 or n == len(selected):
-                rate = n / max(1e-9, time.perf_counter() - t_stream) * 60
-                logger.info("%d / %d series done (%d failed), %.1f scans/min", n,
-                            len(selected), counts["error"], rate)
+        progress = Progress(len(selected), every=config.progress_every)
+        try:
+            for row in ds.iter_rows():
+                row = {k: _plain(v) for k, v in row.items()}
+                counts[row["status"]] += 1
+                writer.add(row)
+                progress.update(row["status"])
+                flag_rows.append({k: row.get(k) for k in _FLAG_KEYS})
+        finally:
+            progress.close()
         stats = ds.stats()
     seconds = time.perf_counter() - t0
     rate = len(selected) / max(1e-9, time.perf_counter() - t_stream) * 60
+    qc = summarise_flags(flag_rows)
     payload = {
         "what": "cohort run", "run_id": run_id, "input": redact(input_url),
         "index": redact(index_url), "output": redact(out_url),
         "model": {"source": model.source, "name": model.name, "sha256": model.sha256,
                   "trained_on": model.trained_on, "model_input": asdict(model_input),
-                  "calibrated": model.has_temperatures},
+                  "calibrated": model.has_temperatures,
+                  "confidence_threshold": model.confidence_threshold},
         "code_version": common["code_version"],
         "config": _config_record(config),
         "counts": counts, "series_in_manifest": int(len(series)),
         "seconds": round(seconds, 1), "scans_per_minute": round(rate, 2),
+        "qc": asdict(qc),
         "ray_data_stats": stats,
     }
     writer.publish(payload)
-    report = RunReport(run_id, url, counts, seconds, rate, payload)
+    report = RunReport(run_id, url, counts, seconds, rate, payload, qc_lines=qc.lines())
     logger.info(report.line())
     return report
+
+
+def _nothing_to_do(out_url: str, t0: float) -> RunReport:
+    """The report of a run that found every series finished: nothing is published."""
+    return RunReport(None, None, {}, time.perf_counter() - t0, 0.0, {}, out_url=out_url)
+
+
+def is_index(input_url: str, options: StorageOptions | None) -> bool:
+    """Whether ``input_url`` is an index folder (or holds ``index/``) that the job reads
+    as it is, rather than an archive it indexes."""
+    from cohort.discover.manifest import MANIFEST_FILE, MARKER
+    from cohort.storage import is_published
+
+    for candidate in (input_url, join(input_url, "index")):
+        fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
+        if fs.exists(path) and is_published(candidate, options, name=MARKER):
+            return True
+    return False
+
+
+def _only_ours(out_url: str, options: StorageOptions | None) -> bool:
+    """Whether ``out_url`` holds nothing but what a refused run of ours may have written
+    (an index, the identity and owner files): no published run."""
+    return not published_runs(out_url, options)
+
+
+def check_written_keys(out_url: str, series: pd.DataFrame, identity: IdentityConfig,
+                       options: StorageOptions | None) -> None:
+    """For outputs written before cohort recorded its identity file: the patient keys
+    already published must be the keys this run computes for the same series.
+
+    Raises:
+        ConfigError: they differ (another salt, or --keep-ids against a salt).
+    """
+    if not published_runs(out_url, options):
+        return
+    from cohort.write.runs import latest_series, read_table
+
+    written = latest_series(read_table(out_url, "series", options)).to_pandas()
+    ids = dict(zip(series["series_key"], series["patient_id"], strict=True))
+    pairs = [(key, pseudonym(_text(ids.get(s)), identity))
+             for s, key in zip(written["series_key"], written["patient_key"], strict=True)
+             if s in ids]
+    bad = mismatched_keys(pairs)
+    if bad:
+        raise ConfigError(
+            f"{redact(out_url)} holds patient keys made with another salt or identity mode "
+            f"({bad} of {len(pairs)} series differ from the keys this run computes); run "
+            f"again with the salt used before (--salt or COHORT_SALT) or the same --keep-ids "
+            "choice, or give a new --out")
 
 
 def check_masks(masks_url: str, series_uids: list[str],
@@ -480,7 +633,8 @@ def check_masks(masks_url: str, series_uids: list[str],
             f"{series_uids[0]}.nii.gz; the folder holds {len(names)} entries ({found}"
             f"{', ...' if len(names) > 3 else ''})")
     if missing:
-        logger.warning("%d of %d series have no mask in %s: they get mask_missing error rows",
+        logger.warning("%d of %d series have no mask in %s: they keep their landmarks, without "
+                       "volumes (mask_missing; --mask-errors makes them error rows)",
                        len(missing), len(series_uids), redact(masks_url))
 
 

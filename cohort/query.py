@@ -8,24 +8,36 @@ Views, each over every published run (runs without their marker are invisible):
     segments     eight rows per ok series with volumes, likewise
     runs         one row per published run: id, counts, model, code version, seconds
 
+In the series views, ``qc_picture`` and ``label_map`` are relative to the output URL
+(``runs/<run_id>/qc/<series>.png``); the tables store them relative to their run folder.
+
 Tables are read with pyarrow through fsspec (local folders and s3:// alike, no DuckDB
 extension needed) and registered in an in-memory DuckDB connection.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cohort.storage import StorageOptions
-from cohort.write.runs import latest_series, published_runs, read_table, run_manifest
+from cohort.write.runs import RUNS, latest_series, published_runs, read_table, run_manifest
+
+VIEWS = ("series", "series_all", "landmarks", "segments", "runs")
+RUN_FILES = ("qc_picture", "label_map")  # series columns stored relative to their run folder
+_NESTED = {"list", "struct", "map", "array", "union"}  # DuckDB type ids JSON writes as such
+_FLOATS = {"double", "float"}
 
 
 def connect(out_url: str, options: StorageOptions | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of the module docstring."""
     runs = published_runs(out_url, options)
     con = duckdb.connect()
-    series_all = read_table(out_url, "series", options, runs)
+    series_all = _paths_from_out(read_table(out_url, "series", options, runs))
     series = latest_series(series_all)
     keep = {(k, r) for k, r in zip(series.column("series_key").to_pylist(),
                                    series.column("run_id").to_pylist(), strict=True)}
@@ -66,3 +78,51 @@ def query(out_url: str, sql: str, options: StorageOptions | None = None) -> pa.T
     """
     con = connect(out_url, options)
     return con.sql(sql).to_arrow_table()
+
+
+def as_text(rel: duckdb.DuckDBPyRelation, *, full: bool) -> str:
+    """The result as a plain-text table; values are cut at 60 characters unless ``full``."""
+    return rel.fetchdf().to_string(index=False, max_colwidth=None if full else 60)
+
+
+def as_csv(rel: duckdb.DuckDBPyRelation) -> str:
+    """The result as CSV with a header, written by DuckDB: integers as integers, lists,
+    structs and maps as JSON in their cell, NULL as an empty cell, quotes only where needed."""
+    flat = rel.query("cohort_result", f"SELECT {_replace(rel, _NESTED, 'to_json({0})')} "
+                                      "FROM cohort_result")
+    with tempfile.TemporaryDirectory(prefix="cohort-query-") as folder:
+        path = os.path.join(folder, "result.csv")
+        flat.to_csv(path)
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\n")
+
+
+def as_json_lines(rel: duckdb.DuckDBPyRelation) -> str:
+    """The result as JSON Lines, one object per row, written by DuckDB: lists as arrays,
+    integers as integers, NULL as null; NaN and infinities as null (JSON has neither)."""
+    finite = _replace(rel, _FLOATS, "CASE WHEN isfinite({0}) THEN {0} END")
+    rows = rel.query("cohort_result", f"SELECT to_json(cohort_row)::VARCHAR FROM (SELECT "
+                                      f"{finite} FROM cohort_result) AS cohort_row").fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+def _replace(rel: duckdb.DuckDBPyRelation, kinds: set[str], template: str) -> str:
+    """``*``, with the columns whose DuckDB type id is in ``kinds`` replaced by ``template``
+    applied to them."""
+    names = ['"' + name.replace('"', '""') + '"'
+             for name, kind in zip(rel.columns, rel.types, strict=True) if kind.id in kinds]
+    if not names:
+        return "*"
+    return "* REPLACE (" + ", ".join(f"{template.format(n)} AS {n}" for n in names) + ")"
+
+
+def _paths_from_out(table: pa.Table) -> pa.Table:
+    """``qc_picture`` and ``label_map`` relative to the output URL, not the run folder."""
+    for name in RUN_FILES:
+        stored = table.column(name)
+        from_out = pc.binary_join_element_wise(RUNS, table.column("run_id"), stored, "/")
+        # a path already relative to the output URL is kept, never prefixed twice
+        fixed = pc.if_else(pc.starts_with(stored, RUNS + "/"), stored, from_out)
+        table = table.set_column(table.schema.get_field_index(name),
+                                 table.schema.field(name), fixed)
+    return table

@@ -15,8 +15,11 @@ import json
 import logging
 import os
 import re
+import socket
+import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -237,18 +240,58 @@ def read_bytes(url: str, options: StorageOptions | None = None) -> bytes:
         raise StorageError(f"cannot read {redact(url)}: {_reason(e, options)}") from e
 
 
+def check_endpoint(options: StorageOptions | None, *, attempts: int = 5,
+                   timeout_s: float = 3.0) -> None:
+    """Fail within seconds, saying so at each retry, when the S3 endpoint of ``options``
+    cannot be reached (the storage client's own retries would wait a minute in silence).
+
+    Raises:
+        StorageError: no connection after ``attempts`` tries, naming the endpoint.
+    """
+    endpoint = options.endpoint_url if options is not None else None
+    if not endpoint:
+        return
+    parts = urlparse(endpoint)
+    host = parts.hostname or endpoint
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for attempt in range(1, attempts + 1):
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            return
+        except OSError as e:
+            reason = f"{type(e).__name__}: {e}"
+            if attempt == attempts:
+                raise StorageError(f"cannot reach the S3 endpoint {endpoint} ({reason}) after "
+                                   f"{attempts} attempts; check --s3-endpoint and that the "
+                                   "server runs") from e
+            logger.warning("cannot reach %s (%s); retrying (attempt %d of %d)", endpoint,
+                           reason, attempt + 1, attempts)
+            time.sleep(min(2.0 ** (attempt - 1), 4.0))
+
+
 def check_writable(url: str, options: StorageOptions | None = None) -> None:
     """Fail early unless objects can be written under `url`.
 
-    Creates the folder if needed (object stores have no folders to create), then writes and
-    deletes a small probe object.
+    Writes and deletes a small probe object. A local folder that does not exist yet is not
+    created (a command refused later must leave nothing behind): its nearest existing parent
+    must be a folder this process may write in.
 
     Raises:
         StorageError: naming `url`, the reason, and what would work.
     """
+    if protocol_of(url) in _OBJECT_STORE_PROTOCOLS:
+        check_endpoint(options)
     fs, path = filesystem(url, options)
     protocol = protocol_of(url)
     probe = f"{path.rstrip('/')}/.cohort-write-probe-{uuid.uuid4().hex}"
+    if isinstance(fs, LocalFileSystem) and not os.path.exists(path):
+        parent = os.path.abspath(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot write to {redact(url)}: {parent} is not a folder this "
+                               f"process may write in; {_WRITABLE_HINT}")
+        return
     try:
         if protocol not in _OBJECT_STORE_PROTOCOLS:
             # Not for s3: s3fs.makedirs would *create a missing bucket*, hiding a wrong URL.

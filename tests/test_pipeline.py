@@ -114,7 +114,11 @@ def test_every_series_appears_once_with_its_status(first_run, s3_cohort, s3_serv
     ok = series[series["status"] == "ok"]
     assert len(ok) >= 4
     assert report.counts["ok"] == len(ok)
-    assert ok["volumes_computed"].all()
+    # a mask problem keeps the landmarks of a good image: ok, no volumes, flagged
+    bad_mask = ok["series_uid"].isin([s3_cohort["wrong"], s3_cohort["missing"]])
+    assert bad_mask.sum() == 2 and not ok.loc[bad_mask, "volumes_computed"].any()
+    assert all("mask_problem" in list(f) for f in ok.loc[bad_mask, "qc_flags"])
+    assert ok.loc[~bad_mask, "volumes_computed"].all()
     # every ok series has its six landmarks (inside the volume) and eight segments
     for n in ("right_carotid_canal", "left_anterior_clinoid"):
         assert ok[f"{n}_slice"].between(0, ok["n_slices"] - 1).all()
@@ -125,6 +129,7 @@ def test_every_series_appears_once_with_its_status(first_run, s3_cohort, s3_serv
     assert set(landmarks["series_key"]) == set(ok["series_key"])
     assert (segments.groupby("series_key").size() == 8).all()
     # the long tables agree with the wide one
+    assert set(segments["series_key"]) == set(ok.loc[~bad_mask, "series_key"])
     wide = ok.set_index("series_key")
     for r in segments.itertuples():
         assert r.volume_mm3 == pytest.approx(wide.loc[r.series_key, f"{r.segment}_mm3"])
@@ -239,17 +244,16 @@ def test_rerun_processes_nothing_and_retry_failed_keeps_one_row(first_run, s3_co
     out, config, report = first_run
     opts = s3_server.storage_options()
     again = run_cohort(s3_cohort["archive"], out, config, opts)
-    assert again.counts["ok"] == again.counts["error"] == again.counts["skipped"] == 0
-    assert again.counts["finished_earlier"] == sum(report.counts[k] for k in
-                                                   ("ok", "error", "skipped"))
+    assert again.run_id is None and "nothing to do" in again.line()  # and nothing published
+    assert len(published_runs(out, opts)) == 1
     retried = run_cohort(s3_cohort["archive"], out, replace(config, retry_failed=True), opts)
-    assert retried.counts["ok"] == 0
+    assert retried.counts["ok"] == 2  # the two series whose masks were missing or wrong
     assert retried.counts["error"] == report.counts["error"]
     con = connect(out, opts)
     total, distinct = con.sql("SELECT count(*), count(DISTINCT series_key) FROM series"
                               ).fetchall()[0]
     assert total == distinct == sum(report.counts[k] for k in ("ok", "error", "skipped"))
-    assert len(published_runs(out, opts)) == 3
+    assert len(published_runs(out, opts)) == 2
 
 
 def test_a_killed_worker_is_retried_without_loss_or_duplicate(first_run, s3_cohort, s3_server,

@@ -12,7 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from cohort.errors import StorageError
-from cohort.storage import StorageOptions, filesystem, is_local, protocol_of, redact
+from cohort.storage import (
+    StorageOptions,
+    check_endpoint,
+    filesystem,
+    is_local,
+    protocol_of,
+    redact,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +90,8 @@ def check_input(url: str, options: StorageOptions | None = None) -> None:
     Raises:
         StorageError: naming the URL and what to check.
     """
+    if protocol_of(url) in ("s3", "s3a"):
+        check_endpoint(options)
     fs, root = filesystem(url, options)
     try:
         exists = fs.exists(root)

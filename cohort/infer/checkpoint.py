@@ -19,6 +19,11 @@ from cohort.storage import StorageOptions, filesystem, is_local, read_bytes, red
 
 SHIPPED_NAME = "dst-small-synthetic.pt"
 
+#: how to get a checkpoint `--model` accepts; ends every refusal of one
+VALID_CHECKPOINTS = ("give a checkpoint written by `cohort train localization --data URL --out "
+                     "DIR` (DIR/models/fold-<f>.pt) or by `cohort train shipped --out DIR --to "
+                     "FILE.pt`, or leave --model out to use the shipped one")
+
 
 def shipped_checkpoint() -> str:
     """Path of the checkpoint that ships with the package."""
@@ -37,6 +42,9 @@ class ModelInfo:
     model_input: dict  # the ModelInputConfig fields it was trained with
     has_temperatures: bool
     max_len: int  # the longest sequence (slices) the model accepts
+    # below it a landmark is low confidence (fitted on its validation split); None: the
+    # checkpoint carries none and quantification falls back to QuantifyConfig's default
+    confidence_threshold: float | None = None
 
 
 _COPIES: dict[str, str] = {}  # URL -> this process's temporary copy, removed at exit
@@ -57,9 +65,7 @@ def local_copy(url: str, options: StorageOptions | None = None) -> str:
     if is_local(url):
         path = filesystem(url, options)[1]
         if not os.path.isfile(path):
-            raise ConfigError(f"model checkpoint {url} does not exist; give a .pt file written "
-                              "by `cohort train localization` (models/fold-<f>.pt) or leave "
-                              "--model out to use the shipped one")
+            raise ConfigError(f"model checkpoint {url} does not exist; {VALID_CHECKPOINTS}")
         return path
     if url not in _COPIES:
         data = read_bytes(url, options)
@@ -74,9 +80,12 @@ def describe(url: str | None, options: StorageOptions | None = None) -> ModelInf
     """Load the checkpoint once (weights only) to check it and describe it.
 
     Raises:
-        ConfigError: missing file, pickled code, or not a DST checkpoint.
+        ConfigError: missing file, not a PyTorch checkpoint, pickled code or objects (never
+            loaded), no cohort metadata, or a configuration this version cannot build; the
+            message says which and how to make a valid checkpoint.
     """
     from cohort.model.dst import load_checkpoint
+    from cohort.train.calibration import threshold_from_metadata
 
     source = "shipped" if url is None else redact(url)
     path = local_copy(url or shipped_checkpoint(), options)
@@ -85,11 +94,12 @@ def describe(url: str | None, options: StorageOptions | None = None) -> ModelInf
     try:
         model, meta = load_checkpoint(path)
     except ConfigError as e:  # name what the user gave, not a temporary copy
-        raise ConfigError(str(e).replace(path, source)) from None
+        raise ConfigError(f"{str(e).replace(path, source)}; {VALID_CHECKPOINTS}") from None
     synthetic = bool(meta.get("synthetic"))
     return ModelInfo(path=path, source=source, name=model.cfg.name, sha256=sha,
                      trained_on="synthetic phantoms" if synthetic else
                      str(meta.get("trained_on", "unknown")),
                      model_input=dict(meta.get("model_input") or {}),
                      has_temperatures=bool(meta.get("temperatures")),
-                     max_len=int(model.cfg.max_len))
+                     max_len=int(model.cfg.max_len),
+                     confidence_threshold=threshold_from_metadata(meta.get("confidence_threshold")))

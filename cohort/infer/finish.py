@@ -21,10 +21,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from cohort.anatomy import LANDMARKS
+from cohort.errors import SeriesError
 from cohort.infer.packing import unpack
-from cohort.infer.prepare import PrepareConfig, mask_url, read_mask, run_isolated
+from cohort.infer.prepare import MASK_CODES, PrepareConfig, mask_url, read_mask, run_isolated
 from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
-from cohort.quantify.qc import QCFlag
+from cohort.quantify.qc import QCFlag, with_model_threshold
 from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series
 from cohort.read.volume import Volume
@@ -75,8 +76,13 @@ def draw_picture(files: list[str], series_uid: str, landmarks: dict[str, int],
     volume = read_series(files, config.prepare.storage, config.prepare.read, series=series_uid)
     labels = None
     if config.prepare.masks_url:
-        mask = read_mask(config.prepare, volume, series_uid)
-        labels = label_map(mask, volume.grid, landmarks, plane_side(*plane))
+        try:
+            mask = read_mask(config.prepare, volume, series_uid)
+        except SeriesError as e:  # a mask problem: the picture shows the landmarks only
+            if e.code not in MASK_CODES:
+                raise
+        else:
+            labels = label_map(mask, volume.grid, landmarks, plane_side(*plane))
     image = reformat_figure(volume.array, volume.grid, landmarks, labels, title=title)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -108,30 +114,49 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
     calcium = row.get("calcium")
     summary = (_summary(calcium) if calcium is not None
                else empty_summary(int(row["n_slices"]), float(row["slice_step_mm"])))
-    result = quantify(summary, landmarks, config.quantify, probabilities)
+    # the model's own confidence threshold (fitted on its validation split) unless the
+    # configuration fixes one
+    qconfig, threshold_source = with_model_threshold(config.quantify,
+                                                     row.get("confidence_threshold"))
+    result = quantify(summary, landmarks, qconfig, probabilities)
     values = result.as_row()
+    row["confidence_threshold"] = qconfig.min_landmark_probability
+    row["confidence_threshold_source"] = threshold_source
+    problem = row.get("mask_problem")
     if calcium is None:
         values = {k: (v if k in ("qc_flags", "low_confidence_landmarks") else None)
                   for k, v in values.items()}
-        row["error_detail"] = ("no calcium mask given (--masks): landmarks only, segment "
-                               "volumes not computed")
+        if problem:  # the image was fine: landmarks kept, the mask's problem said
+            row["error_code"] = problem["code"]
+            row["error_detail"] = f"segment volumes not computed: {problem['detail']}"
+            values["qc_flags"] = [*values["qc_flags"], QCFlag.MASK_PROBLEM.value]
+        else:
+            row["error_detail"] = ("no calcium mask given (--masks): landmarks only, "
+                                   "segment volumes not computed")
+    else:
+        values["risk_scheme"] = config.quantify.risk_scheme
     if row.get("slice_repairs"):
         values["qc_flags"] = [*values["qc_flags"], QCFlag.SLICES_REPAIRED.value]
         row["error_detail"] = "; ".join(
             t for t in (row.get("error_detail"), f"reading: {row['slice_repairs']}") if t)
+    if row.get("sparse_slices"):
+        values["qc_flags"] = [*values["qc_flags"], QCFlag.SPARSE_SLICES.value]
+        row["error_detail"] = "; ".join(
+            t for t in (row.get("error_detail"), row["sparse_slices"]) if t)
     row.update(values)
     row["volumes_computed"] = calcium is not None
     plane = (list(row["midline_point"]), list(row["midline_normal"]))
     name = safe_name(row["series_key"])
     timeout = config.prepare.timeout_s
-    asked = row["series_key"] in config.qc_series or row["series_uid"] in config.qc_series
+    uid = row["series_uid"] or row["series_key"]  # no SeriesInstanceUID: its key names it
+    asked = row["series_key"] in config.qc_series or uid in config.qc_series
     if asked or config.qc == "all" or (config.qc == "flagged" and values["qc_flags"]):
         title = (f"{row['series_key']}  flags: {', '.join(values['qc_flags']) or 'none'}  "
                  f"(model: {row.get('model_name')}, {row.get('model_trained_on')})")
         try:
-            png = run_isolated(draw_picture, list(row["files"]), row["series_uid"], landmarks,
+            png = run_isolated(draw_picture, list(row["files"]), uid, landmarks,
                                plane, title, config, timeout_s=timeout,
-                               series=row["series_uid"])
+                               series=uid)
             rel = f"qc/{name}.png"
             write_bytes(join(config.run_url, rel), png, config.prepare.storage)
             row["qc_picture"] = rel
@@ -141,8 +166,8 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
             row["error_detail"] = _note(row.get("error_detail"), f"no QC picture: {e}")
     if config.label_maps and calcium is not None:
         try:
-            data = run_isolated(label_nifti, list(row["files"]), row["series_uid"], landmarks,
-                                plane, config, timeout_s=timeout, series=row["series_uid"])
+            data = run_isolated(label_nifti, list(row["files"]), uid, landmarks,
+                                plane, config, timeout_s=timeout, series=uid)
             rel = f"labels/{name}.nii.gz"
             write_bytes(join(config.run_url, rel), data, config.prepare.storage)
             row["label_map"] = rel

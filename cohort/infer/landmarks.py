@@ -3,7 +3,9 @@
 The actor loads the weights itself, from a path (never from constructor arguments), pins
 torch's thread count, and runs on the GPU with bf16 autocast when Ray gave it one, else on
 the CPU with the same code. Probabilities are temperature-calibrated when the checkpoint
-carries temperatures (fitted on the validation split of its training fold).
+carries temperatures (fitted on the validation split of its training fold); the confidence
+threshold fitted on that split (`cohort.train.calibration.fit_confidence_threshold`) goes on
+every predicted row as ``confidence_threshold``, null when the checkpoint carries none.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class LandmarkPredictor:
     """Callable class for ``Dataset.map_batches(..., batch_format="pandas")``.
 
     Rows with ``status == "ok"`` and a ``model_input`` get the six landmarks: volume slice
-    index, z (mm) and probability per landmark; the packed model input is dropped.
+    index, z (mm) and probability per landmark, and the model's ``confidence_threshold``
+    (None without one); the packed model input is dropped.
     """
 
     def __init__(self, model_url: str | None, *, threads: int = 1, batch_size: int = 4,
@@ -65,7 +68,7 @@ class LandmarkPredictor:
         """
         from cohort.infer.checkpoint import local_copy, shipped_checkpoint
         from cohort.model.dst import load_checkpoint
-        from cohort.train.calibration import temperatures_from_metadata
+        from cohort.train.calibration import temperatures_from_metadata, threshold_from_metadata
 
         set_threads(threads)
         self.device = pick_device(prefer_gpu)
@@ -82,6 +85,11 @@ class LandmarkPredictor:
         temps = meta.get("temperatures")
         self.temperatures = (temperatures_from_metadata(temps) if temps
                              else np.ones(len(LANDMARKS)))
+        self.confidence_threshold = threshold_from_metadata(meta.get("confidence_threshold"))
+        if self.confidence_threshold is None:
+            logger.warning("checkpoint %s carries no confidence threshold: the low-confidence "
+                           "flag uses QuantifyConfig's fallback (rows: confidence_threshold "
+                           "null)", model_url or "shipped")
         self.batch_size = max(1, batch_size)
         logger.info("landmark model %s on %s", model.cfg.name, self.device)
 
@@ -137,6 +145,8 @@ class LandmarkPredictor:
                 cols[f"{name}_slice"][i] = int(p["slice_index"][top[n]])
                 cols[f"{name}_z_mm"][i] = float(p["slice_z_mm"][top[n]])
                 cols[f"{name}_prob"][i] = float(probs[n, top[n]])
+        cols["confidence_threshold"] = [self.confidence_threshold if i in set(todo) else None
+                                        for i in range(len(batch))]
         for k, v in cols.items():
             batch[k] = v
         per = (time.perf_counter() - t0) / max(1, len(todo))

@@ -38,8 +38,16 @@ class PrepareConfig:
     hemisphere: HemisphereConfig = field(default_factory=HemisphereConfig)
     model_input: ModelInputConfig = field(default_factory=ModelInputConfig)
     masks_url: str | None = None  # folder of <SeriesInstanceUID>.nii.gz calcium masks
+    #: a missing or unusable mask: "note" keeps the series' landmarks (volumes not
+    #: computed, a mask_* code on the row), "error" makes the series an error row
+    mask_problems: str = "note"
     timeout_s: float = 600.0  # one series may take this long before it is cut off
     storage: StorageOptions | None = None
+
+
+#: what can be wrong with a series' calcium mask (the image may still be fine)
+MASK_CODES = frozenset({ErrorCode.MASK_MISSING, ErrorCode.MASK_MISMATCH,
+                        ErrorCode.INVALID_NIFTI})
 
 
 def mask_url(masks_url: str, series_uid: str) -> str:
@@ -85,9 +93,28 @@ def read_mask(config: PrepareConfig, volume: Volume, series_uid: str) -> np.ndar
     if not grids_match(mask.grid, volume.grid):
         raise SeriesError(ErrorCode.MASK_MISMATCH, f"mask {redact(url)} is not on the "
                           f"volume's grid (after tilt correction): mask {_describe(mask.grid)}; "
-                          f"volume {_describe(volume.grid)}; write the mask on the volume's "
-                          "grid", series=series_uid)
+                          f"volume {_describe(volume.grid)}"
+                          f"{_slice_count_reason(mask.grid, volume)}; write the mask on the "
+                          "volume's grid", series=series_uid)
     return mask.array > 0
+
+
+def _slice_count_reason(mask: Grid, volume: Volume) -> str:
+    """When the slice counts differ: both counts, and the likely reason."""
+    mk, vk = int(mask.shape[0]), int(volume.grid.shape[0])
+    if mk == vk:
+        return ""
+    sparse = volume.provenance.get("sparse_slices")
+    if sparse and mk > vk:
+        why = (f"the series is sparse ({sparse.removeprefix('sparse_slices: ')}): slices are "
+               "likely missing from the archive while the mask was made on the complete "
+               "series")
+    elif mk > vk:
+        why = ("the mask was likely made on a series with more slices: a thinner "
+               "reconstruction, or slices missing from this copy")
+    else:
+        why = "the mask was likely made on a thicker reconstruction of the same study"
+    return f"; the mask has {mk} slices, the series {vk}: {why}"
 
 
 def slice_repairs(volume: Volume) -> str | None:
@@ -135,12 +162,20 @@ def prepare_series(files: list[str], series_uid: str, config: PrepareConfig) -> 
             # landmarks go back to acquired slices: the native slice of every volume slice
             "native_slice": volume_to_native(volume).tolist(),
             "variable_spacing": bool(volume.provenance.get("variable_spacing")),
+            "sparse_slices": volume.provenance.get("sparse_slices"),
+            "mask_problem": None,
         }
         if config.masks_url:
-            mask = read_mask(config, volume, series_uid)
-            summary = summarise_calcium(mask, volume.array, volume.grid,
-                                        split.plane.signed_distance)
-            out["calcium"] = pack(**{k: v for k, v in summary.__dict__.items()})
+            try:
+                mask = read_mask(config, volume, series_uid)
+            except SeriesError as e:
+                if e.code not in MASK_CODES or config.mask_problems == "error":
+                    raise
+                out["mask_problem"] = {"code": e.code.value, "detail": str(e)}
+            else:
+                summary = summarise_calcium(mask, volume.array, volume.grid,
+                                            split.plane.signed_distance)
+                out["calcium"] = pack(**{k: v for k, v in summary.__dict__.items()})
     except SeriesError:
         raise
     except (CohortError, MemoryError) as e:

@@ -325,14 +325,57 @@ def load_checkpoint(path, *, expect: DSTConfig | str | None = None,
     """
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # UnpicklingError for pickled code, RuntimeError for garbage
-        raise ConfigError(f"refusing checkpoint {path}: it cannot be loaded as plain weights "
-                          f"(weights_only=True): {str(e).splitlines()[0]}") from e
+    except Exception as e:
+        # PyTorch's text advises loading with weights_only=False, i.e. running whatever code
+        # the file carries: it is never quoted nor chained; we say what the file is instead.
+        import io
+        import os
+        import re
+
+        head = b""
+        if isinstance(path, io.BytesIO):
+            head = path.getvalue()[:8]
+        elif isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
+            with open(path, "rb") as f:
+                head = f.read(8)
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if isinstance(e, OSError):
+            what = f"it cannot be opened ({type(e).__name__}: {e.strerror or e})"
+        elif named:
+            what = f"it is a pickle that names Python code or classes ({named.group(1)})"
+        elif head[:1] == b"\x80":
+            what = "it is a pickle of Python objects, not of tensors and plain values"
+        elif head[:4] == b"PK\x03\x04":
+            what = ("it is a zip archive that PyTorch cannot read as a checkpoint (damaged, "
+                    "truncated, or not written by torch.save)")
+        elif not head:
+            what = "it is empty, not a PyTorch checkpoint"
+        else:
+            what = (f"it is not a PyTorch checkpoint at all: it begins with {head!r}, "
+                    "neither a zip archive nor a pickle")
+        raise ConfigError(f"refusing checkpoint {path}: {what}. Pickled code is never loaded: "
+                          "cohort reads checkpoints with torch.load(weights_only=True) only"
+                          ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "cohort.dst/1":
-        raise ConfigError(f"{path} is not a cohort DST checkpoint (no 'cohort.dst/1' format)")
-    saved = dict(ckpt["config"])
-    saved["encoder_channels"] = tuple(saved["encoder_channels"])
-    cfg = DSTConfig(**saved)
+        if isinstance(ckpt, dict) and "format" in ckpt:
+            found = f"a {ckpt['format']!r} checkpoint"
+        elif isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor)
+                                                     for v in ckpt.values()):
+            found = "bare weights (a state_dict) without cohort's metadata"
+        else:
+            found = f"a {type(ckpt).__name__} without cohort's metadata"
+        raise ConfigError(f"{path} is not a cohort DST checkpoint: it holds {found}; a DST "
+                          "checkpoint is a dict with format 'cohort.dst/1', the model's "
+                          "config and its state_dict, as cohort.model.dst.save_checkpoint "
+                          "writes it")
+    try:
+        saved = dict(ckpt["config"])
+        saved["encoder_channels"] = tuple(saved["encoder_channels"])
+        cfg = DSTConfig(**saved)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"checkpoint {path} has a model configuration this version of "
+                          f"cohort cannot build ({type(e).__name__}: {e}); DSTConfig takes "
+                          f"{', '.join(DSTConfig.__dataclass_fields__)}") from None
     if expect is not None:
         want = build_config(expect) if isinstance(expect, str) else expect
         diff = {k: (getattr(cfg, k), getattr(want, k)) for k in asdict(want)

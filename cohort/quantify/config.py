@@ -13,6 +13,10 @@ from cohort.errors import ConfigError
 
 #: how a side whose landmarks are out of anatomical order is quantified
 OUT_OF_ORDER_POLICIES = ("sort", "omit")
+#: the low-confidence threshold when neither the config nor the model gives one (a checkpoint
+#: written before thresholds were fitted): a round placeholder, not chosen on any data (with
+#: the shipped model it flagged nearly every series)
+FALLBACK_MIN_LANDMARK_PROBABILITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,14 @@ class QuantifyConfig:
 
     risk_thresholds_mm3: tuple[float, ...] = (0.0, 10.0, 100.0)
     risk_groups: tuple[str, ...] = ("none", "low", "moderate", "high")  # one more than cut-offs
-    # a landmark whose predicted probability (peak of its slice distribution) is below this
-    # is "low confidence"; the DST's softmax peaks are near 1 when it is sure
-    min_landmark_probability: float = 0.5
+    #: where the cut-offs come from, written with every row's group (``risk_scheme``)
+    risk_source: str = "placeholder default, not a published scale"
+    # a landmark whose calibrated probability (peak of its slice distribution) is below this
+    # is "low confidence". None: the model's own threshold, chosen on its validation split to
+    # separate right from wrong landmarks and carried by its checkpoint (rows:
+    # confidence_threshold; cohort.quantify.qc.with_model_threshold), else
+    # FALLBACK_MIN_LANDMARK_PROBABILITY; a number here overrides it for every model
+    min_landmark_probability: float | None = None
     # left and right landmarks of one kind more than this far apart (mm, along the slice
     # normal) are implausible: the sides differ by a few mm, head roll adds up to ~8 mm
     max_side_gap_mm: float = 15.0
@@ -61,12 +70,24 @@ class QuantifyConfig:
                               f"{len(self.risk_groups)}: {self.risk_groups}")
         if len(set(self.risk_groups)) != len(self.risk_groups):
             raise ConfigError(f"risk group names must be distinct, got {self.risk_groups}")
-        if not 0.0 <= self.min_landmark_probability <= 1.0:
+        if self.min_landmark_probability is not None and not (
+                0.0 <= self.min_landmark_probability <= 1.0):
             raise ConfigError(f"min_landmark_probability must lie in 0-1, got "
                               f"{self.min_landmark_probability}")
         for name in ("max_side_gap_mm", "max_above_clinoid_mm", "max_below_canal_mm"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be a distance >= 0 mm, got {getattr(self, name)}")
+        if not self.risk_source:
+            raise ConfigError("risk_source must say where the cut-offs come from")
         if self.out_of_order not in OUT_OF_ORDER_POLICIES:
             raise ConfigError(f"out_of_order must be one of {', '.join(OUT_OF_ORDER_POLICIES)}, "
                               f"got {self.out_of_order!r}")
+
+    @property
+    def risk_scheme(self) -> str:
+        """The cut-offs that make a row's risk group, as the tables carry them, e.g.
+        ``none <= 0 < low <= 10 < moderate <= 100 < high (total mm^3; placeholder ...)``."""
+        parts = [self.risk_groups[0]]
+        for cut, group in zip(self.risk_thresholds_mm3, self.risk_groups[1:], strict=True):
+            parts += [f"<= {cut:g} <", group]
+        return f"{' '.join(parts)} (total mm^3; {self.risk_source})"

@@ -6,14 +6,15 @@ a flag's value (users filter by it); add new ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 
 from cohort.anatomy import LANDMARK_KINDS, LANDMARKS, SIDES
 from cohort.quantify.boundaries import in_order, side_landmarks
-from cohort.quantify.config import QuantifyConfig
+from cohort.quantify.config import FALLBACK_MIN_LANDMARK_PROBABILITY, QuantifyConfig
 from cohort.quantify.summary import CalciumSummary
 
 
@@ -29,20 +30,55 @@ class QCFlag(StrEnum):
     # reading repaired the stack: duplicate slices dropped, missing ones interpolated, or
     # uneven spacing resampled (what was done is in the row's error_detail note)
     SLICES_REPAIRED = "slices_repaired"
+    # the slice step is well above the slice thickness: part of the head was never imaged
+    # (slices missing from the archive, e.g. every second one, or a sparse protocol)
+    SPARSE_SLICES = "sparse_slices"
+    # the calcium mask is missing or unusable: landmarks kept, segment volumes not computed
+    # (the mask_* code and why are in error_code / error_detail)
+    MASK_PROBLEM = "mask_problem"
+
+
+#: where a row's low-confidence threshold came from (``with_model_threshold``)
+THRESHOLD_SOURCES = ("config", "model", "fallback")
+
+
+def with_model_threshold(config: QuantifyConfig, model_threshold: float | None
+                         ) -> tuple[QuantifyConfig, str]:
+    """``config`` with the low-confidence threshold that applies to a series, and its source.
+
+    Args:
+        config: its ``min_landmark_probability``, when set, wins for every model.
+        model_threshold: the model's own threshold (the row's ``confidence_threshold``, from
+            its checkpoint); None or NaN when the checkpoint carries none.
+
+    Returns:
+        The config with ``min_landmark_probability`` set, and ``"config"``, ``"model"`` or
+        ``"fallback"`` (neither: ``FALLBACK_MIN_LANDMARK_PROBABILITY``).
+    """
+    if config.min_landmark_probability is not None:
+        return config, "config"
+    if model_threshold is not None and np.isfinite(model_threshold):
+        return replace(config, min_landmark_probability=float(model_threshold)), "model"
+    return replace(config, min_landmark_probability=FALLBACK_MIN_LANDMARK_PROBABILITY), "fallback"
 
 
 def low_confidence(probabilities: Mapping[str, float | None] | None,
                    config: QuantifyConfig) -> tuple[str, ...]:
     """Landmarks whose probability is below the threshold (or not a number), in the order
-    of `LANDMARKS`; landmarks without a probability are not judged."""
+    of `LANDMARKS`; landmarks without a probability are not judged. The threshold is
+    ``config.min_landmark_probability``, or the fallback when it is None (pass the config
+    through ``with_model_threshold`` to use the model's own)."""
     if not probabilities:
         return ()
+    threshold = config.min_landmark_probability
+    if threshold is None:
+        threshold = FALLBACK_MIN_LANDMARK_PROBABILITY
     out = []
     for name in LANDMARKS:
         p = probabilities.get(name)
         if p is None:
             continue
-        if not np.isfinite(p) or p < config.min_landmark_probability:
+        if not np.isfinite(p) or p < threshold:
             out.append(name)
     return tuple(out)
 
@@ -72,3 +108,63 @@ def qc_flags(summary: CalciumSummary, landmarks: Mapping[str, int],
         if gap > config.max_side_gap_mm:
             raised.add(QCFlag.LEFT_RIGHT_APART)
     return tuple(flag.value for flag in QCFlag if flag in raised)
+
+
+@dataclass(frozen=True)
+class FlagSummary:
+    """How many quantified series were flagged, and why (for a run's summary)."""
+
+    series: int  # rows with status "ok"
+    flagged: int  # of them, with at least one flag
+    by_flag: dict[str, int]  # series per flag: every QCFlag (0 too), then any other value seen
+    low_confidence_by_landmark: dict[str, int]  # series per landmark of LANDMARKS found low
+    threshold_sources: dict[str, int]  # series per source of their confidence threshold
+
+    def lines(self) -> list[str]:
+        """Plain text: the flagged count, then one line per flag raised."""
+        out = [f"QC: {self.flagged} of {self.series} quantified series flagged"]
+        for flag, n in self.by_flag.items():
+            if not n:
+                continue
+            line = f"  {flag}: {n}"
+            if flag == QCFlag.LOW_LANDMARK_CONFIDENCE:
+                line += " (" + ", ".join(f"{name} {k}" for name, k in
+                                         self.low_confidence_by_landmark.items() if k) + ")"
+            out.append(line)
+        if self.threshold_sources:
+            out.append("  confidence threshold from: " + ", ".join(
+                f"{source} {n}" for source, n in self.threshold_sources.items()))
+        return out
+
+
+def summarise_flags(rows: Iterable[Mapping]) -> FlagSummary:
+    """Count, over output rows with status "ok", the series flagged and the series per flag,
+    per low-confidence landmark and per source of the confidence threshold
+    (``confidence_threshold_source``, where the rows carry it)."""
+    series = flagged = 0
+    by_flag = {flag.value: 0 for flag in QCFlag}
+    by_landmark = dict.fromkeys(LANDMARKS, 0)
+    sources: dict[str, int] = {}
+    for row in rows:
+        if row.get("status", "ok") != "ok":
+            continue
+        series += 1
+        flags = _as_list(row.get("qc_flags"))
+        flagged += bool(flags)
+        for flag in dict.fromkeys(flags):  # a flag listed twice counts once per series
+            by_flag[flag] = by_flag.get(flag, 0) + 1
+        for name in dict.fromkeys(_as_list(row.get("low_confidence_landmarks"))):
+            by_landmark[name] = by_landmark.get(name, 0) + 1
+        source = row.get("confidence_threshold_source")
+        if isinstance(source, str):
+            sources[source] = sources.get(source, 0) + 1
+    return FlagSummary(series=series, flagged=flagged, by_flag=by_flag,
+                       low_confidence_by_landmark=by_landmark, threshold_sources=sources)
+
+
+def _as_list(value) -> list:
+    """A list column's value as a list: tables give lists or arrays, and None or NaN for
+    a missing one."""
+    if value is None or isinstance(value, float):
+        return []
+    return [str(v) for v in value]

@@ -19,6 +19,19 @@ pairs of |accuracy of its bin - mean confidence of its bin|, i.e.
 sum_b |B_b| / N * |acc(B_b) - conf(B_b)|. "Correct" means the argmax is the true slice
 (Top-1), with ties broken by the lower slice index as ``np.argmax`` and
 ``cohort.train.metrics.top_k_hits`` break them.
+
+Confidence threshold (the ``low_landmark_confidence`` QC flag): after the temperatures, on the
+same validation split, one threshold on the calibrated top-1 probability is chosen for all
+landmarks pooled (temperatures already put the landmarks on one probability scale, and a
+validation split of ~10 scans holds too few wrong landmarks to choose one per landmark). A
+landmark is "right" when its argmax lies within one slice of the truth (Acc(tau=1): an error
+of one slice moves a segment boundary by one slice, which is what the paper counts as a hit),
+else "wrong". The threshold maximises Youden's J = TPR - FPR over the ROC curve of
+``sklearn.metrics.roc_curve`` (right = positive, score = probability): it weighs a flagged right
+landmark and an unflagged wrong one alike, whatever the model's error rate, and it depends
+on where both the right and the wrong landmarks lie (a "keep 95% of right landmarks" rule
+depends on the right ones only). Ties go to the largest threshold (a flag errs on the side
+of a look). A landmark is flagged when its probability is *below* the threshold.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, softmax
 
 from cohort.anatomy import LANDMARKS
+from cohort.errors import ConfigError
 from cohort.train.metrics import OVERALL
 
 logger = logging.getLogger(__name__)
@@ -131,6 +145,118 @@ def temperatures_from_metadata(metadata: Mapping[str, float],
         raise ValueError(f"checkpoint metadata lacks temperatures for {missing}; refit them "
                          "with fit_temperatures on the validation split")
     return _checked_temperatures([metadata[n] for n in names], len(names))
+
+
+# --- confidence threshold for the QC flag ----------------------------------------------------
+
+#: how the threshold is chosen, as stored in a checkpoint's metadata
+THRESHOLD_CRITERION = "youden_j"
+
+
+@dataclass(frozen=True)
+class ConfidenceThreshold:
+    """The probability below which a landmark is flagged as low confidence, and what it did
+    on the data it was chosen on (the validation split)."""
+
+    value: float  # in [0, 1]; a landmark with probability < value is flagged
+    right_within_slices: int  # "right": |argmax - true slice| <= this
+    n_right: int  # right landmarks (scan x landmark pairs) it was chosen on
+    n_wrong: int  # wrong ones
+    right_flagged: float  # share of the right ones below the value (NaN without any)
+    wrong_flagged: float  # share of the wrong ones below the value (NaN without any)
+    criterion: str = THRESHOLD_CRITERION
+
+    def to_metadata(self) -> dict:
+        """Plain Python values, for a checkpoint's metadata (``weights_only=True``)."""
+        return {"value": float(self.value), "criterion": self.criterion,
+                "right_within_slices": int(self.right_within_slices),
+                "n_right": int(self.n_right), "n_wrong": int(self.n_wrong),
+                "right_flagged": float(self.right_flagged),
+                "wrong_flagged": float(self.wrong_flagged)}
+
+
+def youden_threshold(confidence, right) -> float:
+    """The threshold on ``confidence`` that maximises Youden's J = TPR - FPR, where a positive
+    (``right``) is kept when its confidence is >= the threshold; ties: the largest threshold.
+
+    Args:
+        confidence: (n,) scores, e.g. calibrated top-1 probabilities.
+        right: (n,) bool, the prediction was right.
+
+    Returns:
+        One of the scores (flag: score < threshold). With a warning: 0.0 (flags nothing)
+        without any wrong prediction or when no threshold separates right from wrong
+        (J <= 0); 1.0 (flags all but certainties) without any right one.
+
+    Raises:
+        ValueError: lengths differ, no scores, or a score that is not finite.
+    """
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    hit = np.asarray(right, dtype=bool).reshape(-1)
+    if conf.shape != hit.shape:
+        raise ValueError(f"confidence and right differ in length: {conf.size} vs {hit.size}")
+    if conf.size == 0 or not np.isfinite(conf).all():
+        raise ValueError("a confidence threshold needs at least one finite score")
+    if hit.all():
+        logger.warning("no wrong prediction among %d: the confidence threshold is 0 (flags "
+                       "nothing)", hit.size)
+        return 0.0
+    if not hit.any():
+        logger.warning("no right prediction among %d: the confidence threshold is 1 (flags "
+                       "every one)", hit.size)
+        return 1.0
+    from sklearn.metrics import roc_curve  # training only; inference never fits a threshold
+
+    fpr, tpr, thresholds = roc_curve(hit, conf, drop_intermediate=False)
+    j = tpr - fpr  # thresholds decrease, so argmax takes the largest of tied thresholds
+    best = int(np.argmax(j))
+    if j[best] <= 0:
+        logger.warning("the confidence does not separate right from wrong predictions "
+                       "(Youden's J <= 0): the threshold is 0 (flags nothing)")
+        return 0.0
+    return float(thresholds[best])
+
+
+def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slices,
+                             right_within_slices: int = 1,
+                             names: Sequence[str] = LANDMARKS) -> ConfidenceThreshold:
+    """The QC threshold on the calibrated top-1 probability (see module), for all landmarks.
+
+    Args:
+        probabilities_list: one (landmarks, depth) array of calibrated probabilities per
+            scan of the VALIDATION split (``apply_temperatures`` with the fitted temperatures).
+        true_slices: (scans, landmarks) true slice indices.
+        right_within_slices: a prediction is right when within this many slices of the truth.
+        names: the landmarks, in the order of the arrays' first axis.
+    """
+    if right_within_slices < 0:
+        raise ValueError(f"right_within_slices must be >= 0, got {right_within_slices}")
+    conf, hit = _top1(probabilities_list, true_slices, names, within=right_within_slices)
+    conf, hit = conf.reshape(-1), hit.reshape(-1)
+    value = youden_threshold(conf, hit)
+    flagged = conf < value
+    return ConfidenceThreshold(
+        value=value, right_within_slices=right_within_slices,
+        n_right=int(hit.sum()), n_wrong=int((~hit).sum()),
+        right_flagged=float(flagged[hit].mean()) if hit.any() else float("nan"),
+        wrong_flagged=float(flagged[~hit].mean()) if (~hit).any() else float("nan"))
+
+
+def threshold_from_metadata(metadata: Mapping | None) -> float | None:
+    """The threshold stored by ``ConfidenceThreshold.to_metadata``, or None when a checkpoint
+    carries none (written before thresholds were fitted).
+
+    Raises:
+        ConfigError: the entry has no value in [0, 1] (a checkpoint edited by hand).
+    """
+    if metadata is None:
+        return None
+    value = metadata.get("value") if isinstance(metadata, Mapping) else None
+    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"checkpoint metadata holds a confidence threshold without a value in "
+                         f"0-1: {metadata!r}; refit it with fit_confidence_threshold on the "
+                         "validation split")
+    return float(value)
 
 
 # --- calibration error -----------------------------------------------------------------------
@@ -270,8 +396,9 @@ def _nll(z: np.ndarray, true: np.ndarray, temperature: float) -> float:
 
 
 def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
-          names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(scans, landmarks) top-1 confidence and whether the argmax is the true slice."""
+          names: Sequence[str], within: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(scans, landmarks) top-1 confidence and whether the argmax is within ``within``
+    slices of the true slice (0: is the true slice)."""
     n_scans, n_marks = len(probabilities_list), len(names)
     true = np.asarray(true_slices, dtype=np.int64)
     if true.shape != (n_scans, n_marks):
@@ -289,5 +416,5 @@ def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
                              f"{p.shape[1]} slices")
         pred = np.argmax(p, axis=1)
         conf[s] = p[np.arange(n_marks), pred]
-        hit[s] = pred == true[s]
+        hit[s] = np.abs(pred - true[s]) <= within
     return conf, hit

@@ -5,8 +5,9 @@
 
 generates the synthetic cohort (`RECIPE.synth`), runs the 5-fold study with the recipe's
 settings, and exports the fold model with the best *validation* MAE (never chosen on test)
-as float16 weights, with its calibration temperatures, model input size, the recipe, and the
-study's Table II metrics in its metadata. Trained on SYNTHETIC phantoms: a demonstration of
+as float16 weights, with its calibration temperatures and QC confidence threshold (both fitted
+on its fold's validation split), model input size, the recipe, and the study's Table II
+metrics in its metadata. Trained on SYNTHETIC phantoms: a demonstration of
 the whole system, not a model for clinical or research use.
 
 The recipe is sized for a 2-core CPU in about an hour (64 x 64 in-plane input, 6 epochs,
@@ -77,6 +78,85 @@ def export_best(study_url: str, path: str, recipe: ShipRecipe = RECIPE,
     return meta
 
 
+#: how far the validation MAE recomputed by `refit_confidence_threshold` may be from the one
+#: stored at training time (float16 export vs float32 training may move an argmax by a slice)
+REFIT_MAE_TOLERANCE = 0.05
+
+
+def refit_confidence_threshold(path: str, work_url: str, recipe: ShipRecipe = RECIPE,
+                               options: StorageOptions | None = None) -> dict:
+    """Fit the QC confidence threshold of an exported checkpoint again on its own fold's
+    validation split and write it into the checkpoint's metadata; the weights stay as they
+    are, bit for bit. For checkpoints exported before thresholds were fitted.
+
+    The recipe's cohort is generated again under ``<work_url>/cohort`` unless complete there
+    (every patient is a pure function of (seed, index): the same scans as at training), split
+    with the recipe's seed, and the validation patients of the checkpoint's fold are predicted
+    with the checkpoint's own weights and temperatures.
+
+    Returns:
+        The threshold's metadata as written.
+
+    Raises:
+        ConfigError: the checkpoint has no fold or temperatures, or the validation MAE
+            recomputed differs from the stored one (the generator no longer writes the same
+            scans, so they are not the checkpoint's validation split); nothing is written.
+    """
+    import numpy as np
+    import torch
+
+    from cohort.errors import ConfigError
+    from cohort.storage import is_published
+    from cohort.synth.heads import generate_cohort
+    from cohort.train.calibration import (
+        apply_temperatures,
+        fit_confidence_threshold,
+        temperatures_from_metadata,
+    )
+    from cohort.train.data import build_cache, synthetic_sources, targets
+    from cohort.train.splits import make_splits
+    from cohort.train.study import fold_rows, predict
+
+    model, meta = load_checkpoint(path)
+    if "fold" not in meta or not meta.get("temperatures"):
+        raise ConfigError(f"{path} names no fold or carries no temperatures: refit needs a "
+                          "checkpoint exported by `cohort train shipped`")
+    fold = int(meta["fold"])
+    cohort_url = join(work_url, "cohort")
+    if not is_published(cohort_url, options):
+        generate_cohort(recipe.synth, cohort_url, options, overwrite=True)
+    sources, labels = synthetic_sources(cohort_url, options)
+    splits = make_splits(labels["patient_key"], recipe.study.splits)
+    val = fold_rows(labels, splits, fold, "validation")
+    cache_url = join(work_url, f"cache-fold-{fold}-validation")
+    index = build_cache(sources, val, cache_url, options,
+                        ModelInputConfig(**meta["model_input"]))
+    logits = predict(model.float(), index, cache_url, options)
+    true = np.stack([targets(r) for r in index.to_dict("records")])
+    mae = float(np.mean([np.abs(lg.argmax(axis=1) - t) for lg, t in zip(logits, true,
+                                                                       strict=True)]))
+    if abs(mae - meta["best_val_mae"]) > REFIT_MAE_TOLERANCE:
+        raise ConfigError(f"the regenerated validation split of fold {fold} gives MAE {mae:.3f} "
+                          f"slices, the checkpoint was chosen at {meta['best_val_mae']:.3f}: "
+                          "these are not the scans it was validated on; retrain it with "
+                          "`cohort train shipped` instead")
+    temps = temperatures_from_metadata(meta["temperatures"])
+    threshold = fit_confidence_threshold([apply_temperatures(lg, temps) for lg in logits], true)
+    entry = {**threshold.to_metadata(),
+             "fitted_on": f"validation split of fold {fold} ({len(index)} scans), regenerated "
+                          f"from the recipe; validation MAE {mae:.3f} slices as at training"}
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    before = {k: v.clone() for k, v in raw["state_dict"].items()}
+    raw["meta"]["confidence_threshold"] = entry
+    torch.save(raw, path)
+    after = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    logger.info("%s: confidence threshold %.4f (flags %.0f%% of %d wrong and %.0f%% of %d right "
+                "validation landmarks)", path, threshold.value, 100 * threshold.wrong_flagged,
+                threshold.n_wrong, 100 * threshold.right_flagged, threshold.n_right)
+    return entry
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -101,5 +181,7 @@ def ship(out_url: str, path: str, recipe: ShipRecipe = RECIPE,
     report = train_localization(cohort_url, join(out_url, "study"), recipe.study,
                                 options=options)
     meta = export_best(join(out_url, "study"), path, recipe, options)
+    threshold = (meta.get("confidence_threshold") or {}).get("value", float("nan"))
     return (f"{report}\nshipped checkpoint: fold {meta.get('fold')} (best validation MAE "
-            f"{meta['best_val_mae']:.3f} slices) -> {path} (SYNTHETIC phantoms)")
+            f"{meta['best_val_mae']:.3f} slices, confidence threshold {threshold:.3f}) -> "
+            f"{path} (SYNTHETIC phantoms)")

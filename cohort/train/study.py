@@ -29,6 +29,7 @@ from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_b
 from cohort.train.calibration import (
     apply_temperatures,
     calibration_report,
+    fit_confidence_threshold,
     fit_temperatures,
     temperatures_to_metadata,
 )
@@ -155,7 +156,8 @@ def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyCo
 
     Per fold, the best checkpoint (validation MAE) predicts the fold's test split once;
     temperatures fitted on the validation split calibrate its probabilities and are stored
-    in the fold's model file (``models/fold-<f>.pt``) for the inference job's confidence.
+    in the fold's model file (``models/fold-<f>.pt``) for the inference job's confidence,
+    with the confidence threshold of its QC flag, chosen on the same validation split.
 
     Returns:
         ``{name: URL}`` of the tables written under ``<out_url>/tables``.
@@ -167,7 +169,14 @@ def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyCo
         val = fold_rows(index, splits, fold, "validation")
         test = fold_rows(index, splits, fold, "test")
         val_true = np.stack([targets(r) for r in val.to_dict("records")])
-        temps = fit_temperatures(predict(model, val, cache_url, options), val_true)
+        val_logits = predict(model, val, cache_url, options)
+        temps = fit_temperatures(val_logits, val_true)
+        threshold = fit_confidence_threshold(
+            [apply_temperatures(lg, temps) for lg in val_logits], val_true)
+        logger.info("fold %d: confidence threshold %.3f flags %.0f%% of %d wrong and %.0f%% "
+                    "of %d right validation landmarks", fold, threshold.value,
+                    100 * threshold.wrong_flagged, threshold.n_wrong,
+                    100 * threshold.right_flagged, threshold.n_right)
         test_logits = predict(model, test, cache_url, options)
         test_true = np.stack([targets(r) for r in test.to_dict("records")])
         predictions.append(predictions_table(
@@ -178,6 +187,7 @@ def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyCo
         buf = io.BytesIO()
         save_checkpoint(buf, model, **meta, fold=fold, synthetic=synthetic,
                         temperatures=temperatures_to_metadata(temps),
+                        confidence_threshold=threshold.to_metadata(),
                         model_input=asdict(config.model_input))
         write_bytes(join(out_url, "models", f"fold-{fold}.pt"), buf.getvalue(), options)
         logger.info("fold %d done: %d test scans", fold, len(test))

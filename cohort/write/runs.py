@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 RUNS = "runs"
 MARKER = "_SUCCESS.json"
 TABLES = {"series": SERIES, "landmarks": LANDMARK_ROWS, "segments": SEGMENT_ROWS}
+#: codes of an ok row whose calcium mask was missing or unusable (cohort.infer.prepare)
+MASK_PROBLEM_CODES = frozenset({"mask_missing", "mask_mismatch", "invalid_nifti"})
 
 
 def new_run_id() -> str:
@@ -67,6 +69,17 @@ def unfinished_runs(out_url: str, options: StorageOptions | None = None) -> list
     done = set(published_runs(out_url, options))
     names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)]
     return sorted(n for n in names if n not in done)
+
+
+def remove_unfinished(out_url: str, options: StorageOptions | None = None) -> list[str]:
+    """Delete the run folders without a marker (runs killed or failed before publishing:
+    nothing in them was ever visible); call it only while owning the output
+    (`cohort.write.ownership.claim`). Returns their ids."""
+    stale = unfinished_runs(out_url, options)
+    for run_id in stale:
+        fs, path = filesystem(run_url(out_url, run_id), options)
+        fs.rm(path, recursive=True)
+    return stale
 
 
 def run_manifest(out_url: str, run_id: str, options: StorageOptions | None = None) -> dict:
@@ -114,7 +127,9 @@ def finished_keys(out_url: str, options: StorageOptions | None = None, *,
       ``selected``);
     - ``ok``: left alone when it was made by the same model (``model_sha256``, None: any)
       and, when this run has masks (``need_volumes``), has its volumes. A row with volumes
-      also serves a run without masks: a forgotten ``--masks`` never replaces volumes.
+      also serves a run without masks: a forgotten ``--masks`` never replaces volumes. An
+      ``ok`` row whose mask was missing or unusable (a ``mask_*`` code) counts as failed:
+      left alone unless ``retry_failed`` (e.g. after fixing the masks).
 
     So the same command again processes nothing, while a new model, masks added later or a
     series the index now selects are processed.
@@ -124,9 +139,10 @@ def finished_keys(out_url: str, options: StorageOptions | None = None, *,
     status = latest.column("status").to_pylist()
     shas = latest.column("model_sha256").to_pylist()
     volumes = latest.column("volumes_computed").to_pylist()
+    codes = latest.column("error_code").to_pylist()
     done = set()
-    for key, st, sha, vol in zip(keys, status, shas, volumes, strict=True):
-        if st == "error":
+    for key, st, sha, vol, code in zip(keys, status, shas, volumes, codes, strict=True):
+        if st == "error" or (code in MASK_PROBLEM_CODES and not vol):
             keep = not retry_failed
         elif st == "skipped":
             keep = key not in selected

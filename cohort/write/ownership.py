@@ -1,0 +1,152 @@
+"""Who writes an output folder (`cohort run --out`), and with which identity keys.
+
+Two small files at the root of the output, beside ``index/`` and ``runs/``:
+
+    _identity.json   how patient and study keys are made: ``salted`` with a fingerprint of
+                     the salt (an HMAC of a fixed text under the salt, never the salt), or
+                     ``keep_ids``. A run with another salt or mode would give one patient two
+                     keys; it stops before any work, saying what differs.
+    _owner.json      the run that writes here now (host, process, run id), removed when it
+                     ends. A second run on the same output stops while that process lives; the
+                     owner file of a run that was killed is taken over, and its unpublished
+                     run folder is cleaned up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from cohort.errors import ConfigError
+from cohort.infer.identity import SALT_ENV, IdentityConfig
+from cohort.storage import StorageOptions, filesystem, join, read_bytes, redact, write_bytes
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_FILE = "_identity.json"
+OWNER_FILE = "_owner.json"
+_FINGERPRINT_TEXT = b"cohort: fingerprint of the identity salt, v1"
+
+
+def identity_record(identity: IdentityConfig) -> dict:
+    """What ``_identity.json`` holds for a resolved identity (never the salt itself)."""
+    if identity.salt:
+        digest = hmac.new(identity.salt.encode(), _FINGERPRINT_TEXT, hashlib.sha256)
+        return {"mode": "salted", "salt_fingerprint": digest.hexdigest()[:16]}
+    return {"mode": "keep_ids", "salt_fingerprint": None}
+
+
+def _describe(record: dict) -> str:
+    if record.get("mode") == "keep_ids":
+        return "identifiers as they are (--keep-ids)"
+    return f"keys salted with the salt of fingerprint {record.get('salt_fingerprint')}"
+
+
+def recorded_identity(out_url: str, options: StorageOptions | None = None) -> dict | None:
+    fs, path = filesystem(join(out_url, IDENTITY_FILE), options)
+    if not fs.exists(path):
+        return None
+    return json.loads(read_bytes(join(out_url, IDENTITY_FILE), options))
+
+
+def check_identity(out_url: str, identity: IdentityConfig,
+                   options: StorageOptions | None = None) -> bool:
+    """Refuse a run whose keys would not match the keys already written under ``out_url``.
+
+    Returns:
+        True when ``out_url`` records an identity (and it matches), False when it records
+        none (a new output, or one written before cohort recorded it).
+
+    Raises:
+        ConfigError: another salt or another mode, naming both and what to do.
+    """
+    found = recorded_identity(out_url, options)
+    if found is None:
+        return False
+    want = identity_record(identity)
+    if found.get("mode") == want["mode"] and found.get("salt_fingerprint") == \
+            want["salt_fingerprint"]:
+        return True
+    raise ConfigError(
+        f"{redact(out_url)} holds results with {_describe(found)}; this run would write "
+        f"{_describe(want)}, so one patient would get two keys. Run again with the salt "
+        f"used before (--salt or {SALT_ENV}) or the same --keep-ids choice, or give a new "
+        "--out")
+
+
+def mismatched_keys(pairs: list[tuple[str | None, str | None]]) -> int:
+    """How many (written key, key this run computes) pairs differ (None pairs skipped)."""
+    return sum(1 for old, new in pairs if old is not None and new is not None and old != new)
+
+
+def record_identity(out_url: str, identity: IdentityConfig,
+                    options: StorageOptions | None = None) -> None:
+    write_bytes(join(out_url, IDENTITY_FILE),
+                json.dumps(identity_record(identity), indent=1).encode(), options)
+
+
+@dataclass
+class Ownership:
+    """This process's claim on an output folder; `release` gives it up."""
+
+    out_url: str
+    run_id: str
+    options: StorageOptions | None
+    took_over: dict | None  # the owner record of a dead run this claim replaced
+
+    def release(self) -> None:
+        fs, path = filesystem(join(self.out_url, OWNER_FILE), self.options)
+        try:
+            current = json.loads(read_bytes(join(self.out_url, OWNER_FILE), self.options))
+        except (OSError, ValueError):
+            return
+        if current.get("run_id") == self.run_id:
+            fs.rm_file(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def claim(out_url: str, run_id: str, options: StorageOptions | None = None) -> Ownership:
+    """Take the output folder for this run.
+
+    Raises:
+        ConfigError: another run that still lives (same host, process alive) or that runs
+            on another host writes there.
+    """
+    host = socket.gethostname()
+    previous = None
+    fs, path = filesystem(join(out_url, OWNER_FILE), options)
+    if fs.exists(path):
+        try:
+            previous = json.loads(read_bytes(join(out_url, OWNER_FILE), options))
+        except (OSError, ValueError):
+            previous = {}
+        same_host = previous.get("host") == host
+        pid = int(previous.get("pid") or 0)
+        if same_host and pid and pid != os.getpid() and _alive(pid):
+            raise ConfigError(
+                f"another cohort run (process {pid}, run {previous.get('run_id')}) is writing "
+                f"to {redact(out_url)}; wait for it to finish, or give another --out")
+        if not same_host:
+            raise ConfigError(
+                f"a cohort run on host {previous.get('host')} (run {previous.get('run_id')}, "
+                f"started {previous.get('started')}) claims {redact(out_url)}; wait for it, or, "
+                f"if it was killed, delete {redact(join(out_url, OWNER_FILE))} and run again")
+    record = {"host": host, "pid": os.getpid(), "run_id": run_id,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_bytes(join(out_url, OWNER_FILE), json.dumps(record, indent=1).encode(), options)
+    return Ownership(out_url, run_id, options, previous)
