@@ -33,19 +33,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pydicom
 from machine_info import machine
 
-from cohort.config import DiscoveryConfig, IndexConfig, SynthConfig
+from cohort.config import DiscoveryConfig, IndexConfig
 from cohort.discover import build_index
 from cohort.discover.headers import FIELDS, quiet_pydicom
 from cohort.discover.listing import ObjectInfo, list_objects
-from cohort.discover.parallel import Runner, ensure_ray
+from cohort.discover.parallel import Runner
 from cohort.errors import ErrorCode
+from cohort.ray_session import RaySession
 from cohort.schemas import OBJECTS
 from cohort.storage import StorageOptions, filesystem, is_local
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.testing.seaweed import SeaweedS3, find_weed
 
@@ -148,13 +151,14 @@ def same_headers(index: pa.Table, whole: pa.Table) -> None:
 
 
 def server_cpu_seconds(server: SeaweedS3) -> float | None:
-    """CPU seconds (user + system) of the `weed` process so far; None where unknown."""
-    proc = getattr(server, "_proc", None)  # no public pid; the benchmark only reads /proc
+    """CPU seconds (user + system) of the `weed` process so far (psutil); None where
+    unknown."""
+    proc = getattr(server, "_proc", None)  # no public pid; the benchmark only reads it
     try:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (AttributeError, OSError, ValueError, IndexError):
+        times = psutil.Process(proc.pid).cpu_times()
+    except (AttributeError, psutil.Error):
         return None
+    return times.user + times.system
 
 
 
@@ -196,34 +200,28 @@ def main() -> None:
         for r in truth.column("series_role").to_pylist():
             roles[r] = roles.get(r, 0) + 1
 
-        started_ray = ensure_ray()
-        try:
-            with SeaweedS3() as server:
-                t0 = time.perf_counter()
-                server.make_bucket(BUCKET)
-                server.filesystem().put(str(dicom) + "/", f"{BUCKET}/dicom", recursive=True)
-                up_s = time.perf_counter() - t0
-                targets = {"s3": (f"s3://{BUCKET}/dicom", server.storage_options()),
-                           "local": (str(dicom), None)}
-                print(f"Header scan (cohort index) vs whole-file reads, SYNTHETIC head CT: "
-                      f"{args.patients} patients at {args.matrix} x {args.matrix}, "
-                      f"{len(truth)} series ({', '.join(f'{k} {v}' for k, v in roles.items())})")
-                print(f"machine: {machine()}; Ray with {os.cpu_count()} CPUs")
-                print(f"S3: SeaweedFS {weed_version()} on loopback (same machine, sharing the "
-                      f"cores); generated in {gen_s:.0f} s, uploaded in {up_s:.0f} s "
-                      f"({total / 1e6 / up_s:.0f} MB/s)")
-                print(f"objects: {n_objects}, {total / 1e6:.1f} MB "
-                      f"({total / n_objects / 1e3:.0f} KB each); files_per_task "
-                      f"{args.files_per_task}, io_threads {args.io_threads}; median of "
-                      f"{args.repeats} interleaved repeats after one warm-up")
-                results = measure(targets, args, n_objects,
-                                  lambda: server_cpu_seconds(server))
-                report(results, n_objects, total)
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+        with RaySession() as ray_session, SeaweedS3() as server:
+            ray_session.ensure()
+            t0 = time.perf_counter()
+            server.make_bucket(BUCKET)
+            server.filesystem().put(str(dicom) + "/", f"{BUCKET}/dicom", recursive=True)
+            up_s = time.perf_counter() - t0
+            targets = {"s3": (f"s3://{BUCKET}/dicom", server.storage_options()),
+                       "local": (str(dicom), None)}
+            print(f"Header scan (cohort index) vs whole-file reads, SYNTHETIC head CT: "
+                  f"{args.patients} patients at {args.matrix} x {args.matrix}, "
+                  f"{len(truth)} series ({', '.join(f'{k} {v}' for k, v in roles.items())})")
+            print(f"machine: {machine()}; Ray with {os.cpu_count()} CPUs")
+            print(f"S3: SeaweedFS {weed_version()} on loopback (same machine, sharing the "
+                  f"cores); generated in {gen_s:.0f} s, uploaded in {up_s:.0f} s "
+                  f"({total / 1e6 / up_s:.0f} MB/s)")
+            print(f"objects: {n_objects}, {total / 1e6:.1f} MB "
+                  f"({total / n_objects / 1e3:.0f} KB each); files_per_task "
+                  f"{args.files_per_task}, io_threads {args.io_threads}; median of "
+                  f"{args.repeats} interleaved repeats after one warm-up")
+            results = measure(targets, args, n_objects,
+                              lambda: server_cpu_seconds(server))
+            report(results, n_objects, total)
 
 
 def measure(targets: dict, args, n_objects: int, server_cpu) -> dict:

@@ -32,35 +32,31 @@ import logging
 import os
 import resource
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 from machine_info import machine
+from process_sampler import TreePeak, TreeSampler
 
 from cohort.anatomy import LANDMARKS
-from cohort.config import DiscoveryConfig, IndexConfig, SynthConfig
+from cohort.config import DiscoveryConfig, IndexConfig
 from cohort.discover.index import index_cohort
 from cohort.discover.manifest import read_manifest
 from cohort.errors import ErrorCode, SeriesError
-from cohort.infer.checkpoint import describe, shipped_checkpoint
-from cohort.infer.finish import FinishConfig
-from cohort.infer.identity import IdentityConfig
-from cohort.infer.landmarks import LandmarkPredictor
-from cohort.infer.prepare import PrepareConfig, prepare_series
-from cohort.pipeline import (
-    STAGE_DEFAULTS,
-    RunConfig,
-    _input_rows,
-    finish_stage,
-    prepare_stage,
-    run_cohort,
-)
+from cohort.job.checkpoint import describe, shipped_checkpoint
+from cohort.job.finish import FinishConfig
+from cohort.job.landmarks import LandmarkPredictor
+from cohort.job.prepare import PrepareConfig, prepare_series
+from cohort.job.rows import input_rows
+from cohort.job.stages import STAGE_DEFAULTS, finish_stage, prepare_stage
+from cohort.pipeline import RunConfig, run_cohort
 from cohort.preprocess.model_input import ModelInputConfig
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.testing.seaweed import SeaweedS3
+from cohort.write.identity import IdentityConfig
 from cohort.write.runs import read_table
 
 BUCKET = "bench-pipeline"
@@ -90,190 +86,6 @@ def checkpoint(path: str | None, tmp: Path) -> tuple[str, str]:
         "untrained DST `small` at 64 x 64 (the shipped checkpoint "
         f"{Path(shipped).name} is not in this checkout)"
     )
-
-
-# --- memory of the process tree ----------------------------------------------------------
-
-
-@dataclass
-class TreePeak:
-    rss: int = 0  # bytes, sum over the tree at the sample with the highest sum
-    pss: int = 0  # proportional set size (shared pages split between their users)
-    by_part: dict[str, int] = field(default_factory=dict)  # RSS at the RSS peak
-    processes: int = 0  # processes in the tree at the RSS peak
-    samples: int = 0
-    cpu_s: float = 0.0  # CPU seconds (user + system) the tree used while sampled
-    cpu_by_part: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    name: str  # /proc/<pid>/stat's comm: Ray workers retitle themselves "ray::..."
-    cpu_s: float  # user + system so far
-
-
-def processes() -> dict[int, Proc]:
-    """Every process on this machine, from /proc (Linux; as bench_index reads it)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        cpu = (int(fields[11]) + int(fields[12])) / tick
-        out[int(entry)] = Proc(int(entry), int(fields[1]), name, cpu)
-    return out
-
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_of(pid: int) -> int | None:
-    """Resident bytes of a process from /proc/<pid>/statm (a counter read: cheap); None when
-    gone."""
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pss_of(pid: int) -> int | None:
-    """Proportional set size from /proc/<pid>/smaps_rollup (walks the page tables: costly,
-    so read only at new RSS peaks); None when gone."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + fields[4]  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return (total - idle) / tick, total / tick
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of one process and its reaped children (0 when gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    f = stat[stat.rindex(")") + 2 :].split()
-    return sum(int(v) for v in f[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-class TreeSampler(threading.Thread):
-    """Samples the memory and CPU of this process and all its descendants except ``exclude``
-    (and theirs) every ``interval`` seconds; also the whole machine's CPU and the CPU of the
-    excluded processes (the S3 server), so that a run's cores can be accounted for.
-
-    A sample reads /proc/<pid>/stat and statm (counters, cheap); PSS (smaps_rollup, a page
-    table walk) only when the tree's RSS reaches a new peak. Its own CPU is part of the
-    driver's (it is a thread of this process) and it samples the sequential loop as well, so
-    that both sides of a comparison pay it."""
-
-    def __init__(self, exclude: set[int], interval: float = 0.5):
-        super().__init__(daemon=True)
-        self.root = os.getpid()
-        self.exclude = exclude
-        self.interval = interval
-        self.peak = TreePeak()
-        self._stop_event = threading.Event()
-        self._cpu: dict[int, float] = {}  # last CPU seconds seen per pid
-        self._cpu_start: dict[int, float] = {}
-        self._part: dict[int, str] = {}  # last part seen per pid
-        self.wall_s = 0.0
-        self.machine_busy_s = 0.0  # every process on the machine, the sampler included
-        self.excluded_cpu_s = 0.0  # the excluded processes (the S3 server)
-
-    def __enter__(self) -> TreeSampler:
-        self._cpu_start = {p.pid: p.cpu_s for p in self._tree()}
-        self._machine0 = machine_cpu()[0]
-        self._excluded0 = sum(cpu_of(p) for p in self.exclude)
-        self._t0 = time.perf_counter()
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop_event.set()
-        self.join()
-        self.sample()
-        self.wall_s = time.perf_counter() - self._t0
-        self.machine_busy_s = machine_cpu()[0] - self._machine0
-        self.excluded_cpu_s = sum(cpu_of(p) for p in self.exclude) - self._excluded0
-        for pid, v in self._cpu.items():
-            used = v - self._cpu_start.get(pid, 0.0)
-            part = self._part.get(pid, "?")
-            self.peak.cpu_by_part[part] = self.peak.cpu_by_part.get(part, 0.0) + used
-        self.peak.cpu_s = sum(self.peak.cpu_by_part.values())
-
-    @property
-    def cores_busy(self) -> float:
-        """Average cores in use on the whole machine while sampled."""
-        return self.machine_busy_s / self.wall_s if self.wall_s else float("nan")
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.sample()
-
-    def _tree(self) -> list[Proc]:
-        """This process and its descendants, parents before children, without the
-        excluded processes' subtrees."""
-        table = processes()
-        children: dict[int, list[Proc]] = {}
-        for p in table.values():
-            children.setdefault(p.ppid, []).append(p)
-        out, todo = [], [table[self.root]] if self.root in table else []
-        while todo:
-            p = todo.pop()
-            if p.pid in self.exclude:
-                continue
-            out.append(p)
-            todo.extend(children.get(p.pid, []))
-        return out
-
-    def sample(self) -> None:
-        rss = 0
-        parts: dict[str, int] = {}
-        workers: set[int] = set()
-        procs = self._tree()
-        alive = []
-        for p in procs:
-            mem = rss_of(p.pid)
-            if mem is None:
-                continue
-            alive.append(p.pid)
-            self._cpu[p.pid] = p.cpu_s
-            if p.pid == self.root:
-                part = "driver"
-            elif p.name.startswith("ray::") or p.ppid in workers:
-                workers.add(p.pid)
-                part = "workers"  # Ray workers and their isolated decoder processes
-            elif p.name == "raylet":
-                part = "raylet"  # holds the object store (pages it touched)
-            else:
-                part = "ray system"  # GCS, agents, monitors
-            self._part[p.pid] = part
-            rss += mem
-            parts[part] = parts.get(part, 0) + mem
-        self.peak.samples += 1
-        if rss > self.peak.rss:
-            self.peak.rss, self.peak.by_part, self.peak.processes = rss, parts, len(procs)
-            pss = sum(v for v in map(pss_of, alive) if v is not None)
-            self.peak.pss = max(self.peak.pss, pss)
 
 
 # --- the sequential baseline -------------------------------------------------------------
@@ -648,7 +460,7 @@ def main() -> None:
             "model_trained_on": info.trained_on,
             "code_version": "bench",
         }
-        rows = _input_rows(selected.head(args.small), common, cfg.identity)
+        rows = input_rows(selected.head(args.small), common, cfg.identity)
 
         print(f"\n1. sequential loop, one process, {len(rows)} scans ({load()})")
         with TreeSampler(exclude, args.sample_s) as seq_sampler:
@@ -675,7 +487,7 @@ def main() -> None:
         sizes = [("small", args.small)] + ([] if args.skip_large else [("large", args.large)])
         actors = cfg.gpus or cfg.cpu_actors
         for step, (label, n) in enumerate(sizes, start=2):
-            rows = _input_rows(selected.head(n), {**common, "run_id": "alone"}, cfg.identity)
+            rows = input_rows(selected.head(n), {**common, "run_id": "alone"}, cfg.identity)
             print(
                 f"\n{step}a. the prepare stage alone ({label}), {n} scans: Ray Data tasks "
                 f"with the job's resources ({cfg.task_cpus:g} CPU, {cfg.task_memory_gb:g} GB "

@@ -19,8 +19,8 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from cohort.config import SynthConfig
 from cohort.read.series import read_series
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 

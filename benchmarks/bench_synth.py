@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
-from cohort.config import SynthConfig  # noqa: E402
 from cohort.storage import join, write_bytes  # noqa: E402
 from cohort.synth.acquisition import Protocol, sample_protocol  # noqa: E402
+from cohort.synth.config import SynthConfig  # noqa: E402
 from cohort.synth.dicom_writer import SeriesIdentity, encode_series  # noqa: E402
 from cohort.synth.heads import generate_cohort, nifti_bytes  # noqa: E402
 from cohort.synth.phantom import build_phantom  # noqa: E402

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_info import machine  # noqa: E402
 
 from cohort.anatomy import LANDMARKS  # noqa: E402
-from cohort.config import SynthConfig  # noqa: E402
-from cohort.infer.checkpoint import shipped_checkpoint  # noqa: E402
-from cohort.infer.landmarks import LandmarkPredictor  # noqa: E402
+from cohort.job.checkpoint import shipped_checkpoint  # noqa: E402
+from cohort.job.landmarks import LandmarkPredictor  # noqa: E402
 from cohort.model.dst import load_checkpoint  # noqa: E402
 from cohort.preprocess.model_input import ModelInputConfig, prepare  # noqa: E402
 from cohort.read.series import read_series, volume_to_native  # noqa: E402
+from cohort.synth.config import SynthConfig  # noqa: E402
 from cohort.synth.heads import generate_cohort  # noqa: E402
 
 

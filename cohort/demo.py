@@ -18,14 +18,14 @@ import time
 import pandas as pd
 
 from cohort.anatomy import LANDMARKS
-from cohort.config import SynthConfig
 from cohort.discover.index import index_cohort, summarize
-from cohort.infer.identity import IdentityConfig
 from cohort.pipeline import RunConfig, run_cohort
 from cohort.query import connect
 from cohort.storage import StorageOptions
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.synth.summary import describe_cohort
+from cohort.write.identity import IdentityConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def landmark_agreement(series: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def run_demo(*, out_dir: str, patients: int, seed: int, matrix: int, workers: int) -> str:
+def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
+             matrix: int = 512, workers: int = 0) -> str:
     """Run the demo; return the report to print."""
     out_dir = os.path.abspath(out_dir)
     cohort_dir = os.path.join(out_dir, "synthetic-cohort")

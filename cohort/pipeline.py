@@ -5,11 +5,12 @@
       -> Ray Data, one row per series:
          map          CPU task per series, 1 CPU, in an isolated process with a time limit:
                       fetch, decode, validate, tilt-correct, hemisphere split, calcium
-                      summary from the user's mask, model input      (cohort.infer.prepare)
+                      summary from the user's mask, model input
+                                                 (cohort.job.stages -> cohort.job.prepare)
          map_batches  DST actors (num_gpus=1 each on GPU nodes, else CPU), batches of
-                      similar depth, left-padded                     (cohort.infer.landmarks)
+                      similar depth, left-padded                     (cohort.job.landmarks)
          map          CPU: segment volumes, risk group, QC flags, QC picture for flagged
-                      series, optional label maps                     (cohort.infer.finish)
+                      series, optional label maps (cohort.job.stages -> cohort.job.finish)
       -> the driver writes series / landmarks / segments Parquet in parts as rows arrive,
          then the run manifest `_SUCCESS.json` last            (cohort.write.runs)
 
@@ -29,29 +30,38 @@ import pandas as pd
 
 from cohort import __version__
 from cohort.config import IndexConfig
-from cohort.discover.parallel import ensure_ray
-from cohort.errors import ConfigError, ErrorCode, SeriesError, StorageError
-from cohort.infer.checkpoint import ModelInfo, describe
-from cohort.infer.finish import QC_CHOICES, FinishConfig, finish_row
-from cohort.infer.identity import IdentityConfig, pseudonym
-from cohort.infer.prepare import PrepareConfig, prepare_isolated
+from cohort.errors import ConfigError, StorageError
+from cohort.job.checkpoint import ModelInfo, describe
+from cohort.job.finish import QC_CHOICES, FinishConfig
+from cohort.job.preflight import (
+    check_masks,
+    check_resources,
+    check_written_keys,
+    inside,
+    is_index,
+    only_ours,
+)
+from cohort.job.prepare import PrepareConfig
+from cohort.job.resources import Request
+from cohort.job.rows import input_rows, not_processed_row, plain
+from cohort.job.stages import finish_stage, prepare_stage
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.quantify import QuantifyConfig
 from cohort.quantify.qc import summarise_flags
+from cohort.ray_session import RaySession
 from cohort.read.series import ReadConfig
 from cohort.storage import (
     StorageOptions,
     check_endpoint,
     check_writable,
     filesystem,
-    is_local,
     join,
     redact,
 )
+from cohort.write.identity import IdentityConfig
 from cohort.write.ownership import (
     check_identity,
     claim,
-    mismatched_keys,
     record_identity,
 )
 from cohort.write.progress import Progress
@@ -59,7 +69,6 @@ from cohort.write.runs import (
     RunWriter,
     finished_keys,
     new_run_id,
-    published_runs,
     remove_unfinished,
     run_url,
 )
@@ -103,8 +112,13 @@ class RunConfig:
     quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
-    # fault drill for tests: (series UID, marker URL) kills the worker once on that series
-    fault_drill: tuple[str, str] | None = None
+
+    @property
+    def resource_request(self) -> Request:
+        """What the job asks of Ray, for the preflight check."""
+        return Request(task_cpus=self.task_cpus, task_memory_gb=self.task_memory_gb,
+                       actors=self.gpus or self.cpu_actors, actor_gpus=1 if self.gpus else 0,
+                       actor_cpus=self.reserved_actor_cpus)
 
     @property
     def reserved_actor_cpus(self) -> float:
@@ -187,7 +201,7 @@ def load_manifest(input_url: str, out_url: str, config: IndexConfig,
         fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
         if fs.exists(path) and is_published(candidate, options, name=MARKER):
             return read_manifest(candidate, options).to_pandas(), candidate
-    if _inside(out_url, input_url, options):  # run_cohort checks it first; kept for callers
+    if inside(out_url, input_url, options):  # run_cohort checks it first; kept for callers
         raise ConfigError(f"--out {redact(out_url)} lies inside the input {redact(input_url)}: "
                           "the index would list the job's own outputs; write it elsewhere")
     index_url = join(out_url, "index")
@@ -196,159 +210,11 @@ def load_manifest(input_url: str, out_url: str, config: IndexConfig,
     return read_manifest(index_url, options).to_pandas(), index_url
 
 
-def _inside(url: str, folder: str, options: StorageOptions | None) -> bool:
-    """Whether ``url`` is ``folder`` or lies under it (same storage)."""
-    from cohort.storage import protocol_of
-
-    if protocol_of(url) != protocol_of(folder) and not (is_local(url) and is_local(folder)):
-        return False
-    a, b = filesystem(url, options)[1].rstrip("/"), filesystem(folder, options)[1].rstrip("/")
-    return a == b or a.startswith(b + "/")
-
-
-def _source_uri(files, identity: IdentityConfig) -> str | None:
-    """The folder of the series' files; only with ``keep_ids``, because archive paths often
-    hold patient IDs or names (``<root>/<PatientID>/<date>/...``)."""
-    if files is None or len(files) == 0 or identity.salt:
-        return None
-    first = str(files[0])
-    return redact(first.rsplit("/", 1)[0] if "/" in first else first)
-
-
-def _plain(value):
-    """numpy values (as Ray hands rows back) -> plain Python values."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and value != value:  # NaN from pandas -> null
-        return None
-    return value
-
-
-#: every key a row carries between stages, so that all blocks share one schema
-STAGE_DEFAULTS = {
-    "error_code": None, "error_detail": None, "n_slices": None, "rows": None, "columns": None,
-    "pixel_spacing_mm": None, "slice_step_mm": None, "tilt_deg": None,
-    "tilt_corrected": None, "midline_used": None, "midline_offset_mm": None,
-    "midline_angle_deg": None, "midline_point": None, "midline_normal": None,
-    "model_decimation": None, "model_input": None, "model_depth": None, "calcium": None,
-    "slice_repairs": None, "seconds_prepare": None, "native_slice": None,
-    "confidence_threshold": None,
-    "variable_spacing": None, "sparse_slices": None, "mask_problem": None,
-}
-
-
-def prepare_stage(row: dict, config: PrepareConfig,
-                  fault_drill: tuple[str, str] | None = None) -> dict:
-    """Ray Data map: one series row -> prepared row (status error instead of raising)."""
-    row = {**STAGE_DEFAULTS, **row}
-    if fault_drill and row["series_uid"] == fault_drill[0]:
-        _drill(fault_drill[1], config.storage)
-    try:
-        # a series without a SeriesInstanceUID goes by its key (masks: <key>.nii.gz)
-        row.update(prepare_isolated(list(row["files"]), row["series_uid"] or row["series_key"],
-                                    config))
-    except SeriesError as e:
-        row.update(status="error", error_code=e.code.value, error_detail=str(e))
-    except Exception as e:  # noqa: BLE001  (one series must never fail the job)
-        logger.exception("series %s", row["series_uid"])
-        row.update(status="error", error_code=ErrorCode.PROCESSING_FAILED.value,
-                   error_detail=f"{type(e).__name__}: {e}")
-    return row
-
-
-def finish_stage(row: dict, config: FinishConfig) -> dict:
-    """Ray Data map: quantification, pictures; only table values leave this stage."""
-    row = {k: _plain(v) for k, v in row.items() if k != "model_input"}
-    try:
-        row = finish_row(row, config)
-    except Exception as e:  # noqa: BLE001
-        logger.exception("series %s", row.get("series_uid"))
-        row.update(status="error", error_code=ErrorCode.PROCESSING_FAILED.value,
-                   error_detail=f"quantification: {type(e).__name__}: {e}")
-    row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
-    for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub",
-                  "slice_repairs", "native_slice", "sparse_slices", "mask_problem"):
-        row.pop(heavy, None)
-    return row
-
-
-def _drill(marker_url: str, options: StorageOptions | None) -> None:
-    """Kill this worker process the first time (as an OOM kill or a lost node would)."""
-    fs, path = filesystem(marker_url, options)
-    if fs.exists(path):
-        return
-    fs.pipe_file(path, b"killed once\n")
-    logger.warning("fault drill: killing worker process %d", os.getpid())
-    os._exit(23)
-
-
-def _text(value) -> str | None:
-    """A manifest text value as written: None for a missing one (None, NaN from pandas, or
-    an empty type-2 DICOM tag), else the string."""
-    value = _plain(value)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _manifest_fields(r, identity: IdentityConfig) -> dict:
-    """What every row of a series takes from its manifest row, whether processed or not:
-    keys, pseudonyms and the header values, with missing values as nulls (never NaN, which
-    would give a column two types)."""
-    return {
-        "series_key": r.series_key, "series_uid": r.series_uid,
-        "study_key": pseudonym(_text(r.study_uid), identity),
-        "patient_key": pseudonym(_text(r.patient_id), identity),
-        "source_uri": _source_uri(r.files, identity),
-        "study_date": _text(r.study_date), "manufacturer": _text(r.manufacturer),
-        "scanner_model": _text(r.model), "kernel": _text(r.kernel),
-        "n_files": int(r.n_files), "slice_thickness_mm": _plain(r.slice_thickness_mm),
-    }
-
-
-def _input_rows(selected: pd.DataFrame, common: dict, identity: IdentityConfig) -> list[dict]:
-    return [{**common, **_manifest_fields(r, identity), "status": "ok",
-             "files": [str(f) for f in r.files],
-             "scrub": _folders(r.files) if identity.salt else []}
-            for r in selected.itertuples(index=False)]
-
-
-def _folders(files) -> list[str]:
-    """The folders of a series' files, longest first (replaced in error messages)."""
-    folders = {str(f).rsplit("/", 1)[0] for f in files if "/" in str(f)}
-    return sorted(folders | {redact(f) for f in folders}, key=len, reverse=True)
-
-
-def scrub(text: str | None, folders: list[str]) -> str | None:
-    """``text`` with archive paths (which may hold patient IDs) replaced."""
-    if not text:
-        return text
-    for folder in folders:
-        text = text.replace(folder, "<series folder>")
-    return text
-
-
-def _not_processed_row(r, common: dict, identity: IdentityConfig) -> dict:
-    """A manifest row the index did not select (skipped) or could not read (error)."""
-    folders = _folders(r.files) if identity.salt else []
-    return {**common, **_manifest_fields(r, identity),
-            "status": "skipped" if r.status == "not_selected" else "error",
-            "error_code": _text(r.error_code),
-            "error_detail": scrub(_text(r.error_detail), folders)}
-
-
 def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
              finish: FinishConfig, model: ModelInfo):
     import ray
 
-    from cohort.infer.landmarks import LandmarkPredictor  # torch: the actors' import only
+    from cohort.job.landmarks import LandmarkPredictor  # torch: the actors' import only
 
     context = ray.data.DataContext.get_current()
     # the job shows one progress display of its own (cohort.write.progress); Ray Data's
@@ -361,7 +227,7 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
     # worker deaths are retried by Ray Data's defaults (tasks and actor restarts); failures
     # of a series never raise out of a stage
-    ds = ds.map(prepare_stage, fn_kwargs={"config": prepare, "fault_drill": config.fault_drill},
+    ds = ds.map(prepare_stage, fn_kwargs={"config": prepare},
                 num_cpus=config.task_cpus, memory=config.task_memory_gb * GiB)
     actors = config.gpus or config.cpu_actors
     actor_cpus = config.reserved_actor_cpus
@@ -425,7 +291,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
     existed = fs_out.exists(out_path)
     run_id = new_run_id()
     ownership = None
-    started_ray = False
+    ray = RaySession(config.index.discovery.num_cpus)  # started on first need, shut down here
     try:
         check_endpoint(options)  # an unreachable S3 server: said within seconds
         check_writable(out_url, options)
@@ -436,7 +302,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
                                   "folder of <SeriesInstanceUID>.nii.gz calcium masks")
         model = describe(config.model, options)
         identity_known = check_identity(out_url, identity, options)
-        if _inside(out_url, input_url, options) and not is_index(input_url, options):
+        if inside(out_url, input_url, options) and not is_index(input_url, options):
             raise ConfigError(f"--out {redact(out_url)} lies inside the input "
                               f"{redact(input_url)}: the index would list the job's own "
                               "outputs; write it elsewhere")
@@ -445,28 +311,25 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
             logger.warning("run %s on this output was stopped before it ended; taking over",
                            ownership.took_over.get("run_id"))
         if not is_index(input_url, options) and config.index.discovery.executor == "ray":
-            started_ray = ensure_ray(config.index.discovery.num_cpus)
+            ray.ensure()  # the indexer's tasks and the job share this one Ray
         report = _run(input_url, out_url, config, options, identity, identity_known, model,
-                      run_id, t0)
+                      run_id, t0, ray)
         if report is None:
             return _nothing_to_do(out_url, t0)
         return report
     except (ConfigError, StorageError):
-        if not existed and fs_out.exists(out_path) and _only_ours(out_url, options):
+        if not existed and fs_out.exists(out_path) and only_ours(out_url, options):
             fs_out.rm(out_path, recursive=True)  # a refused command leaves nothing behind
         raise
     finally:
         if ownership is not None:
             ownership.release()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        ray.close()
 
 
 def _run(input_url: str, out_url: str, config: RunConfig, options: StorageOptions | None,
          identity: IdentityConfig, identity_known: bool, model: ModelInfo, run_id: str,
-         t0: float) -> RunReport | None:
+         t0: float, ray: RaySession) -> RunReport | None:
     """The job once it owns the output; None when there is nothing to do."""
     model_input = ModelInputConfig(**model.model_input) if model.model_input else \
         ModelInputConfig()
@@ -502,8 +365,8 @@ def _run(input_url: str, out_url: str, config: RunConfig, options: StorageOption
                                                           selected["series_key"], strict=True)],
                     options)
     if len(selected):  # before anything is written: a job Ray cannot schedule would wait
-        ensure_ray(config.index.discovery.num_cpus)
-        check_resources(config)
+        ray.ensure()
+        check_resources(config.resource_request)
     record_identity(out_url, identity, options)
     url = run_url(out_url, run_id)
     writer = RunWriter(out_url, run_id, options, config.part_rows)
@@ -512,7 +375,7 @@ def _run(input_url: str, out_url: str, config: RunConfig, options: StorageOption
     counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": len(series) - len(todo),
               "left_for_later": later}
     for r in todo[todo["status"] != "selected"].itertuples(index=False):
-        row = _not_processed_row(r, common, identity)
+        row = not_processed_row(r, common, identity)
         counts[row["status"]] += 1
         writer.add(row)
     prepare = PrepareConfig(read=replace(config.read, rules=config.index.stack),
@@ -529,11 +392,11 @@ def _run(input_url: str, out_url: str, config: RunConfig, options: StorageOption
         progress_logger.info("run %s: %d series to process (%d finished in earlier runs, %d "
                              "not selected)", run_id, len(selected), counts["finished_earlier"],
                              counts["skipped"] + counts["error"])
-        ds = _dataset(_input_rows(selected, common, identity), config, prepare, finish, model)
+        ds = _dataset(input_rows(selected, common, identity), config, prepare, finish, model)
         progress = Progress(len(selected), every=config.progress_every)
         try:
             for row in ds.iter_rows():
-                row = {k: _plain(v) for k, v in row.items()}
+                row = {k: plain(v) for k, v in row.items()}
                 counts[row["status"]] += 1
                 writer.add(row)
                 progress.update(row["status"])
@@ -569,98 +432,6 @@ def _nothing_to_do(out_url: str, t0: float) -> RunReport:
     return RunReport(None, None, {}, time.perf_counter() - t0, 0.0, {}, out_url=out_url)
 
 
-def is_index(input_url: str, options: StorageOptions | None) -> bool:
-    """Whether ``input_url`` is an index folder (or holds ``index/``) that the job reads
-    as it is, rather than an archive it indexes."""
-    from cohort.discover.manifest import MANIFEST_FILE, MARKER
-    from cohort.storage import is_published
-
-    for candidate in (input_url, join(input_url, "index")):
-        fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
-        if fs.exists(path) and is_published(candidate, options, name=MARKER):
-            return True
-    return False
-
-
-def _only_ours(out_url: str, options: StorageOptions | None) -> bool:
-    """Whether ``out_url`` holds nothing but what a refused run of ours may have written
-    (an index, the identity and owner files): no published run."""
-    return not published_runs(out_url, options)
-
-
-def check_written_keys(out_url: str, series: pd.DataFrame, identity: IdentityConfig,
-                       options: StorageOptions | None) -> None:
-    """For outputs written before cohort recorded its identity file: the patient keys
-    already published must be the keys this run computes for the same series.
-
-    Raises:
-        ConfigError: they differ (another salt, or --keep-ids against a salt).
-    """
-    if not published_runs(out_url, options):
-        return
-    from cohort.write.runs import latest_series, read_table
-
-    written = latest_series(read_table(out_url, "series", options)).to_pandas()
-    ids = dict(zip(series["series_key"], series["patient_id"], strict=True))
-    pairs = [(key, pseudonym(_text(ids.get(s)), identity))
-             for s, key in zip(written["series_key"], written["patient_key"], strict=True)
-             if s in ids]
-    bad = mismatched_keys(pairs)
-    if bad:
-        raise ConfigError(
-            f"{redact(out_url)} holds patient keys made with another salt or identity mode "
-            f"({bad} of {len(pairs)} series differ from the keys this run computes); run "
-            f"again with the salt used before (--salt or COHORT_SALT) or the same --keep-ids "
-            "choice, or give a new --out")
-
-
-def check_masks(masks_url: str, series_uids: list[str],
-                options: StorageOptions | None) -> None:
-    """Refuse a masks folder in which no series to process has its mask (a naming mistake
-    would otherwise cost a whole run of ``mask_missing`` rows); warn when some lack one.
-
-    Raises:
-        ConfigError: none of ``series_uids`` has ``<uid>.nii.gz`` in the folder.
-    """
-    fs, path = filesystem(masks_url, options)
-    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
-    missing = [u for u in series_uids if f"{u}.nii.gz" not in names]
-    if len(missing) == len(series_uids):
-        found = ", ".join(sorted(names)[:3]) or "nothing"
-        raise ConfigError(
-            f"none of the {len(series_uids)} series to process has a mask in --masks "
-            f"{redact(masks_url)}: masks are named <SeriesInstanceUID>.nii.gz, e.g. "
-            f"{series_uids[0]}.nii.gz; the folder holds {len(names)} entries ({found}"
-            f"{', ...' if len(names) > 3 else ''})")
-    if missing:
-        logger.warning("%d of %d series have no mask in %s: they keep their landmarks, without "
-                       "volumes (mask_missing; --mask-errors makes them error rows)",
-                       len(missing), len(series_uids), redact(masks_url))
-
-
-def check_resources(config: RunConfig) -> None:
-    """Refuse a job that the connected Ray cannot schedule (it would wait forever).
-
-    Raises:
-        ConfigError: on a Ray started here (fixed resources). On a cluster (``RAY_ADDRESS``)
-            the autoscaler may still add nodes: a warning instead.
-    """
-    from cohort.infer.resources import Request, cluster_nodes, resource_problems
-
-    actor_cpus = config.reserved_actor_cpus
-    request = Request(task_cpus=config.task_cpus, task_memory_gb=config.task_memory_gb,
-                      actors=config.gpus or config.cpu_actors, actor_gpus=1 if config.gpus else 0,
-                      actor_cpus=actor_cpus)
-    problems = resource_problems(request, cluster_nodes())
-    if not problems:
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        for p in problems:
-            logger.warning("%s; waiting for the cluster's autoscaler to add such nodes", p)
-        return
-    raise ConfigError("; ".join(problems))
-
-
 def _config_record(config: RunConfig) -> dict:
     """The run's configuration for its manifest: plain values, no secrets."""
     record = asdict(config)
@@ -669,5 +440,4 @@ def _config_record(config: RunConfig) -> dict:
     for key in ("model", "masks"):
         if record.get(key):
             record[key] = redact(record[key])
-    record.pop("fault_drill", None)
     return record

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import SimpleITK as sitk
 
 from cohort.anatomy import LANDMARKS
-from cohort.config import SynthConfig
 from cohort.geometry import Grid
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.write.reformat import reformat_figure
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cohort.config import SynthConfig
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 
@@ -43,13 +43,19 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(tmp_path_factory):
     """One local Ray instance for the session: 2 CPUs, a small object store, no dashboard.
 
     It declares one GPU so that GPU actors are scheduled as on a cluster (torch falls back
     to the CPU)."""
+    import os
+
     import ray
 
+    from cohort.testing.faults import DRILL_ENV
+
+    # fault drills are armed through a file the workers know of from their start
+    os.environ[DRILL_ENV] = str(tmp_path_factory.mktemp("drills") / "drill.json")
     ray.init(num_cpus=2, num_gpus=1, object_store_memory=200 * 1024**2,
              include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray

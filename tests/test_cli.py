@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cohort.cli import main
-from cohort.config import SynthConfig
 from cohort.synth import heads
+from cohort.synth.config import SynthConfig
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -31,7 +31,7 @@ def _env(container: dict) -> dict[str, dict]:
 def test_rayjob_yaml_runs_the_cohort_job_on_a_head_cpu_and_gpu_groups():
     """rayjob.yaml: a KubeRay RayJob (no CRD schema offline, so its structure is checked
     here) whose entrypoint is a valid `cohort run` command line."""
-    from cohort.cli import _build_parser
+    from cohort.cli import build_parser
 
     job = yaml.safe_load((ROOT / "rayjob.yaml").read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
@@ -43,7 +43,8 @@ def test_rayjob_yaml_runs_the_cohort_job_on_a_head_cpu_and_gpu_groups():
     assert words[0] == "python"
     script = words[1].removeprefix("/home/ray/cohort/")
     assert script == "jobs/infer_cohort.py" and (ROOT / script).is_file()
-    args = _build_parser().parse_args(["run", *words[2:]])
+    argv = ["run", *words[2:]]
+    args = build_parser(argv).parse_args(argv)
     assert args.input.startswith("s3://") and args.out and args.masks
     assert args.salt is None and "--salt" not in words
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])

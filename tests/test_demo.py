@@ -7,7 +7,7 @@ import pytest
 
 from cohort.anatomy import LANDMARKS, SEGMENTS, SIDES
 from cohort.demo import run_demo
-from cohort.infer.checkpoint import describe
+from cohort.job.checkpoint import describe
 from cohort.query import connect
 
 #: what the shipped checkpoint must at least reach on unseen synthetic scans (its 5-fold

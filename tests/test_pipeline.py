@@ -17,9 +17,10 @@ import SimpleITK as sitk
 
 from cohort.discover.manifest import read_manifest
 from cohort.errors import ConfigError
-from cohort.infer.identity import IdentityConfig
 from cohort.pipeline import RunConfig, finish_heavy, finish_resources, run_cohort
 from cohort.query import connect
+from cohort.testing import faults
+from cohort.write.identity import IdentityConfig
 from cohort.write.runs import published_runs, read_table, run_url
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -257,7 +258,7 @@ def test_rerun_processes_nothing_and_retry_failed_keeps_one_row(first_run, s3_co
 
 
 def test_a_killed_worker_is_retried_without_loss_or_duplicate(first_run, s3_cohort, s3_server,
-                                                              tiny_checkpoint):
+                                                              tiny_checkpoint, tmp_path):
     opts = s3_server.storage_options()
     index = f"{first_run[0]}/index"  # the first run's manifest: no second indexing
     out = f"{s3_cohort['bucket']}/out-killed"
@@ -266,13 +267,14 @@ def test_a_killed_worker_is_retried_without_loss_or_duplicate(first_run, s3_coho
     victim = selected["series_uid"].iloc[1]
     planted = {s3_cohort[k] for k in ("wrong", "missing", "blank", "truncated")}
     asked = next(u for u in selected["series_uid"].head(3) if u not in planted)
-    marker = f"{s3_cohort['bucket']}/drill/killed-once"
+    marker = tmp_path / "killed-once"
     config = RunConfig(model=str(tiny_checkpoint), masks=s3_cohort["masks"], qc="none",
-                       identity=IdentityConfig(salt="s"), fault_drill=(victim, marker),
+                       identity=IdentityConfig(salt="s"),
                        max_series=3, gpus=1,  # the actor asks for a GPU, as on a cluster
                        qc_series=(asked,))
-    report = run_cohort(index, out, config, opts)
-    assert s3_server.filesystem().exists(marker.removeprefix("s3://"))  # it did die
+    with faults.armed("prepare", str(marker), series=victim):
+        report = run_cohort(index, out, config, opts)
+    assert marker.exists()  # it did die
     series = read_table(out, "series", opts).to_pandas()
     assert series["series_key"].is_unique
     row = series[series["series_uid"] == victim]

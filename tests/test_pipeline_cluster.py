@@ -49,8 +49,8 @@ def run_on_cluster(cohort: str, out: str, model: str) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from cohort.infer.identity import IdentityConfig
     from cohort.pipeline import RunConfig, run_cohort
+    from cohort.write.identity import IdentityConfig
 
     t0 = time.perf_counter()
     cluster = Cluster(
@@ -92,7 +92,7 @@ def cluster_run(tmp_path_factory, tiny_checkpoint):
     run on the simulated cluster in a child process."""
     import pandas as pd
 
-    from cohort.config import SynthConfig
+    from cohort.synth.config import SynthConfig
     from cohort.synth.heads import generate_cohort
 
     root = tmp_path_factory.mktemp("cluster") / "cohort"

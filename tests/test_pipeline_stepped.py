@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from cohort.anatomy import LANDMARKS, SEGMENTS, SIDES
-from cohort.infer.identity import IdentityConfig
 from cohort.pipeline import RunConfig, run_cohort
 from cohort.query import connect
+from cohort.write.identity import IdentityConfig
 
 #: the shipped checkpoint on unseen stepped scans, in acquired slices (as tests/test_demo.py
 #: on regular ones) and in mm

@@ -10,9 +10,9 @@ import pytest
 
 from cohort.anatomy import LANDMARKS
 from cohort.cli import main
-from cohort.config import SynthConfig
 from cohort.discover import build_index
 from cohort.query import connect
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 

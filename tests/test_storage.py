@@ -170,11 +170,16 @@ def test_read_missing_local_file_raises_storage_error(tmp_path):
         storage.read_bytes(str(tmp_path / "nothing.bin"))
 
 
-def test_check_writable_creates_local_folder_and_leaves_it_empty(tmp_path):
+def test_check_writable_creates_nothing_for_a_new_local_folder(tmp_path):
+    """A folder that does not exist yet is checked through its nearest existing parent and
+    not created: a command refused later must leave nothing behind."""
     target = tmp_path / "new" / "out"
     storage.check_writable(str(target))
-    assert target.is_dir()
-    assert list(target.iterdir()) == []
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "there"
+    existing.mkdir()
+    storage.check_writable(str(existing))  # an existing folder gets a probe, then nothing
+    assert list(existing.iterdir()) == []
 
 
 def test_check_writable_fails_clearly_under_a_regular_file(tmp_path):
@@ -184,12 +189,11 @@ def test_check_writable_fails_clearly_under_a_regular_file(tmp_path):
     with pytest.raises(StorageError) as info:
         storage.check_writable(url)
     message = str(info.value)
-    assert message.startswith(f"cannot write to {url}: ")
+    assert message.startswith(f"cannot write to {url}: {blocker} is not a folder")
     assert message.endswith(
         "give a folder you can write to or an s3:// URL whose bucket exists and whose "
         "credentials allow PutObject"
     )
-    assert isinstance(info.value.__cause__, OSError)
 
 
 def test_publish_marker_local(tmp_path):

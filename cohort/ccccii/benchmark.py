@@ -51,7 +51,8 @@ class BenchmarkConfig:
     native_depth: bool = False  # DST models read every scan at its own depth instead
     study: StudyConfig = field(
         default_factory=lambda: StudyConfig(
-            train=TrainConfig(task="classification", model="dst", batch_size=4)
+            train=TrainConfig(task="classification", model="dst", batch_size=4, epochs=30,
+                              momentum=0.9)
         )
     )
     measure_repeats: int = 3  # timed forward passes per model (the best one counts)

@@ -35,6 +35,7 @@ from cohort.ccccii.tables import (
     table5_long,
 )
 from cohort.errors import ConfigError
+from cohort.ray_session import RaySession
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, redact, write_bytes
 from cohort.train.study import load_or_make_splits
 from cohort.train.tables import parquet_bytes, to_markdown
@@ -75,23 +76,26 @@ def benchmark_ccccii(
     data_url: str, out_url: str, config: BenchmarkConfig, *, options: StorageOptions | None = None
 ) -> str:
     """Run the whole benchmark (module docstring); return a short report for the console.
+    A local Ray is started unless this runs inside a cluster job, and shut down at the end.
 
     Raises:
         ConfigError: nothing usable in ``data_url``, fewer than two classes, or too few
             patients for the folds.
     """
+    with RaySession() as ray:
+        return _benchmark(data_url, out_url, config, options, ray)
+
+
+def _benchmark(
+    data_url: str, out_url: str, config: BenchmarkConfig, options: StorageOptions | None,
+    ray: RaySession
+) -> str:
     t0 = time.perf_counter()
     sources, problems = discover_scans(data_url, options)
     if not sources:
         raise _nothing_usable(data_url, problems)
     synthetic = is_synthetic(data_url, options)
-    import ray
-
-    if not ray.is_initialized():  # a local Ray unless this runs inside a cluster job
-        ray.init(
-            include_dashboard=False,
-            log_to_driver=logging.getLogger("cohort").isEnabledFor(logging.INFO),
-        )
+    ray.ensure()
     variants = config.variants()
     caches = {}
     for inp in {config.input_of(m) for m in variants}:

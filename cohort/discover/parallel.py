@@ -1,5 +1,5 @@
-"""Running discovery's work in parallel: as Ray tasks (a local Ray instance is started
-unless this process is already connected to one), or in this process (``local``).
+"""Running discovery's work in parallel: as Ray tasks (`cohort.ray_session` connects or
+starts Ray), or in this process (``local``).
 
 `Runner.run_batches` isolates failures: a task that dies (a worker crash, an out-of-memory
 kill, an unexpected exception) does not lose its batch; the batch's items are retried one
@@ -9,7 +9,6 @@ task each, and an item that fails on its own becomes the row ``lost_row(item, re
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,27 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from cohort.config import DiscoveryConfig
+from cohort.ray_session import RaySession
 
 logger = logging.getLogger(__name__)
-
-
-def ensure_ray(num_cpus: int = 0) -> bool:
-    """Connect to Ray: keep an existing connection, join the cluster of ``RAY_ADDRESS``
-    (inside ``ray job submit``), else start a local instance with ``num_cpus`` CPUs (0: all).
-
-    Returns:
-        True when this call started or joined Ray (the caller may shut it down).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
-    return True
 
 
 class Runner:
@@ -45,9 +26,9 @@ class Runner:
 
     def __init__(self, cfg: DiscoveryConfig | None = None) -> None:
         cfg = self.cfg = cfg or DiscoveryConfig()
-        self.started_ray = False
+        self.ray = RaySession(cfg.num_cpus)
         if cfg.executor == "ray":
-            self.started_ray = ensure_ray(cfg.num_cpus)
+            self.ray.ensure()
 
     @property
     def slots(self) -> int:
@@ -149,11 +130,7 @@ class Runner:
 
     def close(self) -> None:
         """Shut Ray down if this runner started it."""
-        if self.started_ray:
-            import ray
-
-            ray.shutdown()
-            self.started_ray = False
+        self.ray.close()
 
 
 def _reason(e: BaseException) -> str:

@@ -6,6 +6,7 @@ without end) or hangs costs one series, not the run.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing as mp
 import signal
@@ -21,12 +22,14 @@ logger = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 300.0  # a loaded node may take long to import torch
 
 
-def _serve(conn: Connection) -> None:
-    """Worker loop: read requests, answer with a Volume or a SeriesError."""
-    import torch  # noqa: F401  (imported once here, not per request, if installed)
-
-    import cohort.infer.prepare  # noqa: F401  (the heavy stage code, loaded before timing)
-
+def _serve(conn: Connection, preload: tuple[str, ...]) -> None:
+    """Worker loop: import ``preload`` (module names), then read requests and answer with
+    the function's result or a SeriesError."""
+    for name in preload:  # once here, before timing, not per request
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            logger.debug("isolated reader: %s not importable, not preloaded", name)
     conn.send(("ready", None))  # the time limit counts from here, not from process start
     while True:
         try:
@@ -50,10 +53,13 @@ class IsolatedReader:
 
     Args:
         timeout_s: seconds one series may take before it is stopped (TIMEOUT).
+        preload: modules the worker imports when it starts (e.g. the caller's stage code
+            and torch), so that their import time never counts against a series.
     """
 
-    def __init__(self, timeout_s: float = 300.0):
+    def __init__(self, timeout_s: float = 300.0, preload: tuple[str, ...] = ()):
         self.timeout_s = timeout_s
+        self.preload = tuple(preload)
         self._ctx = mp.get_context("spawn")
         self._proc = None
         self._conn: Connection | None = None
@@ -66,7 +72,7 @@ class IsolatedReader:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+        self._proc = self._ctx.Process(target=_serve, args=(child, self.preload), daemon=True)
         self._proc.start()
         child.close()
         self._conn = parent

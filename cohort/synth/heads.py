@@ -31,9 +31,9 @@ from pydicom.uid import generate_uid
 
 from cohort import __version__
 from cohort.anatomy import LANDMARKS, SEGMENTS
-from cohort.config import SynthConfig
 from cohort.errors import ConfigError
 from cohort.geometry import Grid, native_slice_of
+from cohort.ray_session import RaySession
 from cohort.schemas import GROUND_TRUTH
 from cohort.storage import (
     StorageOptions,
@@ -45,6 +45,7 @@ from cohort.storage import (
     write_bytes,
 )
 from cohort.synth.acquisition import Protocol, bone_variant, sample_protocol, thick_variant
+from cohort.synth.config import SynthConfig
 from cohort.synth.dicom_writer import SeriesIdentity, encode_localizer, encode_series
 from cohort.synth.phantom import Phantom, build_phantom
 from cohort.synth.render import Placement
@@ -355,11 +356,16 @@ def _run_local(jobs: list, workers: int) -> list[dict]:
 
 
 def _run_ray(jobs: list) -> list[dict]:
-    """One Ray task per patient, on whatever Ray cluster this process is connected to."""
+    """One Ray task per patient, on the Ray this process is connected to (the cluster of a
+    ``ray job submit``), else on a local one started and shut down here."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    with RaySession() as session:
+        session.ensure()
+        return _run_ray_tasks(ray, jobs)
+
+
+def _run_ray_tasks(ray, jobs: list) -> list[dict]:
 
     @ray.remote(num_cpus=1, memory=4 * 1024**3, max_retries=2)
     def patient(job):

@@ -37,16 +37,19 @@ of a look). A landmark is flagged when its probability is *below* the threshold.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp, softmax
+from scipy.special import logsumexp
 
 from cohort.anatomy import LANDMARKS
-from cohort.errors import ConfigError
+from cohort.model.calibration import (
+    apply_temperatures,
+    checked_temperatures,
+)
 from cohort.train.metrics import OVERALL
 
 logger = logging.getLogger(__name__)
@@ -108,43 +111,6 @@ def fit_temperatures(logits_list: Sequence[np.ndarray], true_slices,
                            "head that is always right wants T -> 0)", name,
                            temperatures[m], config.t_min, config.t_max)
     return temperatures
-
-
-def apply_temperatures(logits: np.ndarray, temperatures) -> np.ndarray:
-    """Calibrated probabilities of one scan: softmax over slices of logits / T.
-
-    Args:
-        logits: (landmarks, depth) logits of one scan.
-        temperatures: (landmarks,) temperatures, or one for all landmarks.
-
-    Returns:
-        (landmarks, depth) float64 probabilities; each row sums to 1.
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"logits must have shape (landmarks, depth), got {z.shape}")
-    temps = _checked_temperatures(temperatures, z.shape[0])
-    return softmax(z / temps[:, None], axis=1)
-
-
-def temperatures_to_metadata(temperatures, names: Sequence[str] = LANDMARKS) -> dict[str, float]:
-    """``{landmark: T}`` of plain floats, for a checkpoint's metadata."""
-    temps = _checked_temperatures(temperatures, len(names))
-    return {name: float(t) for name, t in zip(names, temps, strict=True)}
-
-
-def temperatures_from_metadata(metadata: Mapping[str, float],
-                               names: Sequence[str] = LANDMARKS) -> np.ndarray:
-    """The (landmarks,) temperatures stored by ``temperatures_to_metadata``.
-
-    Raises:
-        ValueError: a landmark is missing or a temperature is not a positive number.
-    """
-    missing = [n for n in names if n not in metadata]
-    if missing:
-        raise ValueError(f"checkpoint metadata lacks temperatures for {missing}; refit them "
-                         "with fit_temperatures on the validation split")
-    return _checked_temperatures([metadata[n] for n in names], len(names))
 
 
 # --- confidence threshold for the QC flag ----------------------------------------------------
@@ -242,23 +208,6 @@ def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slic
         wrong_flagged=float(flagged[~hit].mean()) if (~hit).any() else float("nan"))
 
 
-def threshold_from_metadata(metadata: Mapping | None) -> float | None:
-    """The threshold stored by ``ConfidenceThreshold.to_metadata``, or None when a checkpoint
-    carries none (written before thresholds were fitted).
-
-    Raises:
-        ConfigError: the entry has no value in [0, 1] (a checkpoint edited by hand).
-    """
-    if metadata is None:
-        return None
-    value = metadata.get("value") if isinstance(metadata, Mapping) else None
-    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"checkpoint metadata holds a confidence threshold without a value in "
-                         f"0-1: {metadata!r}; refit it with fit_confidence_threshold on the "
-                         "validation split")
-    return float(value)
-
-
 # --- calibration error -----------------------------------------------------------------------
 
 def ece_from_confidences(confidence, correct, n_bins: int = 15) -> float:
@@ -320,7 +269,7 @@ def calibration_report(logits_list: Sequence[np.ndarray], true_slices, temperatu
         A table with the columns ``REPORT_COLUMNS``: one row per landmark, then
         ``"overall"`` (pooled pairs; its temperature is NaN, as there is none).
     """
-    temps = _checked_temperatures(temperatures, len(names))
+    temps = checked_temperatures(temperatures, len(names))
     padded, true = _padded_logits(logits_list, true_slices, names)
     before = [apply_temperatures(z, 1.0) for z in logits_list]
     after = [apply_temperatures(z, temps) for z in logits_list]
@@ -339,19 +288,6 @@ def calibration_report(logits_list: Sequence[np.ndarray], true_slices, temperatu
 
 
 # --- internals -------------------------------------------------------------------------------
-
-def _checked_temperatures(temperatures, n_marks: int) -> np.ndarray:
-    """(landmarks,) float64 temperatures; a single value is used for every landmark."""
-    temps = np.asarray(temperatures, dtype=np.float64).reshape(-1)
-    if temps.size == 1:
-        temps = np.full(n_marks, temps[0])
-    if temps.size != n_marks:
-        raise ValueError(f"give one temperature per landmark ({n_marks}) or one for all, got "
-                         f"{temps.size}")
-    if not (np.isfinite(temps) & (temps > 0)).all():
-        raise ValueError(f"temperatures must be finite and > 0, got {temps.tolist()}")
-    return temps
-
 
 def _padded_logits(logits_list: Sequence[np.ndarray], true_slices,
                    names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

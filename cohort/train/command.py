@@ -11,6 +11,7 @@ import pandas as pd
 
 from cohort.errors import ConfigError
 from cohort.model.dst import ABLATIONS, build_config
+from cohort.ray_session import RaySession
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
 from cohort.train.data import (
     SeriesSource,
@@ -65,18 +66,23 @@ def sources_and_labels(data_url: str, labels_url: str | None,
 def train_localization(data_url: str, out_url: str, config: StudyConfig, *,
                        labels_url: str | None = None, ablations: tuple[str, ...] = (),
                        options: StorageOptions | None = None) -> str:
-    """Run the study (and its ablations); return a short report for the console."""
+    """Run the study (and its ablations); return a short report for the console. A local
+    Ray is started unless this runs inside a cluster job, and shut down at the end."""
+    with RaySession() as ray:
+        return _train_localization(data_url, out_url, config, labels_url, ablations, options,
+                                   ray)
+
+
+def _train_localization(data_url: str, out_url: str, config: StudyConfig,
+                        labels_url: str | None, ablations: tuple[str, ...],
+                        options: StorageOptions | None, ray: RaySession) -> str:
     t0 = time.perf_counter()
     for a in ablations:
         if a not in ABLATIONS:
             raise ConfigError(f"unknown ablation {a!r}; choose from {', '.join(ABLATIONS)}")
     build_config(config.train.model)  # fail early on a bad model name
     sources, labels, synthetic = sources_and_labels(data_url, labels_url, options)
-    import ray
-
-    if not ray.is_initialized():  # a local Ray unless this runs inside a cluster job
-        ray.init(include_dashboard=False,
-                 log_to_driver=logging.getLogger("cohort").isEnabledFor(logging.INFO))
+    ray.ensure()
     cache_url = join(out_url, "cache")
     logger.info("preparing %d labelled series into %s", len(labels), cache_url)
     index = build_cache(sources, labels, cache_url, options, config.model_input)

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from cohort.errors import ConfigError
 from cohort.model.zoo import padding_of
 from cohort.storage import StorageOptions
+from cohort.testing.faults import drill
 from cohort.train.data import load_input
 from cohort.train.tasks import TASKS, make_task
 
@@ -131,8 +132,6 @@ def train_fold(config: dict) -> None:
     start, best, bad = 0, float("inf"), 0
     best_state = None
     best_at, best_epoch = 0.0, 0
-    # fault drill: the worker process dies once, after this epoch's checkpoint
-    fail_after = config.get("fail_after_epoch")
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume after a crash: exactly where the last epoch ended
         with checkpoint.as_directory() as d:
@@ -156,9 +155,8 @@ def train_fold(config: dict) -> None:
         return cache[row["path"]]
 
     for epoch in range(start, cfg.epochs):
-        if fail_after is not None and checkpoint is None and epoch == fail_after + 1:
-            time.sleep(2.0)  # let the controller register the last checkpoint first
-            os._exit(17)  # as an out-of-memory kill or a lost node would end the process
+        # a test may kill this worker once here, after the previous epoch's checkpoint
+        drill("epoch_start", epoch=epoch)
         model.train()
         losses = []
         for batch in batches_by_depth(train_rows, cfg.batch_size, rng):

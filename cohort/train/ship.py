@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from cohort.config import SynthConfig
 from cohort.model.dst import load_checkpoint, save_checkpoint
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.storage import StorageOptions, join, read_bytes
+from cohort.synth.config import SynthConfig
 from cohort.train.loop import TrainConfig
 from cohort.train.splits import SplitConfig
 from cohort.train.study import StudyConfig
@@ -106,12 +106,14 @@ def refit_confidence_threshold(path: str, work_url: str, recipe: ShipRecipe = RE
     import torch
 
     from cohort.errors import ConfigError
+    from cohort.model.calibration import (
+        apply_temperatures,
+        temperatures_from_metadata,
+    )
     from cohort.storage import is_published
     from cohort.synth.heads import generate_cohort
     from cohort.train.calibration import (
-        apply_temperatures,
         fit_confidence_threshold,
-        temperatures_from_metadata,
     )
     from cohort.train.data import build_cache, synthetic_sources, targets
     from cohort.train.splits import make_splits

@@ -23,15 +23,17 @@ import torch
 
 from cohort.errors import ConfigError
 from cohort.model import zoo
+from cohort.model.calibration import (
+    apply_temperatures,
+    temperatures_to_metadata,
+)
 from cohort.model.dst import DepthSequenceTransformer, save_checkpoint
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
 from cohort.train.calibration import (
-    apply_temperatures,
     calibration_report,
     fit_confidence_threshold,
     fit_temperatures,
-    temperatures_to_metadata,
 )
 from cohort.train.data import load_input, targets
 from cohort.train.loop import TrainConfig, train_fold
@@ -51,7 +53,6 @@ class StudyConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 1
     max_failures: int = 3  # worker crashes survived per fold (resume from the last epoch)
-    fail_after_epoch: int | None = None  # fault drill: kill the worker once after this epoch
 
 
 def _write_parquet(df: pd.DataFrame, url: str, options: StorageOptions | None) -> None:
@@ -100,7 +101,6 @@ def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: st
     loop_config = {"train": asdict(config.train), "cache_url": cache_url,
                    "storage": asdict(options) if options else None,
                    "threads": config.cpus_per_worker,
-                   "fail_after_epoch": config.fail_after_epoch,
                    "log_level": logging.getLogger("cohort").getEffectiveLevel()}
     storage_fs, storage_path = filesystem(join(out_url, "folds"), options)
     trainer = TorchTrainer(

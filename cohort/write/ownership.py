@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 
 from cohort.errors import ConfigError
-from cohort.infer.identity import SALT_ENV, IdentityConfig
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, redact, write_bytes
+from cohort.write.identity import SALT_ENV, IdentityConfig
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 RUNS = "runs"
 MARKER = "_SUCCESS.json"
 TABLES = {"series": SERIES, "landmarks": LANDMARK_ROWS, "segments": SEGMENT_ROWS}
-#: codes of an ok row whose calcium mask was missing or unusable (cohort.infer.prepare)
+#: codes of an ok row whose calcium mask was missing or unusable (cohort.job.prepare)
 MASK_PROBLEM_CODES = frozenset({"mask_missing", "mask_mismatch", "invalid_nifti"})
 
 

@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from cohort.config import SynthConfig
 from cohort.geometry import Grid
 from cohort.synth.acquisition import Protocol
+from cohort.synth.config import SynthConfig
 from cohort.synth.dicom_writer import SeriesIdentity, encode_series
 from cohort.synth.heads import generate_cohort
 

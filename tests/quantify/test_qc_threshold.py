@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from cohort.anatomy import LANDMARKS
-from cohort.config import SynthConfig
-from cohort.infer.landmarks import LandmarkPredictor
-from cohort.infer.packing import pack
+from cohort.job.landmarks import LandmarkPredictor
+from cohort.job.packing import pack
 from cohort.model.dst import build_model, save_checkpoint
 from cohort.preprocess.model_input import ModelInputConfig, prepare
 from cohort.quantify.config import FALLBACK_MIN_LANDMARK_PROBABILITY, QuantifyConfig
 from cohort.quantify.qc import low_confidence, summarise_flags, with_model_threshold
 from cohort.read.series import read_series
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 
@@ -116,7 +116,7 @@ def shipped_on_fresh_cohort(root, seed: int, patients: int = 4, matrix: int = 12
 
 
 def _shipped_input() -> dict:
-    from cohort.infer.checkpoint import describe
+    from cohort.job.checkpoint import describe
 
     return describe(None).model_input
 

@@ -19,10 +19,10 @@ import pytest
 import SimpleITK as sitk
 
 from cohort.anatomy import LANDMARKS, SEGMENT_LABELS, SEGMENTS
-from cohort.config import SynthConfig
 from cohort.geometry import Grid
 from cohort.quantify import label_map, quantify, summarise_calcium
 from cohort.read.volume import Volume
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 

@@ -12,7 +12,7 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from cohort.geometry import native_slice_of
-from cohort.infer.prepare import grids_match
+from cohort.job.prepare import grids_match
 from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series, volume_to_native
 

@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 
 from cohort.anatomy import LANDMARK_KINDS, SEGMENT_KINDS, SEGMENT_LABELS, SEGMENTS, SIDES
-from cohort.config import SynthConfig
 from cohort.schemas import GROUND_TRUTH
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort, is_complete
 
 

@@ -8,16 +8,18 @@ import pytest
 from scipy.special import softmax
 
 from cohort.anatomy import LANDMARKS
+from cohort.model.calibration import (
+    apply_temperatures,
+    temperatures_from_metadata,
+    temperatures_to_metadata,
+)
 from cohort.train.calibration import (
     REPORT_COLUMNS,
     CalibrationConfig,
-    apply_temperatures,
     calibration_report,
     ece_from_confidences,
     expected_calibration_error,
     fit_temperatures,
-    temperatures_from_metadata,
-    temperatures_to_metadata,
 )
 from cohort.train.metrics import OVERALL
 

@@ -4,7 +4,7 @@ import duckdb
 import pytest
 
 from cohort.cli import main
-from cohort.config import SynthConfig
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
 

@@ -10,18 +10,20 @@ import pytest
 import torch
 
 from cohort.anatomy import LANDMARKS
-from cohort.config import SynthConfig
 from cohort.errors import ConfigError
-from cohort.infer.checkpoint import describe, shipped_checkpoint
+from cohort.job.checkpoint import describe, shipped_checkpoint
+from cohort.model.calibration import (
+    apply_temperatures,
+    temperatures_from_metadata,
+    threshold_from_metadata,
+)
 from cohort.model.dst import build_model, load_checkpoint, save_checkpoint
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.train import study
 from cohort.train.calibration import (
     ConfidenceThreshold,
-    apply_temperatures,
     fit_confidence_threshold,
-    temperatures_from_metadata,
-    threshold_from_metadata,
     youden_threshold,
 )
 from cohort.train.data import build_cache, synthetic_sources, targets

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cohort.config import SynthConfig
 from cohort.errors import ConfigError
 from cohort.model.dst import build_config, load_checkpoint
+from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
+from cohort.testing import faults
 from cohort.train.data import build_cache, check_labels, synthetic_sources
 from cohort.train.loop import TrainConfig
 from cohort.train.metrics import localization_metrics
@@ -92,9 +93,13 @@ def test_a_worker_killed_mid_fold_resumes_from_its_last_checkpoint(cache, ray_lo
     root, index = cache
     out = tmp_path / "crash"
     cfg = StudyConfig(train=TrainConfig(model="tiny", epochs=3, max_len=64, patience=5),
-                      splits=SplitConfig(folds=5, seed=1), workers=1, fail_after_epoch=0)
+                      splits=SplitConfig(folds=5, seed=1), workers=1)
     splits = load_or_make_splits(index, str(out), cfg.splits)
-    model, meta = run_fold(0, index, splits, str(root / "cache"), str(out), cfg, None)
+    # the worker dies once when epoch 1 starts, after epoch 0's checkpoint (the delay lets
+    # the controller register that checkpoint first)
+    with faults.armed("epoch_start", str(tmp_path / "killed-once"), delay_s=2.0, epoch=1):
+        model, meta = run_fold(0, index, splits, str(root / "cache"), str(out), cfg, None)
+    assert (tmp_path / "killed-once").exists()
     last = meta["last_metrics"]
     assert last["epoch"] == 2  # all epochs done
     assert last["started_at_epoch"] == 1  # the second attempt resumed after epoch 0

@@ -1,7 +1,7 @@
 import pytest
 
 from cohort.errors import ConfigError
-from cohort.infer.identity import SALT_ENV, IdentityConfig, pseudonym
+from cohort.write.identity import SALT_ENV, IdentityConfig, pseudonym
 
 
 def test_keyed_hash_is_stable_per_salt_and_hides_the_id(monkeypatch):

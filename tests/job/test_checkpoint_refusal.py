@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cohort.cli import main
-from cohort.infer.checkpoint import VALID_CHECKPOINTS, describe
+from cohort.job.checkpoint import VALID_CHECKPOINTS, describe
 from cohort.model.dst import build_model
 
 

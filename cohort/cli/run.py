@@ -1,9 +1,11 @@
-"""The `run` and `query` subcommands of the `cohort` command (registered by cohort.cli)."""
+"""`cohort run`: the cohort job, landmarks and segment calcium -> Parquet."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+
+from cohort.cli.options import add_index_options, index_config, storage_options
 
 RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket/prefix, any "
             "fsspec URL; it is indexed first, into OUT/index) or a folder written by "
@@ -16,11 +18,16 @@ RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket
             "demonstration, not for clinical or research conclusions.")
 
 
-def add_run_parser(sub) -> None:
-    from cohort.cli import _index_options
+NAME = "run"
+HELP = "the cohort job: landmarks and segment calcium -> Parquet"
+
+
+def add_parser(sub) -> None:
+    from cohort.job.finish import QC_CHOICES
+    from cohort.pipeline import RunConfig
     from cohort.quantify import QuantifyConfig
 
-    quant = QuantifyConfig()  # the defaults are defined once, there
+    d, quant = RunConfig(), QuantifyConfig()  # the defaults are defined once, there
 
     p = sub.add_parser("run", help="the cohort job: landmarks and segment calcium -> Parquet",
                        description=RUN_HELP)
@@ -32,30 +39,32 @@ def add_run_parser(sub) -> None:
     p.add_argument("--masks", metavar="URL", help="folder of calcium masks named "
                    "<SeriesInstanceUID>.nii.gz on each series' grid (e.g. renamed nnU-Net "
                    "output); without it, landmarks only")
-    p.add_argument("--gpus", type=int, default=0, metavar="N",
-                   help="inference actors with one GPU each (default 0: CPU actors)")
-    p.add_argument("--cpu-actors", type=int, default=1, metavar="N",
-                   help="inference actors when --gpus is 0 (default 1)")
-    p.add_argument("--actor-cpus", type=float, default=None,
+    p.add_argument("--gpus", type=int, default=d.gpus, metavar="N",
+                   help="inference actors with one GPU each (default %(default)s: CPU actors)")
+    p.add_argument("--cpu-actors", type=int, default=d.cpu_actors, metavar="N",
+                   help="inference actors when --gpus is 0 (default %(default)s)")
+    p.add_argument("--actor-cpus", type=float, default=d.actor_cpus,
                    help="CPUs Ray reserves per inference actor (default: 1 with --gpus, else 0)")
-    p.add_argument("--actor-threads", type=int, default=1,
-                   help="torch threads per inference actor (default 1)")
-    p.add_argument("--batch-size", type=int, default=4, help="volumes per forward pass")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                   help="seconds one series may take before it is cut off (default 600)")
-    p.add_argument("--task-memory", type=float, default=3.0, metavar="GB",
-                   help="memory Ray reserves per series task (default 3)")
-    p.add_argument("--task-cpus", type=float, default=1.0, metavar="N",
-                   help="CPUs Ray reserves per series task (default 1; 0.5 runs two per core, "
-                   "for object stores far away)")
-    p.add_argument("--finish-tasks", type=int, default=2, metavar="N",
+    p.add_argument("--actor-threads", type=int, default=d.actor_threads,
+                   help="torch threads per inference actor (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="volumes per forward pass (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=d.series_timeout_s, metavar="S",
+                   help="seconds one series may take before it is cut off (default "
+                        "%(default)g)")
+    p.add_argument("--task-memory", type=float, default=d.task_memory_gb, metavar="GB",
+                   help="memory Ray reserves per series task (default %(default)g)")
+    p.add_argument("--task-cpus", type=float, default=d.task_cpus, metavar="N",
+                   help="CPUs Ray reserves per series task (default %(default)g; 0.5 runs two "
+                   "per core, for object stores far away)")
+    p.add_argument("--finish-tasks", type=int, default=d.finish_tasks, metavar="N",
                    help="concurrent finish tasks (quantification, flagged QC pictures) when "
                    "they are light; with --qc all or --label-maps they reserve CPUs like "
-                   "series tasks (default 2)")
+                   "series tasks (default %(default)s)")
     p.add_argument("--retry-failed", action="store_true",
                    help="process again the series whose last published row is an error")
-    p.add_argument("--qc", choices=("flagged", "all", "none"), default="flagged",
-                   help="QC pictures for flagged series (default), all, or none")
+    p.add_argument("--qc", choices=QC_CHOICES, default=d.qc,
+                   help="QC pictures for flagged series, all, or none (default %(default)s)")
     p.add_argument("--qc-series", nargs="+", default=[], metavar="UID",
                    help="series (UIDs or keys) that get a QC picture whatever their flags")
     p.add_argument("--label-maps", action="store_true",
@@ -80,35 +89,14 @@ def add_run_parser(sub) -> None:
     p.add_argument("--risk-groups", nargs="+", metavar="NAME",
                    default=list(quant.risk_groups),
                    help="group names, one more than the cut-offs (default %(default)s)")
-    _index_options(p)
-
-    q = sub.add_parser("query", help="SQL over the published tables of a run output (DuckDB)",
-                       description="Run SQL with DuckDB over the views series (newest row per "
-                                   "series), series_all, landmarks, segments and runs of "
-                                   "OUTPUT_URL. qc_picture and label_map are relative to "
-                                   "OUTPUT_URL. Example: cohort query out \"SELECT risk_group, "
-                                   "count(*) FROM series GROUP BY 1\"")
-    q.add_argument("output", metavar="OUTPUT_URL", help="the --out of `cohort run`")
-    q.add_argument("sql", metavar="SQL")
-    form = q.add_mutually_exclusive_group()
-    form.add_argument("--csv", action="store_true",
-                      help="print CSV: a header, integers as integers, lists as JSON arrays "
-                      "in their cell, NULL as an empty cell")
-    form.add_argument("--json", action="store_true",
-                      help="print JSON Lines: one object per row, lists as arrays, integers "
-                      "as integers, NULL (and NaN) as null")
-    form.add_argument("--full", action="store_true",
-                      help="table with whole values (by default values are cut at 60 "
-                      "characters on a terminal, whole when the output is piped or "
-                      "redirected)")
-    q.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+    add_index_options(p)
+    p.set_defaults(handler=handle)
 
 
-def run_run(args: argparse.Namespace) -> str:
+def handle(args: argparse.Namespace) -> str:
     """Run the job; return what to print."""
-    from cohort.cli import _index_config, _storage_options
-    from cohort.infer.identity import IdentityConfig
     from cohort.pipeline import RunConfig, run_cohort
+    from cohort.write.identity import IdentityConfig
 
     config = RunConfig(
         model=args.model, masks=args.masks, gpus=args.gpus, cpu_actors=args.cpu_actors,
@@ -120,8 +108,8 @@ def run_run(args: argparse.Namespace) -> str:
         max_series=args.max_series, mask_problems="error" if args.mask_errors else "note",
         quantify=_quantify_config(args),
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),
-        index=_index_config(args))
-    report = run_cohort(args.input, args.out, config, _storage_options(args.s3_endpoint))
+        index=index_config(args))
+    report = run_cohort(args.input, args.out, config, storage_options(args.s3_endpoint))
     lines = [report.line(), *report.qc_lines]
     if report.manifest.get("model", {}).get("trained_on") == "synthetic phantoms":
         lines.append("model: trained on SYNTHETIC phantoms (the shipped demonstration "
@@ -145,38 +133,3 @@ def _quantify_config(args: argparse.Namespace):
                      f"{len(cutoffs) + 1} names")
     return QuantifyConfig(risk_thresholds_mm3=cutoffs, risk_groups=groups,
                           risk_source="given with --risk-cutoffs")
-
-
-def run_query(args: argparse.Namespace) -> str:
-    """Run the SQL; return the result as a table, CSV or JSON Lines to print."""
-    import sys
-
-    import duckdb
-
-    from cohort.cli import _storage_options
-    from cohort.errors import ConfigError
-    from cohort.query import VIEWS, as_csv, as_json_lines, as_text, connect
-    from cohort.storage import filesystem, redact
-    from cohort.write.runs import published_runs
-
-    options = _storage_options(args.s3_endpoint)
-    fs, path = filesystem(args.output, options)
-    if not fs.exists(path):
-        raise ConfigError(f"{redact(args.output)} does not exist; give the --out of a "
-                          "finished `cohort run`")
-    if not published_runs(args.output, options):
-        raise ConfigError(f"{redact(args.output)} holds no published run "
-                          "(runs/<id>/_SUCCESS.json); give the --out of a finished `cohort run`")
-    con = connect(args.output, options)
-    try:  # DuckDB raises some errors (conversions) only while the result is fetched
-        rel = con.sql(args.sql)
-        if rel is None:
-            return ""
-        if args.csv:
-            return as_csv(rel)
-        if args.json:
-            return as_json_lines(rel)
-        return as_text(rel, full=args.full or not sys.stdout.isatty())
-    except duckdb.Error as e:  # the whole message: "Did you mean", candidate bindings, LINE
-        raise ConfigError(f"query failed: {str(e).rstrip()}\nviews: {', '.join(VIEWS)}"
-                          ) from e

@@ -60,13 +60,13 @@ def test_storage_failures_and_ctrl_c_end_with_a_line_not_a_traceback(
         failure, code, says, monkeypatch, capsys, tmp_path):
     from botocore.exceptions import NoCredentialsError
 
-    from cohort import cli_run
     from cohort.cli import main
+    from cohort.cli import query as query_command
 
     def fail(args):
         raise NoCredentialsError() if failure == "no-credentials" else failure
 
-    monkeypatch.setattr(cli_run, "run_query", fail)
+    monkeypatch.setattr(query_command, "handle", fail)
     assert main(["query", str(tmp_path), "SELECT 1"]) == code
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err

@@ -1,6 +1,6 @@
 """The job refuses what Ray could never schedule, naming the option to change."""
 
-from cohort.infer.resources import GiB, Request, resource_problems
+from cohort.job.resources import GiB, Request, resource_problems
 
 LAPTOP = [{"CPU": 2.0, "memory": 16.0 * GiB}]
 CLUSTER = [{"CPU": 0.0, "memory": 8.0 * GiB},  # head

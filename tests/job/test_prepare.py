@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from cohort.errors import ErrorCode, SeriesError
-from cohort.infer.packing import unpack
-from cohort.infer.prepare import PrepareConfig, prepare_isolated, prepare_series
+from cohort.job.packing import unpack
+from cohort.job.prepare import PrepareConfig, prepare_isolated, prepare_series
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.testing.faults import hang
 
@@ -34,6 +34,8 @@ def test_prepare_keeps_only_small_things(varied_cohort):
 
 
 def test_a_mask_on_another_grid_is_an_error_code(varied_cohort, tmp_path):
+    """With mask_problems="error" it fails the series; by default it is a note on a row
+    that keeps its landmarks."""
     root, _ = varied_cohort
     row, files = _primary(root)
     uid = row["series_instance_uid"]
@@ -42,8 +44,13 @@ def test_a_mask_on_another_grid_is_an_error_code(varied_cohort, tmp_path):
     sitk.WriteImage(img, str(tmp_path / f"{uid}.nii.gz"))
     with pytest.raises(SeriesError) as e:
         prepare_series(files, uid, PrepareConfig(model_input=ModelInputConfig(size=32),
-                                                 masks_url=str(tmp_path)))
+                                                 masks_url=str(tmp_path),
+                                                 mask_problems="error"))
     assert e.value.code == ErrorCode.MASK_MISMATCH and "grid" in str(e.value)
+    noted = prepare_series(files, uid, PrepareConfig(model_input=ModelInputConfig(size=32),
+                                                     masks_url=str(tmp_path)))
+    assert noted["calcium"] is None and noted["model_input"] is not None
+    assert noted["mask_problem"]["code"] == "mask_mismatch"
     # same shape and origin, twice the spacing: the message shows what differs
     img = sitk.ReadImage(str(root / "masks" / f"{uid}.nii.gz"))
     doubled = [2 * v for v in img.GetSpacing()]
@@ -51,13 +58,14 @@ def test_a_mask_on_another_grid_is_an_error_code(varied_cohort, tmp_path):
     sitk.WriteImage(img, str(tmp_path / f"{uid}.nii.gz"))
     with pytest.raises(SeriesError) as e:
         prepare_series(files, uid, PrepareConfig(model_input=ModelInputConfig(size=32),
-                                                 masks_url=str(tmp_path)))
+                                                 masks_url=str(tmp_path),
+                                                 mask_problems="error"))
     assert e.value.code == ErrorCode.MASK_MISMATCH
     assert f"spacing {[round(v, 3) for v in doubled]} mm" in str(e.value)
 
 
 def test_a_series_that_hangs_is_cut_off(monkeypatch):
-    from cohort.infer import prepare as module
+    from cohort.job import prepare as module
 
     with pytest.raises(SeriesError) as e:
         module.run_isolated(hang, 60.0, timeout_s=1.0, series="1.2.3")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cohort.infer.landmarks import LandmarkPredictor
-from cohort.infer.packing import pack, unpack
+from cohort.job.landmarks import LandmarkPredictor
+from cohort.job.packing import pack, unpack
 from cohort.model.dst import build_model, save_checkpoint
 
 
@@ -55,7 +55,7 @@ def test_a_series_the_model_refuses_is_an_error_row_not_a_failed_batch(tmp_path)
 
 
 def test_depth_groups_bound_the_padding():
-    from cohort.infer.landmarks import depth_groups
+    from cohort.job.landmarks import depth_groups
 
     depths = [300, 40, 41, 290, 45, 120, 44, 100]
     groups = depth_groups(depths, batch_size=3)

@@ -22,8 +22,8 @@ import SimpleITK as sitk
 
 from cohort.anatomy import LANDMARKS
 from cohort.errors import SeriesError
-from cohort.infer.packing import unpack
-from cohort.infer.prepare import MASK_CODES, PrepareConfig, mask_url, read_mask, run_isolated
+from cohort.job.packing import unpack
+from cohort.job.prepare import MASK_CODES, PrepareConfig, mask_url, read_mask, run_isolated
 from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
 from cohort.quantify.qc import QCFlag, with_model_threshold
 from cohort.read.nifti import read_nifti

@@ -17,7 +17,7 @@ import numpy as np
 
 from cohort.errors import CohortError, ErrorCode, SeriesError
 from cohort.geometry import Grid
-from cohort.infer.packing import pack
+from cohort.job.packing import pack
 from cohort.preprocess.hemisphere import HemisphereConfig, split_hemispheres
 from cohort.preprocess.model_input import ModelInputConfig, prepare
 from cohort.quantify import summarise_calcium
@@ -202,7 +202,7 @@ def run_isolated(fn, *args, timeout_s: float, series: str | None = None):
     if _READER is None or _READER.timeout_s != timeout_s:
         if _READER is not None:
             _READER.close()
-        _READER = IsolatedReader(timeout_s)
+        _READER = IsolatedReader(timeout_s, preload=("torch", __name__))
     return _READER.call(fn, *args, series=series)
 
 

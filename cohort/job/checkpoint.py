@@ -84,8 +84,8 @@ def describe(url: str | None, options: StorageOptions | None = None) -> ModelInf
             loaded), no cohort metadata, or a configuration this version cannot build; the
             message says which and how to make a valid checkpoint.
     """
+    from cohort.model.calibration import threshold_from_metadata
     from cohort.model.dst import load_checkpoint
-    from cohort.train.calibration import threshold_from_metadata
 
     source = "shipped" if url is None else redact(url)
     path = local_copy(url or shipped_checkpoint(), options)

@@ -20,7 +20,7 @@ import torch
 
 from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError, ErrorCode
-from cohort.infer.packing import unpack
+from cohort.job.packing import unpack
 from cohort.model.runtime import autocast, pick_device, set_threads
 from cohort.storage import StorageOptions
 
@@ -66,9 +66,9 @@ class LandmarkPredictor:
             sha256: when given, the file found here must have this checksum (the one the
                 driver checked and records in the run manifest).
         """
-        from cohort.infer.checkpoint import local_copy, shipped_checkpoint
+        from cohort.job.checkpoint import local_copy, shipped_checkpoint
+        from cohort.model.calibration import temperatures_from_metadata, threshold_from_metadata
         from cohort.model.dst import load_checkpoint
-        from cohort.train.calibration import temperatures_from_metadata, threshold_from_metadata
 
         set_threads(threads)
         self.device = pick_device(prefer_gpu)

@@ -1,0 +1,83 @@
+"""`cohort train localization` (the 5-fold DST study) and `cohort train shipped`."""
+
+from __future__ import annotations
+
+import argparse
+
+from cohort.cli.options import add_training_options, storage_options
+
+NAME = "train"
+HELP = "train models with k-fold cross-validation on Ray Train"
+
+
+def add_parser(sub) -> None:
+    from cohort.train.study import StudyConfig
+
+    d = StudyConfig()
+    train = sub.add_parser("train", help="train models with k-fold cross-validation on Ray Train",
+                           description="Train models with k-fold patient-level "
+                                       "cross-validation on Ray Train.")
+    train_sub = train.add_subparsers(dest="what", metavar="WHAT", required=True)
+    shipped = train_sub.add_parser(
+        "shipped", help="reproduce the shipped checkpoint (synthetic cohort + 5-fold study)",
+        description="Generate the synthetic cohort of the shipped checkpoint's recipe "
+                    "(cohort.train.ship), run its 5-fold study, and export the fold model with "
+                    "the best validation MAE (float16) to --to (default: the package's "
+                    "cohort/model/weights/dst-small-synthetic.pt). SYNTHETIC phantoms only.")
+    shipped.add_argument("--out", required=True, metavar="URL",
+                         help="where the cohort and the study are written")
+    shipped.add_argument("--to", metavar="PATH", help="checkpoint file to write")
+    shipped.set_defaults(handler=handle_shipped)
+    loc = train_sub.add_parser(
+        "localization", help="the DST landmark study (the paper's Table II, ablations: IV)",
+        description="The 5-fold patient-level landmark-localization study: prepares model "
+                    "inputs once, trains each fold on Ray Train (checkpoints every epoch, "
+                    "resume after a crash, early stopping on validation), predicts each "
+                    "fold's test split once with its best model, and writes predictions, "
+                    "per-fold metrics, Table II and calibration under OUT/tables.")
+    loc.add_argument("--data", required=True, metavar="URL",
+                     help="a synthetic cohort (from `cohort synth heads`) or the --out folder "
+                          "of `cohort index`")
+    loc.add_argument("--labels", metavar="URL",
+                     help="landmark table (Parquet/CSV: series_uid, patient_key, six "
+                          "<landmark>_slice columns); a synthetic cohort brings its own")
+    loc.add_argument("--out", required=True, metavar="URL", help="where the study is written")
+    loc.add_argument("--model", default=d.train.model,
+                     help="DST configuration: small, paper, tiny (default %(default)s)")
+    loc.add_argument("--ablations", nargs="*", default=[], metavar="NAME",
+                     help="also run: no_attention right_padding blocks_0 blocks_1 blocks_8")
+    loc.add_argument("--warmup-epochs", type=int, default=d.train.warmup_epochs,
+                     help="linear warm-up epochs before cosine decay (default %(default)s)")
+    loc.add_argument("--input-size", type=int, default=d.model_input.size,
+                     help="model pixels per side in-plane (default %(default)s; stored in the "
+                          "models)")
+    add_training_options(loc, d.train, d.splits, threads=d.cpus_per_worker,
+                         workers=d.workers)
+    loc.set_defaults(handler=handle_localization)
+
+
+def handle_shipped(args: argparse.Namespace) -> str:
+    from cohort.job.checkpoint import shipped_checkpoint
+    from cohort.train.ship import ship
+
+    return ship(args.out, args.to or shipped_checkpoint(), options=storage_options(None))
+
+
+def handle_localization(args: argparse.Namespace) -> str:
+    from cohort.preprocess.model_input import ModelInputConfig
+    from cohort.train.command import train_localization
+    from cohort.train.loop import TrainConfig
+    from cohort.train.splits import SplitConfig
+    from cohort.train.study import StudyConfig
+
+    config = StudyConfig(
+        train=TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                          lr=args.lr, momentum=args.momentum,
+                          warmup_epochs=args.warmup_epochs, patience=args.patience,
+                          seed=args.seed),
+        splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
+        use_gpu=args.gpus, cpus_per_worker=args.threads,
+        model_input=ModelInputConfig(size=args.input_size))
+    return train_localization(args.data, args.out, config, labels_url=args.labels,
+                              ablations=tuple(args.ablations),
+                              options=storage_options(args.s3_endpoint))
