@@ -4,12 +4,14 @@
 
 * multiply-accumulates and parameters at 128 x 128 x 64 (the paper: ~137 M, 36.4 G);
 * CPU latency per volume and peak memory against depth, batch 1 and larger batches, each
-  measurement in a fresh process (peak resident memory minus the process's memory before
-  the forward pass), with torch threads = cores;
+  measurement in a fresh process by `cohort.model.compute.measure` (peak resident memory of
+  the model and one forward pass, minus the process's memory before), with torch threads =
+  cores;
 * the same at 256 x 256 in-plane for one depth, to show memory follows depth, not in-plane
   size beyond the encoder;
 * on a GPU, if present: latency and peak CUDA memory per 128 x 128 x 64 volume in bf16.
-Inputs are random tensors: compute does not depend on content.
+Inputs are random tensors: compute does not depend on content. Counts are those of
+`cohort.model.compute` (attention included, see there).
 """
 
 from __future__ import annotations
@@ -20,59 +22,33 @@ import subprocess
 import sys
 
 PROBE = r"""
-import json, os, sys, threading, time, torch
+import dataclasses, json, sys
+from cohort.model.compute import measure
 from cohort.model.dst import build_model
-from cohort.model.runtime import autocast, pick_device
 name, device = sys.argv[1], sys.argv[5]
 depth, batch, size = (int(v) for v in sys.argv[2:5])
-dev = torch.device(device)
-model = build_model(name).to(dev).eval()
-x = torch.randn(batch, 1, size, size, depth, device=dev)
-def run():
-    with torch.inference_mode(), autocast(dev):
-        model(x)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-page = os.sysconf("SC_PAGE_SIZE")
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * page
-# peak resident memory of the first forward pass, sampled every millisecond, minus before
-base, peak, running = rss(), [0], [True]
-def sampler():
-    while running[0]:
-        peak[0] = max(peak[0], rss()); time.sleep(0.001)
-th = threading.Thread(target=sampler); th.start()
-if dev.type == "cuda":
-    torch.cuda.reset_peak_memory_stats()
-run()
-running[0] = False; th.join()
-peak_mb = max(0, peak[0] - base) / 2**20
-if dev.type == "cuda":
-    peak_mb = torch.cuda.max_memory_allocated() / 2**20
-times = []
-for _ in range(3):
-    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
-print(json.dumps({"s_per_volume": min(times) / batch, "peak_mb": peak_mb}))
+c = measure(lambda: build_model(name), (size, size, depth), device=device, batch=batch)
+print(json.dumps(dataclasses.asdict(c)))
 """
 
 
 def measure(name: str, depth: int, batch: int, size: int, device: str = "cpu") -> dict:
+    """``cohort.model.compute.measure`` in a fresh process: seconds per volume, peak MB."""
     out = subprocess.run([sys.executable, "-c", PROBE, name, str(depth), str(batch), str(size),
                           device], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    c = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"s_per_volume": c["latency_ms"] / 1000, "peak_mb": c["peak_memory_mb"]}
 
 
 def counts(name: str) -> tuple[float, float]:
+    """(M parameters, G multiply-accumulates) at 128 x 128 x 64."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from cohort.model.compute import count_macs, count_parameters
     from cohort.model.dst import build_model
 
-    model = build_model(name).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.randn(1, 1, 128, 128, 64))
-    return sum(p.numel() for p in model.parameters()) / 1e6, fc.get_total_flops() / 2e9
+    model = build_model(name)
+    return count_parameters(model) / 1e6, count_macs(model, torch.randn(1, 1, 128, 128, 64)) / 1e9
 
 
 def main() -> None:

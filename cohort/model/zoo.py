@@ -111,6 +111,6 @@ def load_checkpoint(path, *, map_location: str | torch.device = "cpu"):
         fmt = None
     if hasattr(path, "seek"):
         path.seek(0)
-    if fmt == cnn3d.FORMAT:
+    if fmt in cnn3d.FORMATS:
         return cnn3d.load_checkpoint(path, map_location=map_location)
     return dst.load_checkpoint(path, map_location=map_location)

@@ -5,18 +5,22 @@ MAE in slices and in mm, Top-1 / Top-2 accuracy, Acc(tau=1), quadratic weighted 
 kappa; per landmark and overall (all scan x landmark pairs pooled). Classification:
 accuracy, macro-F1, one-vs-rest macro AUC. Quantification: Dice, Pearson r of log volumes.
 
-Each metric follows scikit-learn's definition where it has one (the tests compare them), so
-numbers are comparable with published tables; where a metric is undefined the result is
-NaN, as scikit-learn's kappa returns it, never an exception in the middle of a report.
+The cores are scikit-learn's and scipy's (``cohen_kappa_score``, ``f1_score``,
+``roc_auc_score``, ``pearsonr``), so numbers are those of published tables; the wrappers
+here only check shapes and turn an undefined metric into NaN, never an exception or a
+warning in the middle of a report. Top-k (ties broken as ``np.argmax`` breaks them, which
+``sklearn.metrics.top_k_accuracy_score`` does not promise, and one distribution per scan of
+its own depth) and Dice (1.0 for two empty masks) are our own, for those reasons.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import pearsonr
 
 from cohort.anatomy import LANDMARKS
 
@@ -52,48 +56,32 @@ def top_k_hits(probabilities: np.ndarray, true_slice: int, k: int) -> bool:
 
 def quadratic_kappa(a: Sequence[int], b: Sequence[int],
                     labels: Sequence[int] | None = None) -> float:
-    """Quadratic weighted Cohen's kappa, as ``sklearn.metrics.cohen_kappa_score(a, b,
-    weights="quadratic", labels=labels)``.
+    """Quadratic weighted Cohen's kappa: ``sklearn.metrics.cohen_kappa_score(a, b,
+    weights="quadratic", labels=labels)``, NaN where it is undefined.
 
-    Like scikit-learn, the categories are ``labels`` (in the order given) or else the sorted
-    union of the values observed in ``a`` and ``b``, and the weight of a disagreement is the
-    squared distance of the two categories' *positions in that list*, not of their values:
-    with slice indices from scans of different depths, a slice index that nobody predicted
-    and no scan has as truth does not count as a step. Pass ``labels=range(max_depth)`` to
-    weight by slice distance instead. NaN where kappa is undefined (no pairs, or a single
-    category), as scikit-learn returns it.
+    The categories are ``labels`` (in the order given) or else the sorted union of the
+    values observed in ``a`` and ``b``, and the weight of a disagreement is the squared
+    distance of the two categories' *positions in that list*, not of their values: with
+    slice indices from scans of different depths, a slice index that nobody predicted and
+    no scan has as truth does not count as a step. Pass ``labels=range(max_depth)`` to
+    weight by slice distance instead. Pairs with a value outside ``labels`` are left out.
+    NaN where kappa is undefined: no pairs, no pair inside ``labels``, or a single category.
     """
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score  # training and evaluation only
+
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"kappa needs two 1-D sequences of equal length, got shapes "
                          f"{a.shape} and {b.shape}")
-    cats = np.unique(np.concatenate([a, b])) if labels is None else np.asarray(labels)
-    if len(cats) == 0:
-        return float("nan")
-    ia, ok_a = _positions(a, cats)
-    ib, ok_b = _positions(b, cats)
-    keep = ok_a & ok_b  # pairs with a value outside `labels` are left out, as in sklearn
-    ia, ib = ia[keep], ib[keep]
-    m = len(cats)
-    confusion = np.zeros((m, m))
-    np.add.at(confusion, (ia, ib), 1.0)
-    total = confusion.sum()
-    if total == 0:
-        return float("nan")
-    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / total
-    pos = np.arange(m, dtype=float)
-    weights = (pos[:, None] - pos[None, :]) ** 2
-    denominator = float((weights * expected).sum())
-    if denominator == 0:
-        return float("nan")
-    return 1.0 - float((weights * confusion).sum()) / denominator
-
-
-def _positions(values: np.ndarray, cats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each value in ``cats`` (in the order given) and whether it is there."""
-    order = np.argsort(cats, kind="stable")
-    at = np.minimum(np.searchsorted(cats[order], values), len(cats) - 1)
-    return order[at], cats[order][at] == values
+    cats = None if labels is None else np.asarray(labels)
+    if len(a) == 0 or (cats is not None and not (np.isin(a, cats) & np.isin(b, cats)).any()):
+        return float("nan")  # scikit-learn raises here
+    with warnings.catch_warnings():  # undefined (one category): NaN, as documented
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # 0 / 0 before scikit-learn 1.9
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        return float(cohen_kappa_score(a, b, weights="quadratic", labels=cats))
 
 
 def localization_metrics(probabilities: Sequence[np.ndarray], true_slices,
@@ -171,37 +159,34 @@ class ClassificationMetrics:
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Unweighted mean of the per-class F1 = 2TP / (2TP + FP + FN) over the classes that
-    occur in ``y_true`` or ``y_pred`` (``sklearn.metrics.f1_score(average="macro")``)."""
+    occur in ``y_true`` or ``y_pred``: ``sklearn.metrics.f1_score(average="macro",
+    zero_division=0)`` (a class only predicted scores 0); NaN without samples."""
+    from sklearn.metrics import f1_score
+
     t, p = np.asarray(y_true), np.asarray(y_pred)
-    classes = np.unique(np.concatenate([t, p]))
-    if len(classes) == 0:
+    if len(t) == 0:
         return float("nan")
-    f1 = []
-    for c in classes:
-        tp = np.sum((t == c) & (p == c))
-        fp = np.sum((t != c) & (p == c))
-        fn = np.sum((t == c) & (p != c))
-        f1.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1))
+    return float(f1_score(t, p, average="macro", zero_division=0))
 
 
 def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve: the probability that a random positive scores above a
-    random negative, ties counting one half (Mann-Whitney U). NaN without both classes."""
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``): the probability that a
+    random positive scores above a random negative, ties counting one half. NaN without
+    both classes."""
+    from sklearn.metrics import roc_auc_score
+
     positive = np.asarray(positive, dtype=bool)
     n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)  # average ranks for ties
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    if n_pos == 0 or n_pos == len(positive):
+        return float("nan")  # scikit-learn raises here
+    return float(roc_auc_score(positive, np.asarray(score, dtype=float)))
 
 
 def macro_auc_ovr(y_true: Sequence[int], probabilities: np.ndarray) -> float:
     """One-vs-rest AUC of each class (column of ``probabilities``), unweighted mean over
-    the classes that occur in ``y_true`` and not in all of it
-    (``sklearn.metrics.roc_auc_score(multi_class="ovr", average="macro")``, which refuses
-    a test set that lacks a class; here such a class is left out of the mean)."""
+    the classes that occur in ``y_true`` and not in all of it: with every class present,
+    ``sklearn.metrics.roc_auc_score(multi_class="ovr", average="macro")``; scikit-learn
+    refuses a test set that lacks a class, here such a class is left out of the mean."""
     t = np.asarray(y_true)
     p = np.asarray(probabilities, dtype=float)
     aucs = [binary_auc(t == c, p[:, c]) for c in range(p.shape[1])]
@@ -247,7 +232,8 @@ def dice_per_label(predicted: np.ndarray, truth: np.ndarray,
 
 
 def log_volume_pearson(predicted_mm3, true_mm3) -> float:
-    """Pearson r of log(1 + volume in mm^3) between predicted and true volumes.
+    """Pearson r of log(1 + volume in mm^3) between predicted and true volumes
+    (``scipy.stats.pearsonr``).
 
     ``log1p`` keeps the many zero volumes (segments without calcium) in the comparison, where
     a plain log would have to drop them, and equals log(volume) to within 1/volume for
@@ -261,10 +247,6 @@ def log_volume_pearson(predicted_mm3, true_mm3) -> float:
     if (a < 0).any() or (b < 0).any():
         raise ValueError("volumes must be >= 0 mm^3")
     x, y = np.log1p(a), np.log1p(b)
-    if len(x) < 2:
-        return float("nan")
-    dx, dy = x - x.mean(), y - y.mean()
-    denominator = float(np.sqrt((dx * dx).sum() * (dy * dy).sum()))
-    if denominator == 0:
-        return float("nan")
-    return float(np.clip((dx * dy).sum() / denominator, -1.0, 1.0))
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # scipy raises (n < 2) or warns (constant input)
+    return float(pearsonr(x, y).statistic)

@@ -5,10 +5,19 @@ patients divide into validation (10% of all) and training (70%). The validation 
 chooses checkpoints and fits calibration; the test split is only ever predicted, once, at
 the end. Splits are seeded, saved beside the results and reloaded (never recomputed) when
 a study resumes.
+
+The folds are scikit-learn's ``StratifiedGroupKFold`` (groups = patients, classes = the
+optional strata), shuffled with the seed, over ``folds x m`` sub-folds: fold f tests on
+sub-folds ``f*m .. f*m+m-1`` and validates on sub-fold ``(f+1)*m``, the first of the next
+fold's test patients, so no two folds validate on the same patients and every split is
+stratified. ``m`` is the whole number that brings ``1 / (folds * m)`` closest to
+``validation_fraction`` (2 for 5 folds and 10%).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,21 +26,29 @@ import pandas as pd
 
 from cohort.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 SPLIT_COLUMNS = ("fold", "patient_key", "split")
 
 
 @dataclass(frozen=True)
 class SplitConfig:
     folds: int = 5
-    validation_fraction: float = 0.10  # of all patients, taken from the non-test ones
+    validation_fraction: float = 0.10  # of all patients: a part of the next fold's test ones
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {self.folds}")
-        if not 0 < self.validation_fraction < 1 - 1 / self.folds:
-            raise ConfigError(f"validation fraction {self.validation_fraction} leaves no "
-                              "training patients")
+        if not 0 < self.validation_fraction <= 1 / self.folds:
+            raise ConfigError(f"validation fraction {self.validation_fraction} must lie in "
+                              f"(0, 1/folds = {1 / self.folds:g}]: validation patients are "
+                              "taken from one other fold's test patients")
+
+    @property
+    def sub_folds(self) -> int:
+        """Sub-folds per fold (m): validation is one sub-fold, 1 / (folds * m) of all."""
+        return max(1, round(1 / (self.folds * self.validation_fraction)))
 
 
 def make_splits(patient_keys, config: SplitConfig = SplitConfig(),
@@ -39,51 +56,48 @@ def make_splits(patient_keys, config: SplitConfig = SplitConfig(),
     """A table (fold, patient_key, split) with split in {train, validation, test}.
 
     Args:
-        strata: optional class of each patient (e.g. the diagnosis): each class is then
-            spread evenly over the seeded order, so every test and validation split holds
-            its share of each class (stratified folds).
+        strata: optional class of each patient (e.g. the diagnosis): every test and
+            validation split then holds its share of each class, as far as the class
+            sizes allow (stratified folds).
 
     Raises:
-        ConfigError: fewer patients than needed for every split of every fold.
+        ConfigError: fewer patients than needed for every split of every fold, or a
+            patient without a stratum.
     """
+    from sklearn.model_selection import StratifiedGroupKFold  # training only
+
     patients = np.array(sorted(set(map(str, patient_keys))))
-    n = len(patients)
-    need = config.folds * 2
+    n, k, m = len(patients), config.folds, config.sub_folds
+    need = max(k * m, 2 * k)  # one patient per sub-fold, and training patients in each fold
     if n < need:
-        raise ConfigError(f"{n} patients cannot fill {config.folds} folds with training, "
+        raise ConfigError(f"{n} patients cannot fill {k} folds with training, "
                           f"validation and test patients; at least {need} are needed")
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(n) if strata is None else _stratified_order(patients, strata, rng)
-    test_of = np.empty(n, dtype=int)
-    for f, chunk in enumerate(np.array_split(order, config.folds)):
-        test_of[chunk] = f
-    n_val = max(1, int(round(config.validation_fraction * n)))
+    classes = np.zeros(n, dtype=int)
+    if strata is not None:
+        missing = [p for p in patients if p not in strata]
+        if missing:
+            raise ConfigError(f"no stratum (class) for {len(missing)} patient(s), e.g. "
+                              f"{missing[:3]}")
+        classes = np.unique([str(strata[p]) for p in patients], return_inverse=True)[1]
+        if np.bincount(classes).max() < k * m:  # scikit-learn refuses to stratify these
+            logger.warning("splits not stratified: no class has the %d patients of %d folds "
+                           "x %d sub-folds (largest class: %d of %d patients); add patients "
+                           "or use fewer folds for stratified splits", k * m, k, m,
+                           np.bincount(classes).max(), n)
+            classes = np.zeros(n, dtype=int)
+    cv = StratifiedGroupKFold(n_splits=k * m, shuffle=True, random_state=config.seed)
+    sub_fold = np.empty(n, dtype=int)
+    with warnings.catch_warnings():  # a class smaller than k * m is spread as far as it goes
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        for s, (_, members) in enumerate(cv.split(patients, classes, groups=patients)):
+            sub_fold[members] = s
     rows = []
-    for f in range(config.folds):
-        rest = order[test_of[order] != f]  # in the seeded order
-        # rotate so each fold validates on different patients
-        val = set(np.roll(rest, -f * n_val)[:n_val].tolist())
-        for i in range(n):
-            split = "test" if test_of[i] == f else "validation" if i in val else "train"
-            rows.append((f, patients[i], split))
+    for f in range(k):
+        test = sub_fold // m == f
+        validation = sub_fold == ((f + 1) * m) % (k * m)
+        split = np.where(test, "test", np.where(validation, "validation", "train"))
+        rows += [(f, p, s) for p, s in zip(patients, split, strict=True)]
     return pd.DataFrame(rows, columns=list(SPLIT_COLUMNS))
-
-
-def _stratified_order(patients: np.ndarray, strata: Mapping[str, object],
-                      rng: np.random.Generator) -> np.ndarray:
-    """A seeded order of patient indices in which each stratum is spread evenly: a member's
-    place is its rank within its (shuffled) stratum as a fraction of the stratum's size, with
-    a random phase per stratum, so contiguous chunks of the order are balanced."""
-    missing = [p for p in patients if p not in strata]
-    if missing:
-        raise ConfigError(f"no stratum (class) for {len(missing)} patient(s), e.g. "
-                          f"{missing[:3]}")
-    key = np.empty(len(patients))
-    labels = np.array([str(strata[p]) for p in patients])
-    for label in sorted(set(labels)):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        key[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    return np.lexsort((rng.random(len(patients)), key))
 
 
 def check_splits(splits: pd.DataFrame) -> None:

@@ -1,5 +1,10 @@
 """Coronal and sagittal reformats of a head-CT volume, with landmark planes and calcium,
-as one image ready to save as PNG (Pillow only).
+as one image ready to save as PNG.
+
+The projections, resampling and calcium painting are ours (numpy and Pillow); the figure
+around them (title, panel placement, landmark lines and tags, legend, scale bar) is drawn by
+matplotlib's Agg renderer at 72 dpi, so one point is one output pixel and each panel's
+pixels are placed unresampled (``Figure.figimage``).
 
 Each panel is a maximum-intensity projection (MIP) over a thin slab, so the calcium in the
 carotid walls and the bony landmarks beside the arteries show although no single plane
@@ -21,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from cohort.anatomy import LANDMARK_KINDS, LANDMARKS, SEGMENT_KINDS, SIDES
 from cohort.geometry import Grid
@@ -43,6 +48,7 @@ BODY_HU = -400.0  # above this a projected pixel is the patient, not air or padd
 BACKGROUND = (0, 0, 0)
 TEXT = (235, 235, 235)
 TICK = (255, 230, 0)  # marks where the other panels' slabs lie
+DPI = 72  # one point = one pixel: font sizes, line widths and dashes below are in pixels
 
 
 @dataclass(frozen=True)
@@ -212,13 +218,6 @@ def _peak(profile: np.ndarray, width: float) -> int:
     return int((run[0] + run[-1]) // 2)
 
 
-def _font(px: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=px)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
-
-
 def _grey(hu: np.ndarray, window) -> np.ndarray:
     knots_hu, knots_grey = zip(*window, strict=True)
     return np.rint(255 * np.interp(hu, knots_hu, knots_grey)).astype(np.uint8)
@@ -246,8 +245,12 @@ def _resample(p: _Panel, sz: float, mm: float):
 
 def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
              style: ReformatStyle) -> Image.Image:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Affine2D
+
     mm = style.mm_per_pixel
-    font, small = _font(style.font_px), _font(max(8, style.font_px - 2))
+    small = max(8, style.font_px - 2)
     res = [_resample(p, sz, mm) for p in panels]
     # one vertical range for all panels, so that a landmark line is at one height in all
     body_rows = np.zeros(res[0][0].shape[0], dtype=bool)
@@ -258,7 +261,7 @@ def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
     if style.crop_to_body and body_rows.any():
         rows = np.flatnonzero(body_rows)
         top, bottom = max(0, rows[0] - margin), min(len(body_rows), rows[-1] + margin + 1)
-    images, lefts = [], []  # panel images, and the first resampled column each shows
+    images, lefts = [], []  # panel images (h, w, 3), and the first resampled column each shows
     for hu, lab, _ in res:
         x0, x1 = 0, hu.shape[1]
         cols = np.flatnonzero((hu[top:bottom] > BODY_HU).any(axis=0))
@@ -270,26 +273,41 @@ def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
             for code in np.unique(sub[sub > 0]):
                 kind = SEGMENT_KINDS[(int(code) - 1) % len(SEGMENT_KINDS)]
                 rgb[sub == code] = SEGMENT_COLOURS[kind]
-        images.append(Image.fromarray(rgb))
+        images.append(rgb)
         lefts.append(x0)
 
+    # the page, in pixels from its top-left corner
     pad, gap = 8, 12
     line_h = style.font_px + 6
     title_h = line_h + 10  # room for the plane ticks above the panels
     panel_h = bottom - top
-    width = max(2 * pad + sum(im.width for im in images) + gap * (len(images) - 1), 760)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    captions = [_wrap(p.caption, im.width, measure, small) for p, im in zip(panels, images,
-                                                                            strict=True)]
+    scratch = Figure(dpi=DPI)
+    renderer = FigureCanvasAgg(scratch).get_renderer()
+    captions = [_wrap(p.caption, im.shape[1], renderer, small) for p, im in zip(panels, images,
+                                                                                 strict=True)]
     caption_h = max(len(c) for c in captions) * line_h
-    height = 2 * pad + title_h + panel_h + 8 + caption_h + 3 * line_h + 6
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    draw.text((pad, pad), title, fill=TEXT, font=font)
+    legend_sizes = [leg.get_window_extent(renderer).size for leg in _legends(scratch, style)]
+    legend_top = pad + title_h + panel_h + 8 + caption_h + 4
+    width = max(2 * pad + sum(im.shape[1] for im in images) + gap * (len(images) - 1),
+                2 * pad + int(np.ceil(max(w for w, _ in legend_sizes))), 760)
+    height = legend_top + int(np.ceil(sum(h for _, h in legend_sizes))) + 2 * len(
+        legend_sizes) + pad
+
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor=_rgb(BACKGROUND))
+    canvas = FigureCanvasAgg(fig)
+    page = Affine2D().scale(1, -1).translate(0, height)  # (x, y down) -> display pixels
+    fig.text(pad, pad, title, transform=page, va="top", color=_rgb(TEXT),
+             fontsize=style.font_px)
     y0, x = pad + title_h, pad
     for p, im, x0, (_, _, row_of_slice), caption in zip(panels, images, lefts, res, captions,
                                                           strict=True):
-        canvas.paste(im, (x, y0))
+        h, w = im.shape[:2]
+        fig.figimage(im, xo=x, yo=height - y0 - h, origin="upper", zorder=0)
+        ax = fig.add_axes((x / width, (height - y0 - h) / height, w / width, h / height),
+                          zorder=1)  # data coordinates = the panel's pixels, row 0 on top
+        ax.set_axis_off()
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
         lines = {}
         for side in p.sides:
             for kind in LANDMARK_KINDS:
@@ -297,49 +315,71 @@ def _compose(panels: list[_Panel], sz: float, landmark_slices, title: str,
                 if k is not None and 0 <= k < len(row_of_slice):
                     lines[side, kind] = int(row_of_slice[k]) - top
         split = None if p.mid_column is None else _to_px(p.mid_column, p.spacing, mm) - x0
-        _landmark_lines(draw, lines, (x, y0), im.size, split, style, small)
+        _landmark_lines(ax, lines, (w, h), split, style)
         for t in p.ticks:  # where the other panels' slabs cut this one
-            tx = x + _to_px(t, p.spacing, mm) - x0
-            if x <= tx < x + im.width:
-                draw.polygon([(tx - 4, y0 - 7), (tx + 4, y0 - 7), (tx, y0 - 1)], fill=TICK)
-                draw.polygon([(tx - 4, y0 + panel_h + 6), (tx + 4, y0 + panel_h + 6),
-                              (tx, y0 + panel_h)], fill=TICK)
-        draw.text((x + 3, y0 + 2), p.letters[0], fill=TEXT, font=font)
-        draw.text((x + im.width - 3 - draw.textlength(p.letters[1], font=font), y0 + 2),
-                  p.letters[1], fill=TEXT, font=font)
+            tx = _to_px(t, p.spacing, mm) - x0
+            if 0 <= tx < w:
+                ax.plot([tx], [-5], marker="v", color=_rgb(TICK), markersize=8, clip_on=False)
+                ax.plot([tx], [h + 4], marker="^", color=_rgb(TICK), markersize=8,
+                        clip_on=False)
+        for at, letter, align in ((2, p.letters[0], "left"), (w - 3, p.letters[1], "right")):
+            ax.text(at, 1, letter, ha=align, va="top", color=_rgb(TEXT), fontsize=style.font_px)
         for n, text in enumerate(caption):
-            draw.text((x, y0 + panel_h + 8 + n * line_h), text, fill=TEXT, font=small)
-        x += im.width + gap
-    _legend(draw, pad, y0 + panel_h + 12 + caption_h, line_h, style, small)
-    return canvas
+            fig.text(x, y0 + panel_h + 8 + n * line_h, text, transform=page, va="top",
+                     color=_rgb(TEXT), fontsize=small)
+        x += w + gap
+    y = legend_top
+    for leg, (_, h) in zip(_legends(fig, style), legend_sizes, strict=True):
+        leg.set_bbox_to_anchor((pad, y), transform=page)
+        y += int(np.ceil(h)) + 2
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
-def _landmark_lines(draw: ImageDraw.ImageDraw, lines: dict[tuple[str, str], int], origin,
-                    size, split: int | None, style: ReformatStyle, font) -> None:
-    """Landmark planes as lines across a panel: right dashed, left solid, tagged at the
-    edge; with ``split`` (coronal) each side's lines cover its own half of the panel."""
-    (x, y0), (w, h) = origin, size
+def _rgb(colour: tuple[int, int, int]) -> tuple[float, ...]:
+    return tuple(c / 255 for c in colour)
+
+
+def _landmark_lines(ax, lines: dict[tuple[str, str], int], size: tuple[int, int],
+                    split: int | None, style: ReformatStyle) -> None:
+    """Landmark planes as 1-pixel lines across a panel (axes in pixel coordinates): right
+    dashed, left solid, tagged above at the edge; with ``split`` (coronal) each side's
+    lines cover its own half of the panel."""
+    from matplotlib.patheffects import withStroke
+
+    w, h = size
     for (side, kind), y in lines.items():
         if not 0 <= y < h:
             continue
         xa, xb = 0, w
         if split is not None:
             xa, xb = (0, split) if side == "right" else (split, w)
-        colour = SEGMENT_COLOURS[LANDMARK_STARTS[kind]]
-        _hline(draw, x + xa, x + xb - 1, y0 + y, colour,
-               style.dash_px if side == "right" else None)
+        colour = _rgb(SEGMENT_COLOURS[LANDMARK_STARTS[kind]])
+        # one pixel row exactly: no antialiasing, and no snapping (it rounds a pixel centre
+        # half a pixel on, into the next row)
+        ax.plot([xa - 0.5, xb - 0.5], [y, y], color=colour, linewidth=1, antialiased=False,
+                snap=False, solid_capstyle="butt", dash_capstyle="butt",
+                linestyle=(0, style.dash_px) if side == "right" else "-")
         tag = f"{side[0].upper()} {LANDMARK_TAGS[kind]}"
-        tx = x + xa + 2 if side == "right" else x + xb - draw.textlength(tag, font=font) - 2
-        draw.text((tx, y0 + y - style.font_px - 1), tag, fill=colour, font=font,
-                  stroke_width=1, stroke_fill=BACKGROUND)
+        right = side == "right"
+        ax.text(xa + 2 if right else xb - 3, y - 1.5, tag, ha="left" if right else "right",
+                va="bottom", color=colour, fontsize=style.font_px,
+                path_effects=[withStroke(linewidth=2, foreground=_rgb(BACKGROUND))])
 
 
-def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font) -> list[str]:
+def _wrap(text: str, width: int, renderer, size: float) -> list[str]:
     """``text`` in lines no wider than ``width`` pixels, broken between words."""
+    from matplotlib.font_manager import FontProperties
+
+    font = FontProperties(size=size)
+
+    def wide(s: str) -> float:
+        return renderer.get_text_width_height_descent(s, font, ismath=False)[0]
+
     lines = [""]
     for word in text.split(" "):
         trial = f"{lines[-1]} {word}".strip()
-        if lines[-1] and draw.textlength(trial, font=font) > width:
+        if lines[-1] and wide(trial) > width:
             lines.append(word)
         else:
             lines[-1] = trial
@@ -351,52 +391,38 @@ def _to_px(index: float, spacing: float, mm: float) -> int:
     return int(round((index + 0.5) * spacing / mm - 0.5))
 
 
-def _hline(draw: ImageDraw.ImageDraw, xa: int, xb: int, y: int, colour, dash) -> None:
-    if dash is None:
-        draw.line([(xa, y), (xb, y)], fill=colour, width=1)
-        return
-    on, off = dash
-    xa, xb = int(xa), int(xb)
-    for s in range(xa, xb + 1, on + off):
-        draw.line([(s, y), (min(s + on - 1, xb), y)], fill=colour, width=1)
+def _legends(fig, style: ReformatStyle) -> list:
+    """The figure's legends, top to bottom (placed by the caller): landmark planes, calcium
+    by segment, and a 50 mm scale bar (a legend handle exactly 50 mm long) with the grey
+    window."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-
-def _legend(draw: ImageDraw.ImageDraw, x0: int, y: int, line_h: int, style: ReformatStyle,
-            small) -> None:
-    x = x0
-    draw.text((x, y), "landmark planes:", fill=TEXT, font=small)
-    x += draw.textlength("landmark planes:", font=small) + 8
-    for kind in LANDMARK_KINDS:
-        colour = SEGMENT_COLOURS[LANDMARK_STARTS[kind]]
-        draw.line([(x, y + line_h // 2), (x + 24, y + line_h // 2)], fill=colour, width=2)
-        label = f"{LANDMARK_TAGS[kind]} {kind.replace('_', ' ')}"
-        draw.text((x + 28, y), label, fill=colour, font=small)
-        x += 28 + draw.textlength(label, font=small) + 14
-    solid = "left side solid"
-    draw.line([(x, y + line_h // 2), (x + 24, y + line_h // 2)], fill=TEXT)
-    draw.text((x + 28, y), solid, fill=TEXT, font=small)
-    x += 28 + draw.textlength(solid, font=small) + 14
-    _hline(draw, x, x + 24, y + line_h // 2, TEXT, style.dash_px)
-    draw.text((x + 28, y), "right side dashed", fill=TEXT, font=small)
-
-    y += line_h
-    x = x0
-    draw.text((x, y), "calcium by segment:", fill=TEXT, font=small)
-    x += draw.textlength("calcium by segment:", font=small) + 8
-    for kind in SEGMENT_KINDS:
-        colour = SEGMENT_COLOURS[kind]
-        draw.rectangle([x, y + 3, x + 10, y + line_h - 5], fill=colour)
-        draw.text((x + 14, y), kind, fill=colour, font=small)
-        x += 14 + draw.textlength(kind, font=small) + 14
-    note = "(a plane's colour = the segment that begins there)"
-    draw.text((x, y), note, fill=TEXT, font=small)
-
-    y += line_h
-    bar = int(round(50 / style.mm_per_pixel))
-    draw.line([(x0, y + line_h // 2), (x0 + bar, y + line_h // 2)], fill=TEXT, width=3)
-    draw.text((x0 + bar + 6, y), "50 mm", fill=TEXT, font=small)
+    size = max(8, style.font_px - 2)
+    common = dict(loc="upper left", frameon=False, fontsize=size, title_fontsize=size,
+                  alignment="left", borderpad=0, borderaxespad=0, handletextpad=0.5,
+                  columnspacing=1.2)
+    plane_colours = [_rgb(SEGMENT_COLOURS[LANDMARK_STARTS[k]]) for k in LANDMARK_KINDS]
+    text = _rgb(TEXT)
+    planes = fig.legend(
+        [Line2D([], [], color=c, linewidth=2) for c in plane_colours]
+        + [Line2D([], [], color=text, linewidth=1),
+           Line2D([], [], color=text, linewidth=1, linestyle=(0, style.dash_px))],
+        [f"{LANDMARK_TAGS[k]} {k.replace('_', ' ')}" for k in LANDMARK_KINDS]
+        + ["left side solid", "right side dashed"],
+        labelcolor=[*plane_colours, text, text], ncols=5, handlelength=2.0,
+        title="landmark planes (a plane's colour = the segment that begins there):", **common)
+    calcium_colours = [_rgb(SEGMENT_COLOURS[k]) for k in SEGMENT_KINDS]
+    calcium = fig.legend([Patch(color=c) for c in calcium_colours], list(SEGMENT_KINDS),
+                         labelcolor=calcium_colours, ncols=len(SEGMENT_KINDS),
+                         handlelength=1.0, title="calcium by segment:", **common)
     w = style.window
-    draw.text((x0 + bar + 60, y),
-              f"grey: compound window, {w[0][0]:g}..{w[1][0]:g} HU soft tissue, "
-              f"{w[1][0]:g}..{w[-1][0]:g} HU bone and calcium; square pixels of "
-              f"{style.mm_per_pixel:g} mm", fill=TEXT, font=small)
+    scale = fig.legend(
+        [Line2D([], [], color=text, linewidth=3, solid_capstyle="butt")],
+        [f"50 mm; grey: compound window, {w[0][0]:g}..{w[1][0]:g} HU soft tissue, "
+         f"{w[1][0]:g}..{w[-1][0]:g} HU bone and calcium; square pixels of "
+         f"{style.mm_per_pixel:g} mm"],
+        labelcolor=[text], handlelength=50 / style.mm_per_pixel / size, **common)
+    for leg in (planes, calcium, scale):
+        leg.get_title().set_color(text)
+    return [planes, calcium, scale]

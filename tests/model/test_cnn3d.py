@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from cohort.errors import ConfigError
 from cohort.model import cnn3d, zoo
 from cohort.model.compute import count_macs, count_parameters, measure
 from cohort.model.dst import DepthSequenceTransformer
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.mark.parametrize(
@@ -68,7 +71,9 @@ def test_measure_reports_every_figure():
     assert c.gmac == pytest.approx(
         count_macs(zoo.build_network("resnet_tiny_3d"), torch.zeros(1, 1, 32, 32, 16)) / 1e9
     )
-    assert c.params_m == pytest.approx(0.014763)
+    # MONAI's ResNet has 4 stages and a stem as wide as its first stage, so the old 3-stage
+    # tiny (14,763 parameters) cannot be built; this one has 15,463
+    assert c.params_m == pytest.approx(0.015463)
     assert c.latency_ms > 0 and c.peak_memory_mb >= 0
 
 
@@ -95,3 +100,41 @@ def _saved(tmp_path, name):
     path = tmp_path / f"{name}.pt"
     zoo.save_checkpoint(path, zoo.build_network(name, max_len=64))
     return str(path)
+
+
+def _probe(shape) -> torch.Tensor:
+    """A fixed input, the same on every machine and torch version."""
+    n = 1
+    for d in shape:
+        n *= d
+    return torch.sin(0.37 * torch.arange(n, dtype=torch.float32)).reshape(shape)
+
+
+@pytest.mark.parametrize("name", ["cnn3d-v1-resnet.pt", "cnn3d-v1-densenet.pt"])
+def test_checkpoints_of_our_own_modules_give_the_same_logits_in_monai(name):
+    """The fixtures were written by cohort's own ResNet / DenseNet modules (before MONAI,
+    format cohort.cnn3d/1) with the logits they gave for `_probe` in their metadata: the
+    same weights in MONAI's networks give the same logits, so the networks are the same."""
+    net, meta = zoo.load_checkpoint(str(FIXTURES / name))
+    assert isinstance(net, cnn3d.CNN3DClassifier) and meta["written_by"] == "cohort.cnn3d/1"
+    with torch.no_grad():
+        logits = net.eval()(_probe(meta["input_shape"]))
+    torch.testing.assert_close(logits, torch.tensor(meta["logits"]), rtol=1e-5, atol=1e-6)
+    again, _ = cnn3d.load_checkpoint(FIXTURES / name)  # directly, and saved again as /2
+    buf = io.BytesIO()
+    cnn3d.save_checkpoint(buf, again)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["format"] == cnn3d.FORMAT
+
+
+def test_old_checkpoints_that_monai_cannot_build_are_refused_clearly():
+    # the old tiny ResNet had 3 stages and a stem wider than its first stage
+    buf = io.BytesIO()
+    torch.save({"format": "cohort.cnn3d/1", "state_dict": {}, "meta": {},
+                "config": {"name": "resnet_tiny_3d", "arch": "resnet", "stem_channels": 8,
+                           "stem_kernel": 3, "stem_depth_stride": 1, "blocks": [1, 1, 1],
+                           "widths": [4, 8, 16], "growth": 32, "bn_size": 4, "n_classes": 3,
+                           "dropout": 0.0}}, buf)
+    buf.seek(0)
+    with pytest.raises(ConfigError, match="MONAI's ResNet has 4 stages.*retrain it"):
+        zoo.load_checkpoint(buf)

@@ -34,3 +34,45 @@ def test_too_few_patients_and_broken_tables_are_refused():
     broken = pd.concat([s, s.iloc[:1]])
     with pytest.raises(ConfigError, match="more than one split"):
         check_splits(broken)
+
+
+def test_validation_patients_differ_between_folds():
+    # the old rotation np.roll(rest, -f * n_val) gave folds 0 and 2 of this split the same
+    # four validation patients
+    s = make_splits([f"P{i:02d}" for i in range(40)], SplitConfig(folds=5, seed=0))
+    check_splits(s)
+    vals = [set(f[f.split == "validation"].patient_key) for _, f in s.groupby("fold")]
+    assert [len(v) for v in vals] == [4] * 5
+    for a in range(5):
+        for b in range(a + 1, 5):
+            assert not vals[a] & vals[b], f"folds {a} and {b} validate on the same patients"
+    # each fold validates on patients of the next fold's test split, never on its own
+    tests = [set(f[f.split == "test"].patient_key) for _, f in s.groupby("fold")]
+    assert all(vals[f] <= tests[(f + 1) % 5] for f in range(5))
+
+
+def test_strata_are_spread_over_every_split():
+    # 3 classes of 20, 20 and 10 patients, 5 folds: each test split holds 4, 4 and 2, each
+    # validation split 2, 2 and 1 (scikit-learn's StratifiedGroupKFold over 10 sub-folds)
+    patients = [f"P{i:02d}" for i in range(50)]
+    strata = {p: ("NCP", "CP", "Normal")[0 if i < 20 else 1 if i < 40 else 2]
+              for i, p in enumerate(patients)}
+    s = make_splits(patients, SplitConfig(folds=5, seed=2), strata)
+    check_splits(s)
+    s["stratum"] = s["patient_key"].map(strata)
+    counts = s.groupby(["fold", "split", "stratum"]).size().unstack("stratum")
+    for f in range(5):
+        assert counts.loc[(f, "test")].to_dict() == {"CP": 4, "NCP": 4, "Normal": 2}
+        assert counts.loc[(f, "validation")].to_dict() == {"CP": 2, "NCP": 2, "Normal": 1}
+    with pytest.raises(ConfigError, match="no stratum"):
+        make_splits(patients, SplitConfig(), {"P00": "CP"})
+
+
+def test_validation_fraction_picks_the_sub_folds():
+    assert SplitConfig().sub_folds == 2  # 5 folds, 10%: 1 / (5 * 2)
+    assert SplitConfig(folds=10).sub_folds == 1
+    assert SplitConfig(folds=3).sub_folds == 3  # 1/9 = 11% of all
+    s = make_splits([f"P{i:02d}" for i in range(27)], SplitConfig(folds=3, seed=1))
+    assert set(s[s.split == "validation"].groupby("fold").size()) == {3}
+    with pytest.raises(ConfigError, match="must lie in"):
+        SplitConfig(folds=5, validation_fraction=0.3)
