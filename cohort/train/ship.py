@@ -100,7 +100,11 @@ def refit_confidence_threshold(path: str, work_url: str, recipe: ShipRecipe = RE
     Raises:
         ConfigError: the checkpoint has no fold or temperatures, or the validation MAE
             recomputed differs from the stored one (the generator no longer writes the same
-            scans, so they are not the checkpoint's validation split); nothing is written.
+            scans, or the split rule changed since the checkpoint was trained, so they are
+            not its validation split); nothing is written. The shipped checkpoint was
+            trained (and its threshold fitted) with the splits of before
+            `StratifiedGroupKFold`; today's splits pick other validation patients for it,
+            and this check refuses them.
     """
     import numpy as np
     import torch
