@@ -11,7 +11,8 @@ optional strata), shuffled with the seed, over ``folds x m`` sub-folds: fold f t
 sub-folds ``f*m .. f*m+m-1`` and validates on sub-fold ``(f+1)*m``, the first of the next
 fold's test patients, so no two folds validate on the same patients and every split is
 stratified. ``m`` is the whole number that brings ``1 / (folds * m)`` closest to
-``validation_fraction`` (2 for 5 folds and 10%).
+``validation_fraction`` (2 for 5 folds and 10%), or fewer for a cohort too small to give
+every sub-fold a patient.
 """
 
 from __future__ import annotations
@@ -67,11 +68,18 @@ def make_splits(patient_keys, config: SplitConfig = SplitConfig(),
     from sklearn.model_selection import StratifiedGroupKFold  # training only
 
     patients = np.array(sorted(set(map(str, patient_keys))))
-    n, k, m = len(patients), config.folds, config.sub_folds
-    need = max(k * m, 2 * k)  # one patient per sub-fold, and training patients in each fold
+    n, k = len(patients), config.folds
+    need = 2 * k  # a test, a validation and a training patient in every fold
     if n < need:
         raise ConfigError(f"{n} patients cannot fill {k} folds with training, "
                           f"validation and test patients; at least {need} are needed")
+    # a small cohort gets fewer sub-folds (each still holds a patient): its validation
+    # splits are then a larger share than validation_fraction
+    m = min(config.sub_folds, n // k)
+    if m < config.sub_folds:
+        logger.info("%d patients: %d sub-folds per fold instead of %d, so each validation "
+                    "split holds about %.0f%% of the patients", n, m, config.sub_folds,
+                    100 / (k * m))
     classes = np.zeros(n, dtype=int)
     if strata is not None:
         missing = [p for p in patients if p not in strata]

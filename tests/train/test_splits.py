@@ -76,3 +76,13 @@ def test_validation_fraction_picks_the_sub_folds():
     assert set(s[s.split == "validation"].groupby("fold").size()) == {3}
     with pytest.raises(ConfigError, match="must lie in"):
         SplitConfig(folds=5, validation_fraction=0.3)
+
+
+def test_a_small_cohort_still_fills_every_split():
+    """6 patients, 2 folds: fewer sub-folds, but every fold trains, validates and tests, and
+    every patient is tested once."""
+    splits = make_splits([f"P{i}" for i in range(6)], SplitConfig(folds=2, seed=3))
+    check_splits(splits)
+    for _, fold in splits.groupby("fold"):
+        counts = fold["split"].value_counts()
+        assert counts["test"] == 3 and counts["validation"] >= 1 and counts["train"] >= 1
