@@ -1,5 +1,9 @@
-"""Frozen configuration dataclasses, one per stage. Command-line parsing lives in cli.py;
-every value is checked here, with a message that says what would work."""
+"""Frozen configuration of `cohort index` (discovery, selection, the stack rules it uses);
+every value is checked here, with a message that says what would work. Other stages keep
+their configuration beside them (`SynthConfig` in `cohort.synth.config`, `RunConfig` in
+`cohort.pipeline`, `QuantifyConfig` in `cohort.quantify.config`, `TrainConfig` and
+`StudyConfig` in `cohort.train`); the command line (`cohort.cli`) takes its defaults from
+them."""
 
 from __future__ import annotations
 
