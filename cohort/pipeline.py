@@ -37,8 +37,8 @@ from cohort.job.preflight import (
     check_masks,
     check_resources,
     check_written_keys,
+    index_of,
     inside,
-    is_index,
     only_ours,
 )
 from cohort.job.prepare import PrepareConfig
@@ -189,21 +189,15 @@ def code_version() -> str:
         return __version__
 
 
-def load_manifest(input_url: str, out_url: str, config: IndexConfig,
+def load_manifest(input_url: str, index: str | None, out_url: str, config: IndexConfig,
                   options: StorageOptions | None) -> tuple[pd.DataFrame, str]:
-    """The input's manifest: ``input_url`` itself when it is an index folder (or a cohort
-    folder holding ``index/``), else a fresh index of the archive under ``<out>/index``."""
+    """The input's manifest: the published ``index`` when the input is one (`index_of`),
+    else a fresh index of the archive under ``<out>/index``."""
     from cohort.discover.index import index_cohort
-    from cohort.discover.manifest import MANIFEST_FILE, MARKER, read_manifest
-    from cohort.storage import is_published
+    from cohort.discover.manifest import read_manifest
 
-    for candidate in (input_url, join(input_url, "index")):
-        fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
-        if fs.exists(path) and is_published(candidate, options, name=MARKER):
-            return read_manifest(candidate, options).to_pandas(), candidate
-    if inside(out_url, input_url, options):  # run_cohort checks it first; kept for callers
-        raise ConfigError(f"--out {redact(out_url)} lies inside the input {redact(input_url)}: "
-                          "the index would list the job's own outputs; write it elsewhere")
+    if index is not None:
+        return read_manifest(index, options).to_pandas(), index
     index_url = join(out_url, "index")
     logger.info("indexing %s into %s", redact(input_url), redact(index_url))
     index_cohort(input_url, index_url, config, options)
@@ -302,7 +296,8 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
                                   "folder of <SeriesInstanceUID>.nii.gz calcium masks")
         model = describe(config.model, options)
         identity_known = check_identity(out_url, identity, options)
-        if inside(out_url, input_url, options) and not is_index(input_url, options):
+        index = index_of(input_url, options)  # None: an archive, indexed into OUT/index
+        if inside(out_url, input_url, options) and index is None:
             raise ConfigError(f"--out {redact(out_url)} lies inside the input "
                               f"{redact(input_url)}: the index would list the job's own "
                               "outputs; write it elsewhere")
@@ -310,10 +305,10 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         if ownership.took_over:
             logger.warning("run %s on this output was stopped before it ended; taking over",
                            ownership.took_over.get("run_id"))
-        if not is_index(input_url, options) and config.index.discovery.executor == "ray":
+        if index is None and config.index.discovery.executor == "ray":
             ray.ensure()  # the indexer's tasks and the job share this one Ray
-        report = _run(input_url, out_url, config, options, identity, identity_known, model,
-                      run_id, t0, ray)
+        report = _run(input_url, index, out_url, config, options, identity, identity_known,
+                      model, run_id, t0, ray)
         if report is None:
             return _nothing_to_do(out_url, t0)
         return report
@@ -327,15 +322,15 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         ray.close()
 
 
-def _run(input_url: str, out_url: str, config: RunConfig, options: StorageOptions | None,
-         identity: IdentityConfig, identity_known: bool, model: ModelInfo, run_id: str,
-         t0: float, ray: RaySession) -> RunReport | None:
+def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
+         options: StorageOptions | None, identity: IdentityConfig, identity_known: bool,
+         model: ModelInfo, run_id: str, t0: float, ray: RaySession) -> RunReport | None:
     """The job once it owns the output; None when there is nothing to do."""
     model_input = ModelInputConfig(**model.model_input) if model.model_input else \
         ModelInputConfig()
     # deeper series are decimated by a whole factor (recorded), never refused by the model
     model_input = replace(model_input, max_len=min(model_input.max_len, model.max_len))
-    manifest, index_url = load_manifest(input_url, out_url, config.index, options)
+    manifest, index_url = load_manifest(input_url, index, out_url, config.index, options)
     series = manifest[manifest["kind"] == "series"]
     if len(series) == 0:
         raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "

@@ -30,17 +30,17 @@ def inside(url: str, folder: str, options: StorageOptions | None) -> bool:
     return a == b or a.startswith(b + "/")
 
 
-def is_index(input_url: str, options: StorageOptions | None) -> bool:
-    """Whether ``input_url`` is an index folder (or holds ``index/``) that the job reads
-    as it is, rather than an archive it indexes."""
+def index_of(input_url: str, options: StorageOptions | None) -> str | None:
+    """The published index the job reads as it is: ``input_url`` itself or its ``index/``
+    folder; None when ``input_url`` is an archive the job indexes first."""
     from cohort.discover.manifest import MANIFEST_FILE, MARKER
     from cohort.storage import is_published
 
     for candidate in (input_url, join(input_url, "index")):
         fs, path = filesystem(join(candidate, MANIFEST_FILE), options)
         if fs.exists(path) and is_published(candidate, options, name=MARKER):
-            return True
-    return False
+            return candidate
+    return None
 
 
 def check_written_keys(out_url: str, series: pd.DataFrame, identity: IdentityConfig,
