@@ -63,7 +63,7 @@ from cohort.synth.scan import (
     stepped_truth_grid,
     subsamples,
 )
-from cohort.synth.subject import Plaque, Pose, Subject, sample_pose, sample_subject
+from cohort.synth.subject import Pose, Subject, sample_plaque, sample_pose, sample_subject
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +87,10 @@ def _grown(subject: Subject, rng: np.random.Generator) -> Subject:
                for p in subject.plaques]
     if rng.random() < 0.4:
         template = subject.plaques[0] if subject.plaques else None
-        plaques.append(Plaque(
-            side="left" if rng.random() < 0.5 else "right",
-            segment=str(rng.choice(["cavernous", "supraclinoid"])),
-            position=float(rng.uniform(0.1, 0.9)), angle_deg=float(rng.uniform(0, 360)),
-            volume_mm3=float(rng.uniform(1.0, 20.0)),
-            hu=template.hu if template else float(rng.uniform(350, 1200)),
-            aspect=float(rng.uniform(1.0, 2.5))))
+        plaques.append(sample_plaque(
+            rng, "left" if rng.random() < 0.5 else "right",
+            str(rng.choice(["cavernous", "supraclinoid"])), float(rng.uniform(1.0, 20.0)),
+            hu=template.hu if template else None))
     return replace(subject, plaques=tuple(plaques))
 
 

@@ -3,8 +3,9 @@
 The head frame is placed in the scanner by a pose (rotation R, translation t):
 ``world = R @ head + t``. Smooth anatomy is evaluated at ``scale`` times the pixel size
 (a brain kernel's resolution) and interpolated up; through-plane partial volume comes from
-averaging sub-planes across the slice thickness. Calcified plaques are evaluated at full
-resolution, since they are often only a few voxels large.
+averaging sub-planes across the slice thickness. Every point is moved by the subject's warp
+before a solid is evaluated there (`cohort.synth.fields`). Calcified plaques are evaluated
+at full resolution, since they are often only a few voxels large.
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ import numpy as np
 import torch
 
 from cohort.geometry import Grid
-from cohort.synth.phantom import BASE, MUSCLE, Phantom, Vault
-from cohort.synth.solids import Ellipsoid, Solid
+from cohort.synth.fields import (
+    BORDER,
+    DIPLOE,
+    FLOOR,
+    SULCI,
+    THICKNESS,
+    SubjectFields,
+    chunk_fields,
+)
+from cohort.synth.phantom import CORTICAL, CSF, DIPLOE_HU, MUSCLE, Phantom, Vault
+from cohort.synth.solids import Ellipsoid, Solid, WallPatch
 
 AIR_HU = -1000.0
 
@@ -72,6 +82,10 @@ class _Evaluator:
         k = np.arange(ks.start, ks.stop, dtype=np.float32)[:, None, None]
         j = np.arange(js.start, js.stop, dtype=np.float32)[None, :, None]
         i = np.arange(is_.start, is_.stop, dtype=np.float32)[None, None, :]
+        return self.coords_at(k, j, i)
+
+    def coords_at(self, k, j, i) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Head-frame (u, v, w) at index arrays k, j, i (broadcast against each other)."""
         out = []
         for d in range(3):
             a = self.a[d].astype(np.float32)
@@ -79,44 +93,94 @@ class _Evaluator:
         return out[0], out[1], out[2]
 
 
-def _vault_lut(vault: Vault, edge: float, step: float = 0.05):
-    """CT number as a function of depth under the skin, blurred over one edge width."""
+def _vault_luts(vault: Vault, edge: float, step: float = 0.05):
+    """CT number, and the share of diploe, as functions of depth under the skin, blurred
+    over one edge width."""
     depth_max = max(vault.radii) + 5
     e = np.arange(-2 * edge, depth_max, step)
     bounds = np.cumsum([t for t, _ in vault.layers[:-1]])
+    layer = np.searchsorted(bounds, e, side="right")
     values = np.array([hu for _, hu in vault.layers])
-    lut = values[np.searchsorted(bounds, e, side="right")]
+    lut = values[layer]
     lut[e < 0] = vault.layers[0][1]
+    dip = (layer == vault.diploe_layer).astype(float)
     width = max(1, int(round(edge / step)))
-    lut = np.convolve(np.pad(lut, width, mode="edge"), np.ones(width) / width, mode="same")
-    return float(e[0]), step, lut[width:-width].astype(np.float32)
+    box = np.ones(width) / width
+    out = []
+    for table in (lut, dip):
+        t = np.convolve(np.pad(table, width, mode="edge"), box, mode="same")[width:-width]
+        out.append(t.astype(np.float32))
+    return float(e[0]), step, out[0], out[1]
 
 
-def _paint_vault(vault: Vault, ev: _Evaluator, out: np.ndarray, win, edge: float, lut) -> None:
-    u, v, w = ev.coords(win)
+def _ramp(x: np.ndarray, edge: float) -> np.ndarray:
+    """Occupancy of a boundary at signed distance x (positive inside), over one edge."""
+    return np.clip(np.float32(0.5) + x / np.float32(edge), 0, 1)
+
+
+def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: float,
+                 luts) -> None:
+    """The cranium on a window: ``coords`` its (warped) head-frame points, ``f`` the
+    subject's fields there (channels first)."""
+    u, v, w = coords
     e = -Ellipsoid(hu=0.0, center=vault.center, radii=vault.radii).distance(u, v, w)
     e *= vault.reference_radius / min(vault.radii)
-    e0, step, table = lut
-    idx = np.clip(((e - e0) / step).astype(np.int32), 0, len(table) - 1)
+    # bone layers thicker or thinner: depth under the skin -> depth in the layer table
+    factor = np.maximum(f[THICKNESS] * vault.regional(u, v, w) * vault.skull_factor, 0.35)
+    bone = np.float32(vault.bone_mm)
+    e_table = e - (factor - 1) / factor * np.clip(e - vault.scalp_mm, 0, factor * bone)
+    e0, step, table, dip_share = luts
+    idx = np.clip(((e_table - e0) / step).astype(np.int32), 0, len(table) - 1)
     val = table[idx]
-    f = np.clip(0.5 + e / edge, 0, 1)
+    lo, hi = DIPLOE_HU
+    val += dip_share[idx] * (np.float32(lo) + np.float32(hi - lo) * f[DIPLOE])
+    # sulci: CSF folds into the cortex where the sulcal field is near zero
+    csf_end = vault.scalp_mm + bone + vault.csf_mm
+    band = _ramp(e_table - csf_end + 0.5, edge) * _ramp(csf_end + 13.0 - e_table, 4.0)
+    sulcus = np.clip(1.0 - np.abs(f[SULCI]) / np.float32(1.25 * vault.sulcal_width), 0, 1)
+    val += band * np.clip(2.0 * sulcus, 0, 1) * (np.float32(CSF) - val)
+    occ = _ramp(e, edge)
     floor_lo, floor_hi = vault.floor_range()
     if w.min() < floor_hi + edge:  # the skull base cuts this window
-        fl = vault.floor(u, v)
+        border = f[BORDER]
+        flat = vault.floor(u, v, 0.0, border)
+        fl = flat + f[FLOOR]
         # distance to the floor along its normal, so oblique parts get edges as sharp as flat
-        gu = vault.floor(u + 1.0, v) - fl
-        gv = vault.floor(u, v + 1.0) - fl
-        s = ((w - fl) / np.sqrt(1.0 + gu * gu + gv * gv)).astype(np.float32)
-        a = np.clip(0.5 + s / edge, 0, 1)
-        b = np.clip(0.5 + (s + vault.base_plate_mm) / edge, 0, 1)
-        inner = a * val + (b - a) * np.float32(BASE) + (1 - b) * np.float32(MUSCLE)
-        c = np.clip(0.5 + (e - vault.scalp_mm) / edge, 0, 1)
+        # (the fields' waves taken as constant over the 1 mm step: they are gentle)
+        gu = vault.floor(u + 1.0, v, 0.0, border) - flat
+        gv = vault.floor(u, v + 1.0, 0.0, border) - flat
+        d = ((w - fl) / np.sqrt(1.0 + gu * gu + gv * gv)).astype(np.float32)
+        plate = vault.plate(u, v, border).astype(np.float32)
+        above = _ramp(d, edge)
+        brain = val + (1 - _ramp(d - np.float32(vault.csf_mm), edge)) * (np.float32(CSF) - val)
+        c_top = _ramp(d + 1.0, edge)  # cortex 1 mm, diploe, cortex 1 mm, then the neck
+        d_top = _ramp(d + plate - 1.0, edge)
+        c_bot = _ramp(d + plate, edge)
+        diploe = np.float32(lo) + np.float32(hi - lo) * f[DIPLOE]
+        cortex = np.float32(CORTICAL - 150)
+        plate_hu = ((c_top - above) * cortex + (d_top - c_top) * diploe
+                    + (c_bot - d_top) * cortex + (1 - c_bot) * np.float32(MUSCLE))
+        inner = above * brain + plate_hu
+        c = _ramp(e - vault.scalp_mm, edge)
         val = val + c * (inner - val)
         # below the skull base the cranium's shell (and its scalp) ends: neck and face
         # (painted before the vault) show through
-        f *= np.clip(0.5 + (s + vault.base_plate_mm + vault.below_base_mm) / edge, 0, 1)
-    sub = out[win]
-    sub += f * (val - sub)
+        occ *= _ramp(d + plate + vault.below_base_mm, edge)
+    out += occ * (val - out)
+
+
+def head_box(fields: SubjectFields, lo: np.ndarray, hi: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """A head-frame box holding every point that the warp takes into the template box
+    lo..hi: its corners and centre unwarped, widened for the warp's bending in between
+    (its gradient is below 0.15, kept so by `make_fields`; never more than twice the
+    largest displacement)."""
+    lo, hi = np.maximum(lo, -1e4), np.minimum(hi, 1e4)
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                        for z in (lo[2], hi[2])] + [(lo + hi) / 2])
+    head = fields.unwarp_points(corners, iterations=6)
+    slack = min(1.5 + 0.15 * float(np.max(hi - lo)), 2.0 * fields.warp_bound_mm + 1.0)
+    return head.min(axis=0) - slack, head.max(axis=0) + slack
 
 
 def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale: int = 2,
@@ -125,20 +189,28 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
     fine = _sub_grid(grid, scale, n_sub)
     ev = _Evaluator(fine, placement)
     edge = float(min(fine.spacing[:2]))
-    lut = _vault_lut(phantom.vault, edge)
-    boxes = [s.bbox() for s in phantom.solids]
-    nk = fine.shape[0]
+    luts = _vault_luts(phantom.vault, edge)
+    boxes = [head_box(phantom.fields, *s.bbox()) for s in phantom.solids]
+    nk, nj, ni = fine.shape
     out = np.full(fine.shape, AIR_HU, dtype=np.float32)
     for k0 in range(0, nk, chunk):
         k1 = min(nk, k0 + chunk)
-        for solid, (lo, hi) in zip(phantom.solids, boxes, strict=True):
-            win = ev.window(lo, hi, k0, k1)
+        wins = [ev.window(lo, hi, k0, k1) for lo, hi in boxes]
+        if all(win is None for win in wins):
+            continue
+        u, v, w = ev.coords((slice(k0, k1), slice(0, nj), slice(0, ni)))
+        f = chunk_fields(phantom.fields, lambda k, j, i, k0=k0: ev.coords_at(k + k0, j, i),
+                         (k1 - k0, nj, ni))
+        u, v, w = u + f[0], v + f[1], w + f[2]
+        for solid, win in zip(phantom.solids, wins, strict=True):
             if win is None:
                 continue
+            local = (slice(win[0].start - k0, win[0].stop - k0), win[1], win[2])
+            coords = (u[local], v[local], w[local])
             if isinstance(solid, Vault):
-                _paint_vault(solid, ev, out, win, edge, lut)
+                _paint_vault(solid, coords, f[(slice(None), *local)], out[win], edge, luts)
             else:
-                _paint(solid, ev, out, win, edge)
+                _paint(solid, coords, out[win], edge)
     out = out.reshape(grid.shape[0], n_sub, *fine.shape[1:]).mean(axis=1)
     if scale > 1:
         t = torch.from_numpy(out)[None]
@@ -148,13 +220,11 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
     return out
 
 
-def _paint(solid: Solid, ev: _Evaluator, out: np.ndarray, win, edge: float) -> None:
-    u, v, w = ev.coords(win)
-    f = np.clip(0.5 - solid.distance(u, v, w) / edge, 0, 1)
+def _paint(solid: Solid, coords, out: np.ndarray, edge: float) -> None:
+    f = np.clip(0.5 - solid.distance(*coords) / edge, 0, 1)
     if not f.any():
         return
-    sub = out[win]
-    sub += f * (np.float32(solid.hu) - sub)
+    out += f * (np.float32(solid.hu) - out)
 
 
 @dataclass(frozen=True)
@@ -165,15 +235,21 @@ class Occupancy:
     fraction: np.ndarray
 
 
-def plaque_occupancy(plaques: tuple[Ellipsoid, ...], placement: Placement, grid: Grid, *,
-                     n_sub: int = 1) -> list[Occupancy | None]:
-    """Per plaque, its voxel occupancy on ``grid`` (None when it lies outside the grid)."""
+def plaque_occupancy(plaques: tuple[WallPatch, ...], placement: Placement, grid: Grid, *,
+                     n_sub: int = 1, fields: SubjectFields | None = None
+                     ) -> list[Occupancy | None]:
+    """Per plaque, its voxel occupancy on ``grid`` (None when it lies outside the grid);
+    points are moved by ``fields``' warp first, as the anatomy's."""
     fine = _sub_grid(grid, 1, n_sub)
     ev = _Evaluator(fine, placement)
     edge = float(min(fine.spacing[:2]))
     result: list[Occupancy | None] = []
     for p in plaques:
-        lo, hi = p.bbox()
+        if fields is None:
+            lo, hi = p.bbox()
+        else:  # where the plaque is in the head frame: its centreline, unwarped
+            pts = fields.unwarp_points(np.asarray(p.points))
+            lo, hi = pts.min(axis=0) - p.reach, pts.max(axis=0) + p.reach
         win = ev.window(lo - 1.0, hi + 1.0, 0, fine.shape[0])
         if win is None:
             result.append(None)
@@ -183,10 +259,28 @@ def plaque_occupancy(plaques: tuple[Ellipsoid, ...], placement: Placement, grid:
         k1 = -(-win[0].stop // n_sub) * n_sub
         win = (slice(k0, k1), win[1], win[2])
         u, v, w = ev.coords(win)
-        f = np.clip(0.5 - p.distance(u, v, w) / edge, 0, 1)
+        u, v, w = np.broadcast_arrays(u, v, w)
+        if fields is not None:
+            d = fields.sample(u, v, w)
+            u, v, w = u + d[0], v + d[1], w + d[2]
+        if isinstance(p, WallPatch):
+            f = p.occupancy(u, v, w, edge)
+        else:
+            f = np.clip(0.5 - p.distance(u, v, w) / edge, 0, 1)
         f = f.reshape(-1, n_sub, *f.shape[1:]).mean(axis=1)
-        coarse = (slice(k0 // n_sub, k1 // n_sub), win[1], win[2])
-        result.append(Occupancy(coarse, f) if f.max() > 0 else None)
+        if f.max() <= 0:
+            result.append(None)
+            continue
+        # trim to the voxels the plaque touches
+        nz = np.nonzero(f)
+        lo_i = [int(a.min()) for a in nz]
+        hi_i = [int(a.max()) + 1 for a in nz]
+        f = f[lo_i[0]:hi_i[0], lo_i[1]:hi_i[1], lo_i[2]:hi_i[2]]
+        kc = k0 // n_sub
+        coarse = (slice(kc + lo_i[0], kc + hi_i[0]),
+                  slice(win[1].start + lo_i[1], win[1].start + hi_i[1]),
+                  slice(win[2].start + lo_i[2], win[2].start + hi_i[2]))
+        result.append(Occupancy(coarse, f))
     return result
 
 

@@ -23,10 +23,19 @@ from cohort.synth.render import (
 from cohort.synth.solids import rotation
 from cohort.synth.subject import Pose
 
-#: a calcium voxel holds at least half a plaque, or is a plaque's densest voxel when that
-#: voxel still reads as calcium (>= 130 HU) on the noise-free image
+#: the annotation rule: a voxel is calcium when the plaque in it makes it read >= 130 HU on
+#: the noise-free native grid over soft tissue (45 HU), i.e. when the plaque fills at least
+#: (130 - 45) / (plaque HU - 45) of it. Dense plaques bloom by up to a voxel; faint ones
+#: (just above 130 HU) vanish where partial volume on thick slices dilutes them.
 CALCIUM_HU = 130.0
 SOFT_TISSUE_HU = 45.0
+
+
+def calcium_voxels(fraction: np.ndarray, plaque_hu: float) -> np.ndarray:
+    """The voxels of a plaque's occupancy ``fraction`` that the annotation rule keeps."""
+    if plaque_hu <= CALCIUM_HU:
+        return np.zeros(fraction.shape, dtype=bool)
+    return SOFT_TISSUE_HU + fraction * (plaque_hu - SOFT_TISSUE_HU) >= CALCIUM_HU
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ def stepped_grids(phantom: Phantom, placement: Placement, coverage: Coverage,
     centre_shift = float(base.world((ni - 1) / 2, (nj - 1) / 2, 0)[2] - base.origin[2])
     z_bottom = base.origin[2] + centre_shift
     z_top = z_bottom + (base.shape[0] - 1) * base.slice_step[2]
-    heights = [float(placement.to_world(phantom.arteries[s].landmark_points[k])[2])
+    heights = [float(placement.to_world(phantom.landmark_point(s, k))[2])
                for s in SIDES for k in ("carotid_canal", "anterior_clinoid")]
     lo, hi = min(heights) - 10.0, max(heights) + 35.0
     junction = lo + float(p.block_split) * (hi - lo)
@@ -157,7 +166,7 @@ def landmark_truth(phantom: Phantom, placement: Placement, grid: Grid):
     slices, zs = {}, {}
     for side in SIDES:
         for kind in LANDMARK_KINDS:
-            z = float(placement.to_world(phantom.arteries[side].landmark_points[kind])[2])
+            z = float(placement.to_world(phantom.landmark_point(side, kind))[2])
             slices[f"{side}_{kind}"] = int(np.rint((z - z0) / dz))
             zs[f"{side}_{kind}"] = z
     return slices, zs
@@ -169,7 +178,8 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
     assert grid.tilt_deg < 1e-6, "ground truth lives on an axial grid"
     slices, zs = landmark_truth(phantom, placement, grid)
     if occupancies is None:
-        occupancies = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub)
+        occupancies = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub,
+                                       fields=phantom.fields)
     mask = np.zeros(grid.shape, dtype=np.uint8)
     labels = np.zeros(grid.shape, dtype=np.uint8)
     seg_of = {}
@@ -182,10 +192,7 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
                                         phantom.plaque_of_piece, occupancies, strict=True):
         if occ is None:
             continue
-        sel = occ.fraction >= 0.5
-        peak = np.unravel_index(int(np.argmax(occ.fraction)), occ.fraction.shape)
-        if SOFT_TISSUE_HU + occ.fraction[peak] * (plaque.hu - SOFT_TISSUE_HU) >= CALCIUM_HU:
-            sel[peak] = True
+        sel = calcium_voxels(occ.fraction, plaque.hu)
         if not sel.any():
             continue
         found.add(owner)
@@ -213,7 +220,7 @@ def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
     n_sub = subsamples(p.slice_thickness_mm)
     scale = 1 if p.matrix <= 256 else render_scale
     hu = render_anatomy(phantom, placement, grid, scale=scale, n_sub=n_sub)
-    occ = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub)
+    occ = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub, fields=phantom.fields)
     paint_plaques(hu, phantom.plaques, occ)
     return hu, occ
 

@@ -153,3 +153,153 @@ class Tube(Solid):
                         + (w - a[s, 2] - t * ab[s, 2]) ** 2) - (r[s] + t * (r[s + 1] - r[s]))
             np.minimum(best, d, out=best)
         return best
+
+
+@dataclass(frozen=True)
+class Loft(Solid):
+    """An elliptic cross-section lofted along the superior axis: centre and radii vary
+    (piecewise linearly) with height between the given stations."""
+
+    heights: tuple[float, ...] = (0.0, 1.0)
+    centers_uv: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.0, 0.0))
+    radii_uv: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.0, 1.0))
+
+    def _bbox(self):
+        c, r = np.asarray(self.centers_uv, float), np.asarray(self.radii_uv, float)
+        lo = np.append((c - r).min(axis=0), self.heights[0])
+        hi = np.append((c + r).max(axis=0), self.heights[-1])
+        return lo, hi
+
+    def _distance(self, u, v, w):
+        h = np.asarray(self.heights, float)
+        c, r = np.asarray(self.centers_uv, float), np.asarray(self.radii_uv, float)
+        cu, cv = (np.interp(w, h, c[:, d]).astype(u.dtype) for d in (0, 1))
+        ru, rv = (np.interp(w, h, r[:, d]).astype(u.dtype) for d in (0, 1))
+        rho = np.sqrt(((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2)
+        return np.maximum((rho - 1.0) * np.minimum(ru, rv), np.maximum(h[0] - w, w - h[-1]))
+
+
+@dataclass(frozen=True)
+class WallPatch(Solid):
+    """A calcified patch in the wall of a vessel of lumen radius ``radius`` around the
+    polyline ``points``: in the vessel's own coordinates (arc length s along the centreline,
+    angle a around it from the frame ``normals``), the patch is ``thickness(s, a)`` mm thick,
+    from 0.3 of it inside the wall's inner surface to the rest outside, and zero outside its
+    lumpy outline. ``lumps`` rows (ds, da, amplitude, width_s, width_a) modulate a smooth
+    bump of half-length ``half_length`` (mm) and half-arc ``half_arc`` (rad) centred at
+    s = ``s0``, a = ``a0``; the peak thickness is ``peak_mm``."""
+
+    points: tuple[Vec, ...] = ()
+    normals: tuple[Vec, ...] = ()  # per point: a unit normal (the frame's first axis)
+    radius: float = 2.0
+    s0: float = 0.0
+    a0: float = 0.0
+    half_length: float = 1.0
+    half_arc: float = 1.0
+    peak_mm: float = 0.5
+    lumps: tuple[tuple[float, float, float, float, float], ...] = ()
+
+    def _bbox(self):
+        p = np.asarray(self.points, float)
+        r = self.radius + self.peak_mm * 2.0 + 0.5
+        return p.min(axis=0) - r, p.max(axis=0) + r
+
+    def thickness(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Thickness (mm; negative outside the outline) at arc length s and angle a."""
+        da = np.angle(np.exp(1j * (a - self.a0)))  # wrapped to -pi..pi
+        x = (s - self.s0) / self.half_length
+        bx = 1.0 - x * x
+        by = 1.0 - (da / self.half_arc) ** 2 if self.half_arc < np.pi else np.ones_like(bx)
+        base = np.where((bx > 0) & (by > 0), bx * by, np.minimum(bx, by))
+        lump = np.ones_like(bx)
+        for ds, dang, amp, ws, wa in self.lumps:
+            dd = np.angle(np.exp(1j * (a - self.a0 - dang)))
+            lump = lump + amp * np.exp(-((s - self.s0 - ds) / ws) ** 2 - (dd / wa) ** 2)
+        return self.peak_mm * base * np.where(base > 0, lump, 1.0)
+
+    def _bend(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The centreline's curvature vector at arc lengths s, on the frame's two normals."""
+        p = np.asarray(self.points, float)
+        cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+        tan = np.gradient(p, cum, axis=0)
+        tan /= np.linalg.norm(tan, axis=1, keepdims=True)
+        curv = np.gradient(tan, cum, axis=0)
+        n1 = np.asarray(self.normals, float)
+        n2 = np.cross(tan, n1)
+        return (np.interp(s, cum, (curv * n1).sum(axis=1)),
+                np.interp(s, cum, (curv * n2).sum(axis=1)))
+
+    def _grid(self, n: int):
+        s = self.s0 + np.linspace(-self.half_length, self.half_length, n)
+        half = min(self.half_arc, np.pi)
+        a = self.a0 + np.linspace(-half, half, n)
+        return s, a, np.maximum(self.thickness(s[:, None], a[None, :]), 0.0)
+
+    def max_thickness(self, n: int = 81) -> float:
+        return float(self._grid(n)[2].max())
+
+    def volume_mm3(self, n: int = 64) -> float:
+        """The patch's volume, integrated over its (s, a) outline in the vessel's curved
+        coordinates (the volume element r (1 - r k.e_r) dr da ds of a bent tube)."""
+        s, a, t = self._grid(n)
+        k1, k2 = self._bend(s)
+        k_r = k1[:, None] * np.cos(a)[None, :] + k2[:, None] * np.sin(a)[None, :]
+        r_in, r_out = self.radius - 0.3 * t, self.radius + 0.7 * t
+        # midpoint rule over the radius; where a sharp bend folds the tube, no volume
+        f = (np.arange(4) + 0.5) / 4
+        r = r_in[..., None] + f * (r_out - r_in)[..., None]
+        ring = (r * np.maximum(1.0 - k_r[..., None] * r, 0.0)).mean(axis=-1) * (r_out - r_in)
+        return float((ring * (s[1] - s[0]) * (a[1] - a[0])).sum())
+
+    @property
+    def reach(self) -> float:
+        """The farthest the patch gets from the centreline (mm)."""
+        lump = 1.0 + sum(max(amp, 0.0) for _, _, amp, _, _ in self.lumps)
+        return self.radius + 0.7 * self.peak_mm * lump + 0.5
+
+    def local(self, u, v, w):
+        """(arc length s, angle a, distance r from the centreline) of each point."""
+        p = np.asarray(self.points, float)
+        nrm = np.asarray(self.normals, float)
+        seg = p[1:] - p[:-1]
+        length = np.maximum(np.linalg.norm(seg, axis=1), 1e-12)
+        cum = np.concatenate([[0.0], np.cumsum(length)])
+        xyz = np.stack([np.ravel(u), np.ravel(v), np.ravel(w)], axis=1).astype(float)
+        best = np.full(len(xyz), np.inf)
+        k_best = np.zeros(len(xyz), dtype=np.int64)
+        t_best = np.zeros(len(xyz))
+        for k in range(len(seg)):
+            rel = xyz - p[k]
+            t = np.clip((rel @ seg[k]) / length[k] ** 2, 0.0, 1.0)
+            d2 = ((rel - t[:, None] * seg[k]) ** 2).sum(axis=1)
+            take = d2 < best
+            best[take], k_best[take], t_best[take] = d2[take], k, t[take]
+        tan = seg[k_best] / length[k_best, None]
+        foot = p[k_best] + t_best[:, None] * seg[k_best]
+        n1 = (1 - t_best[:, None]) * nrm[k_best] + t_best[:, None] * nrm[k_best + 1]
+        n1 -= (n1 * tan).sum(axis=1, keepdims=True) * tan
+        n1 /= np.maximum(np.linalg.norm(n1, axis=1, keepdims=True), 1e-12)
+        n2 = np.cross(tan, n1)
+        rel = xyz - foot
+        a = np.arctan2((rel * n2).sum(axis=1), (rel * n1).sum(axis=1))
+        s = cum[k_best] + t_best * length[k_best]
+        shape = np.shape(u)
+        return s.reshape(shape), a.reshape(shape), np.sqrt(best).reshape(shape)
+
+    def occupancy(self, u, v, w, edge: float) -> np.ndarray:
+        """Share of a voxel of width ``edge`` around each point that the patch fills: the
+        overlap of the wall's calcified shell with the voxel along the radius (exact for a
+        thin shell, which a distance ramp would widen to half a voxel)."""
+        s, a, r = self.local(u, v, w)
+        t = self.thickness(s, a)
+        top = np.minimum(self.radius + 0.7 * t, r + edge / 2)
+        bottom = np.maximum(self.radius - 0.3 * t, r - edge / 2)
+        return np.clip((top - bottom) / edge, 0.0, 1.0).astype(np.float32)
+
+    def _distance(self, u, v, w):
+        s, a, r = self.local(u, v, w)
+        t = self.thickness(s, a)
+        inner = self.radius - 0.3 * t
+        outer = self.radius + 0.7 * t
+        d = np.maximum(r - outer, inner - r)
+        return d.astype(np.float32)

@@ -35,17 +35,49 @@ class SideAnatomy:
     clinoid_surface: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
 
+#: plaque morphologies and how often each is drawn: partial or full rings of the wall,
+#: lumpy nodules, long thin flecks along the vessel
+PLAQUE_KINDS = ("ring", "nodule", "fleck")
+PLAQUE_KIND_P = (0.35, 0.4, 0.25)
+#: CT numbers of plaques: a quarter faint (140-260 HU, just above the 130 HU rule, so that
+#: partial volume on thick slices pushes them below it), the rest 260-1500 HU
+FAINT_PLAQUE_P = 0.25
+
+
 @dataclass(frozen=True)
 class Plaque:
-    """A calcified plaque on the wall of one ICA."""
+    """A calcified plaque in the wall of one ICA: a patch of the wall of free shape."""
 
     side: str
     segment: str  # where it was placed (its label still comes from the slice rule)
     position: float  # 0..1 along that segment's height range
-    angle_deg: float  # around the vessel
+    angle_deg: float  # around the vessel, of the patch's centre
     volume_mm3: float
     hu: float
-    aspect: float  # length along the vessel / width around it
+    kind: str = "nodule"  # one of PLAQUE_KINDS
+    arc_deg: float = 90.0  # extent around the vessel (360: a full ring)
+    length_mm: float = 3.0  # extent along the vessel
+    shape_seed: int = 0  # the lumps and the outline
+
+
+def sample_plaque(rng: np.random.Generator, side: str, segment: str, volume_mm3: float,
+                  hu: float | None = None) -> Plaque:
+    """One plaque of a random morphology on ``side`` in ``segment``."""
+    kind = PLAQUE_KINDS[int(rng.choice(len(PLAQUE_KINDS), p=PLAQUE_KIND_P))]
+    if kind == "ring":
+        arc = 360.0 if rng.random() < 0.35 else float(rng.uniform(150, 320))
+        length = float(rng.uniform(1.5, 4.5))
+    elif kind == "nodule":
+        arc, length = float(rng.uniform(35, 110)), float(rng.uniform(1.5, 5.0))
+    else:
+        arc, length = float(rng.uniform(12, 35)), float(rng.uniform(4.0, 13.0))
+    if hu is None:
+        hu = (float(rng.uniform(140, 260)) if rng.random() < FAINT_PLAQUE_P
+              else float(rng.uniform(260, 1500)))
+    return Plaque(side=side, segment=segment, position=float(rng.uniform(0.08, 0.92)),
+                  angle_deg=float(rng.uniform(0, 360)), volume_mm3=float(volume_mm3),
+                  hu=float(hu), kind=kind, arc_deg=arc, length_mm=length,
+                  shape_seed=int(rng.integers(2**31)))
 
 
 @dataclass(frozen=True)
@@ -74,13 +106,32 @@ class Subject:
     right: SideAnatomy
     left: SideAnatomy
     plaques: tuple[Plaque, ...]
+    age_years: float = 65.0
+    csf_mm: float = 2.0  # subarachnoid CSF over the convexity
+    sulcal_width: float = 0.14  # share of the cortex that is sulcal CSF, about
+    ventricle_scale: float = 1.0
+    sinus_scale: float = 0.85  # pneumatisation of the sphenoid sinus (0.65 .. 1)
+    mastoid_cells: int = 12  # pneumatisation of the mastoid
+    skull_factor: float = 1.0  # skull thickness relative to the population mean
+    dental_fillings: int = 0  # metal fillings in the molars (metal streaks)
 
     def side(self, name: str) -> SideAnatomy:
         return self.left if name == "left" else self.right
 
 
-def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: float) -> Subject:
-    """Draw one subject's anatomy and calcium."""
+def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: float,
+                   metal_p: float = 0.0) -> Subject:
+    """Draw one subject's anatomy and calcium.
+
+    Population ranges, adults: head length (glabella-opisthocranion, over the scalp) about
+    180-205 mm and breadth 140-160 mm (cephalic index 75-85; anthropometric surveys such as
+    Farkas' norms); vault radii here are drawn with a 5% SD of size and 2.5% per axis around
+    (76, 96, 80) mm. Cranial thickness 4-10 mm, thinnest over the temporal squama and
+    thickest at the occiput (Lynnerup et al., Forensic Sci Int 2005: mean frontal 6.6,
+    parietal 5.8, occipital 7.7 mm), here the sum of the tables and the diploe times a
+    per-subject factor (SD 15%) and a smooth regional field. CSF spaces and ventricles grow
+    with age (45-90 years) as atrophy does.
+    """
     size = rng.normal(1.0, 0.05)
     vault_radii = tuple(float(r * size * rng.normal(1, 0.025)) for r in (76.0, 96.0, 80.0))
     # Subject-level landmark heights vary by several mm; sides differ by a few mm.
@@ -105,21 +156,21 @@ def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: 
         n = int(rng.integers(1, 9))
         for _ in range(n):
             seg = SEGMENT_KINDS[rng.choice(4, p=PLAQUE_SEGMENT_P)]
-            plaques.append(Plaque(
-                side=SIDES[int(rng.integers(2))], segment=seg,
-                position=float(rng.uniform(0.08, 0.92)), angle_deg=float(rng.uniform(0, 360)),
-                # log-uniform 1 .. 200 mm^3
-                volume_mm3=float(np.exp(rng.uniform(np.log(1.0), np.log(200.0)))),
-                hu=float(rng.uniform(350, 1500)), aspect=float(rng.uniform(1.0, 3.0)),
-            ))
+            # log-uniform 1 .. 200 mm^3
+            volume = float(np.exp(rng.uniform(np.log(1.0), np.log(200.0))))
+            plaques.append(sample_plaque(rng, SIDES[int(rng.integers(2))], seg, volume))
+    # Age drives the CSF spaces (atrophy) and the calcium; 45-90 years, as in stroke cohorts.
+    age = float(rng.uniform(45, 90))
+    atrophy = (age - 45) / 45  # 0..1
+    metal_draw, fillings = float(rng.random()), int(rng.integers(1, 6))
     return Subject(
         index=index,
         vault_center=(0.0, float(rng.normal(12.0, 2.0)), float(rng.normal(22.0, 2.0))),
         vault_radii=vault_radii,
-        scalp_mm=float(rng.uniform(4.0, 6.5)),
-        outer_table_mm=float(rng.uniform(1.4, 2.2)),
-        diploe_mm=float(rng.uniform(2.0, 4.5)),
-        inner_table_mm=float(rng.uniform(1.2, 1.8)),
+        scalp_mm=float(rng.uniform(4.5, 8.0)),
+        outer_table_mm=float(rng.uniform(1.0, 1.7)),
+        diploe_mm=float(rng.uniform(2.5, 5.0)),
+        inner_table_mm=float(rng.uniform(0.8, 1.3)),
         # planum sphenoidale and the orbital roofs: about level with the clinoid tips
         floor_anterior=float(np.mean([sides[s].z_anterior_clinoid for s in SIDES])
                              + rng.normal(3.0, 1.0)),
@@ -128,6 +179,14 @@ def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: 
         neck_radii=(float(rng.normal(56, 4)), float(rng.normal(60, 4))),
         right=sides["right"], left=sides["left"],
         plaques=tuple(plaques),
+        age_years=age,
+        csf_mm=float(1.8 + 2.8 * atrophy + rng.uniform(-0.4, 0.4)),
+        sulcal_width=float(0.15 + 0.12 * atrophy + rng.uniform(-0.02, 0.02)),
+        ventricle_scale=float(0.8 + 0.7 * atrophy + rng.uniform(-0.1, 0.1)),
+        sinus_scale=float(rng.uniform(0.65, 1.0)),
+        mastoid_cells=int(rng.integers(4, 26)),
+        skull_factor=float(np.clip(rng.normal(1.0, 0.15), 0.7, 1.4)),
+        dental_fillings=fillings if metal_draw < metal_p else 0,
     )
 
 

@@ -8,11 +8,11 @@ import pytest
 from cohort.anatomy import LANDMARK_KINDS, SIDES, side_sign
 from cohort.geometry import Grid
 from cohort.synth.acquisition import sample_protocol
-from cohort.synth.phantom import build_phantom
+from cohort.synth.phantom import build_phantom, plaque_patch
 from cohort.synth.render import Placement, plaque_occupancy, render_anatomy
 from cohort.synth.scan import acquisition_grid, landmark_truth, placement_of, sample_coverage
 from cohort.synth.solids import rotation
-from cohort.synth.subject import sample_pose, sample_subject
+from cohort.synth.subject import sample_plaque, sample_pose, sample_subject
 
 STEP = 0.5  # mm, fine enough to resolve a 1.5 mm bony wall
 
@@ -34,8 +34,11 @@ def _render_skull_base(seed: int, placement: Placement):
     return subject, phantom, grid, hu
 
 
-def _sample(hu: np.ndarray, grid: Grid, placement: Placement, head_points: np.ndarray):
-    ijk = np.rint(grid.index(placement.to_world(head_points))).astype(int)
+def _sample(hu: np.ndarray, grid: Grid, placement: Placement, phantom, template_points):
+    """CT numbers at points of the phantom's template frame (where its solids and arteries
+    are defined), moved by the subject's warp into the head frame, then into the scanner."""
+    head = phantom.to_head(np.asarray(template_points, float).reshape(-1, 3))
+    ijk = np.rint(grid.index(placement.to_world(head))).astype(int)
     return hu[ijk[..., 2], ijk[..., 1], ijk[..., 0]]
 
 
@@ -57,7 +60,7 @@ def test_carotid_canal_and_petrolingual_are_where_bone_encloses_the_artery(seed,
             if not a.z_carotid_canal - 15 < z < a.z_anterior_clinoid - 2:
                 continue
             checked += 1
-            ring = np.median(_sample(hu, grid, placement, _ring(p, r + 1.5)))
+            ring = np.median(_sample(hu, grid, placement, phantom, _ring(p, r + 1.5)))
             if a.z_carotid_canal - 15 < z < a.z_carotid_canal - 2:
                 assert ring < 150, f"{side} cervical ICA at z={z:.1f} is in bone ({ring:.0f} HU)"
             elif a.z_carotid_canal + 1.5 < z < a.z_petrolingual - 1.5:
@@ -81,7 +84,7 @@ def test_anterior_clinoid_landmark_is_the_top_of_the_clinoid_process(seed):
 
         def box_max(z0: float, z1: float, xs=xs, ys=ys) -> float:
             pts = np.array([[x, y, z] for x in xs for y in ys for z in np.arange(z0, z1, 0.5)])
-            return float(_sample(hu, grid, placement, pts).max())
+            return float(_sample(hu, grid, placement, phantom, pts).max())
 
         assert box_max(a.z_anterior_clinoid - 3.5, a.z_anterior_clinoid - 1.0) > 900
         assert box_max(a.z_anterior_clinoid + 2.5, a.z_anterior_clinoid + 6.0) < 400
@@ -93,15 +96,46 @@ def test_plaque_occupancy_adds_up_to_the_plaque_volume():
     phantom = build_phantom(subject, texture_seed=7)
     placement = Placement(np.eye(3), np.zeros(3))
     grid = Grid((-60.0, -60.0, -150.0), (0.3, 0, 0), (0, 0.3, 0), (0, 0, 0.3), (700, 400, 400))
-    occs = plaque_occupancy(phantom.plaques, placement, grid, n_sub=1)
-    measured = np.zeros(len(subject.plaques))
-    for piece, owner, occ in zip(phantom.plaques, phantom.plaque_of_piece, occs, strict=True):
-        assert occ is not None
-        measured[owner] += float(occ.fraction.sum()) * 0.3**3
-        assert piece.hu == subject.plaques[owner].hu
-    assert len(phantom.plaques) > len(subject.plaques)  # larger plaques are arcs of pieces
-    for spec, got in zip(subject.plaques, measured, strict=True):
-        assert got == pytest.approx(spec.volume_mm3, rel=0.2, abs=0.3)
+    occs = plaque_occupancy(phantom.plaques, placement, grid, n_sub=1, fields=phantom.fields)
+    assert len(phantom.plaques) == len(subject.plaques) == len(occs)
+    for spec, patch, occ in zip(subject.plaques, phantom.plaques, occs, strict=True):
+        assert occ is not None and patch.hu == spec.hu
+        got = float(occ.fraction.sum()) * 0.3**3
+        assert got == pytest.approx(spec.volume_mm3, rel=0.2, abs=0.3), spec
+
+
+def test_plaques_have_the_morphologies_of_real_calcium():
+    """Full and partial rings, lumpy nodules, long thin flecks; a quarter faint (just above
+    130 HU); measured on each plaque's outline in the vessel's own coordinates."""
+    subject = sample_subject(np.random.default_rng(3), 0, calcium_free_fraction=1.0)
+    phantom = build_phantom(subject, texture_seed=3)
+    rng = np.random.default_rng(5)
+    out = {"ring": [], "nodule": [], "fleck": []}
+    faint = 0
+    for n in range(240):
+        segment = ("cervical", "petrous", "cavernous", "supraclinoid")[n % 4]
+        side = SIDES[n % 2]
+        volume = float(np.exp(rng.uniform(0, np.log(200))))
+        spec = sample_plaque(rng, side, segment, volume)
+        faint += spec.hu < 260
+        patch = plaque_patch(spec, phantom.arteries[side], subject)
+        s = patch.s0 + np.linspace(-patch.half_length, patch.half_length, 81)
+        a = np.linspace(-np.pi, np.pi, 180, endpoint=False)
+        t = patch.thickness(s[:, None], a[None, :])
+        inside = t > 0.02
+        arc = 2.0 * inside.any(axis=0).sum()  # degrees of the wall the plaque covers
+        length = (s[1] - s[0]) * inside.any(axis=1).sum()
+        out[spec.kind].append((spec.arc_deg, arc, length, patch.radius * np.radians(arc),
+                               float(t.max())))
+        assert patch.volume_mm3() == pytest.approx(volume, rel=0.02)
+        assert t.max() <= 2.4 + 1e-6  # thick plaques spread along the wall instead
+    assert 0.15 < faint / 240 < 0.35
+    assert all(arc >= 340 for spec_arc, arc, *_ in out["ring"] if spec_arc == 360)
+    assert any(arc < 330 for *_, arc, _, _, _ in [(0,) + r[1:] for r in out["ring"]])
+    assert np.median([arc for _, arc, *_ in out["nodule"]]) <= 150
+    assert np.median([length / width for _, _, length, width, _ in out["fleck"]]) >= 2.0
+    lumps = [thick for *_, thick in out["nodule"]]
+    assert np.std(lumps) > 0.2  # nodules differ in thickness
 
 
 def test_landmarks_vary_between_subjects_sides_and_scans():
