@@ -54,6 +54,10 @@ GROUND_TRUTH = pa.schema(
         pa.field("variable_spacing", pa.bool_()),
         pa.field("upper_slice_thickness_mm", pa.float64()),  # the upper block's; null: one
         pa.field("truth_grid_slices", pa.int32()),
+        # what the scanner added (comma-separated: beam_hardening, metal, motion,
+        # head_holder) and the physiological calcifications a threshold would also take
+        pa.field("artefacts", pa.string()),
+        pa.field("distractors", pa.string()),
     ],
     metadata={"cohort.table": "ground_truth", "cohort.version": GROUND_TRUTH_VERSION,
               "cohort.synthetic": "true"},

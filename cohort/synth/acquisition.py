@@ -60,9 +60,12 @@ class Protocol:
         return self.upper_thickness_mm is not None
 
 
-def noise_sd(kernel_is_bone: bool, thickness_mm: float, base: float) -> float:
-    """Quantum noise falls with the square root of slice thickness; bone kernels are noisier."""
-    return base * np.sqrt(5.0 / thickness_mm) * (4.0 if kernel_is_bone else 1.0)
+def noise_sd(kernel_is_bone: bool, thickness_mm: float, base: float, *,
+             exposure_mas: float = 300.0, kvp: float = 120.0) -> float:
+    """Quantum noise falls with the square root of slice thickness and of dose (mAs), and
+    with tube voltage (about kVp^-1.5 at equal mAs); bone kernels are noisier."""
+    dose = np.sqrt(300.0 / exposure_mas) * (120.0 / kvp) ** 1.5
+    return base * np.sqrt(5.0 / thickness_mm) * dose * (4.0 if kernel_is_bone else 1.0)
 
 
 def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices, spacing_range,
@@ -78,6 +81,8 @@ def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices,
     ts = transfer_syntax
     if ts == "mixed":
         ts = TRANSFER_SYNTAXES[int(rng.integers(len(TRANSFER_SYNTAXES)))]
+    kvp = float(rng.choice([100.0, 120.0, 120.0, 140.0]))
+    mas = float(rng.uniform(200, 400))
     upper = split = None
     if stepped_p > 0 and rng.random() < stepped_p:  # no draw at all otherwise: same cohorts
         thickness, upper = STEPPED_BLOCKS_MM[int(rng.integers(len(STEPPED_BLOCKS_MM)))]
@@ -86,11 +91,11 @@ def sample_protocol(rng: np.random.Generator, *, matrix: int, thickness_choices,
         manufacturer=man, model=str(rng.choice(models)), kernel=str(rng.choice(soft)),
         bone_kernel=False, slice_thickness_mm=thickness, pixel_spacing_mm=round(spacing, 5),
         matrix=matrix, tilt_deg=round(tilt, 2),
-        noise_sd_hu=float(noise_sd(False, thickness, rng.uniform(2.5, 4.5))),
+        noise_sd_hu=float(noise_sd(False, thickness, rng.uniform(2.5, 4.5), exposure_mas=mas,
+                                   kvp=kvp)),
         signed=signed, bits_stored=bits, padding_value=pad,
         rescale_intercept=-1024.0, transfer_syntax=ts,
-        kvp=float(rng.choice([100.0, 120.0, 120.0, 140.0])),
-        exposure_mas=float(rng.uniform(200, 400)),
+        kvp=kvp, exposure_mas=mas,
         upper_thickness_mm=upper, block_split=split,
     )
 

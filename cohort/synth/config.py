@@ -32,6 +32,9 @@ class SynthConfig:
     followup_p: float = 0.2  # a second study of the same patient, later
     neck_cut_p: float = 0.25  # field of view ends just below the skull base
     calcium_free_p: float = 0.2  # subjects without any ICA calcification
+    metal_p: float = 0.15  # subjects with dental fillings (metal streaks at the teeth)
+    motion_p: float = 0.05  # scans where the head moved (doubled edges in some slices)
+    holder_p: float = 0.9  # scans with a head holder behind the head
     transfer_syntax: str = "explicit"  # or "mixed", or one of TRANSFER_SYNTAXES
     render_scale: int = 2  # anatomy evaluated at this many pixels, then interpolated
     workers: int = 0  # processes; 0 = one per CPU
@@ -50,7 +53,7 @@ class SynthConfig:
             raise ConfigError(f"pixel spacing range must lie in 0.2-1.0 mm at 512 x 512, "
                               f"got {self.pixel_spacing_mm}")
         for name in ("tilt_p", "stepped_p", "localizer_p", "second_series_p", "followup_p",
-                     "neck_cut_p", "calcium_free_p"):
+                     "neck_cut_p", "calcium_free_p", "metal_p", "motion_p", "holder_p"):
             _probability(name.replace("_p", "").replace("_", "-"), getattr(self, name))
         if self.transfer_syntax not in (*TRANSFER_SYNTAXES, "mixed"):
             raise ConfigError(f"unknown transfer syntax {self.transfer_syntax!r}; use one of "

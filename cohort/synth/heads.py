@@ -51,12 +51,14 @@ from cohort.synth.phantom import Phantom, build_phantom
 from cohort.synth.render import Placement
 from cohort.synth.scan import (
     Coverage,
+    ScanArtefacts,
     ScanTruth,
     acquisition_grid,
     finish_image,
     native_centres,
     placement_of,
     render_scan,
+    sample_artefacts,
     sample_coverage,
     scan_truth,
     stepped_grids,
@@ -98,7 +100,7 @@ def generate_patient(cfg: SynthConfig, index: int, out_url: str,
                      options: StorageOptions | None) -> list[dict]:
     """Write every series of one patient; return their ground-truth rows."""
     rng = _rng(cfg, index, 0)
-    subject = sample_subject(rng, index, cfg.calcium_free_p)
+    subject = sample_subject(rng, index, cfg.calcium_free_p, cfg.metal_p)
     ident_rng = _rng(cfg, index, 1)
     patient_id = f"SYN{cfg.seed % 1000:03d}{index:05d}"
     name = f"{ident_rng.choice(LAST_NAMES)}^{ident_rng.choice(FIRST_NAMES)}"
@@ -130,8 +132,10 @@ def generate_patient(cfg: SynthConfig, index: int, out_url: str,
             study_description="CT HEAD WO CONTRAST (SYNTHETIC)",
             frame_of_reference_uid=_uid(cfg, index, s_no, "for"),
         )
+        artefacts = sample_artefacts(srng, protocol, holder_p=cfg.holder_p,
+                                     motion_p=cfg.motion_p)
         ctx = _StudyContext(cfg, index, s_no, role, out_url, options, study, phantom, placement,
-                            pose, coverage, srng)
+                            pose, coverage, srng, artefacts)
         rows += ctx.write_all(protocol)
     return rows
 
@@ -150,6 +154,7 @@ class _StudyContext:
     pose: Pose
     coverage: Coverage
     rng: np.random.Generator
+    artefacts: ScanArtefacts
 
     def identity(self, series_number: int, description: str, image_type=None) -> SeriesIdentity:
         kw = dict(self.study)
@@ -168,7 +173,8 @@ class _StudyContext:
             return self.write_stepped(p)
         cfg = self.cfg
         grid = acquisition_grid(self.phantom, self.placement, self.coverage, p)
-        clean, occ = render_scan(self.phantom, self.placement, grid, p, cfg.render_scale)
+        clean, occ = render_scan(self.phantom, self.placement, grid, p, cfg.render_scale,
+                                 self.artefacts)
         truth_grid = grid.axial_equivalent()
         n_sub = subsamples(p.slice_thickness_mm)
         truth = scan_truth(self.phantom, self.placement, truth_grid, n_sub,
@@ -206,7 +212,8 @@ class _StudyContext:
         cfg = self.cfg
         grids = stepped_grids(self.phantom, self.placement, self.coverage, p)
         protocols = [p, thick_variant(p, p.upper_thickness_mm)]
-        cleans = [render_scan(self.phantom, self.placement, g, q, cfg.render_scale)[0]
+        cleans = [render_scan(self.phantom, self.placement, g, q, cfg.render_scale,
+                              self.artefacts)[0]
                   for g, q in zip(grids, protocols, strict=True)]
         truth = scan_truth(self.phantom, self.placement, stepped_truth_grid(grids),
                            subsamples(p.slice_thickness_mm))
@@ -308,6 +315,9 @@ class _StudyContext:
             kernel=p.kernel, transfer_syntax=p.transfer_syntax, noise_sd_hu=p.noise_sd_hu,
             neck_cut=self.coverage.neck_cut, yaw_deg=self.pose.yaw_deg,
             pitch_deg=self.pose.pitch_deg, roll_deg=self.pose.roll_deg,
+            artefacts=",".join(self.artefacts.names()
+                               + (["metal"] if self.phantom.subject.dental_fillings else [])),
+            distractors=",".join(self.phantom.distractors),
         )
         return row
 

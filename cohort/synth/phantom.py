@@ -45,9 +45,9 @@ from cohort.synth.subject import Plaque, Subject
 
 # CT numbers (HU) of the tissues used below.
 AIR, FAT, CSF, GREY, WHITE, BLOOD, MUSCLE = -1000.0, -95.0, 0.0, 38.0, 28.0, 45.0, 48.0
-CORTICAL, PETROUS, BASE, CANCELLOUS = 1500.0, 1500.0, 850.0, 260.0
+CORTICAL, PETROUS, BASE, CANCELLOUS = 2000.0, 1700.0, 850.0, 260.0
 #: diploe between the tables: from the density field, this range of CT numbers
-DIPLOE_HU = (110.0, 560.0)
+DIPLOE_HU = (110.0, 520.0)
 DENTAL, METAL = 1900.0, 3070.0
 @dataclass(frozen=True)
 class Vault:
@@ -69,7 +69,7 @@ class Vault:
     floor_middle: float  # deepest point of the middle fossae
     floor_posterior: float  # posterior fossa beside the foramen magnum
     #: skull-base plate thickness (mm) under the anterior, middle and posterior fossae
-    plate_mm: tuple[float, float, float] = (2.5, 4.5, 8.0)
+    plate_mm: tuple[float, float, float] = (2.0, 3.0, 6.0)
     below_base_mm: float = 14.0  # the cranium's shell ends this far below the floor
 
     @property
@@ -87,6 +87,7 @@ class Vault:
         a, m, p = self._weights(u, v, border)
         t = np.clip((np.abs(u) - 10.0) / 18.0, 0.0, 1.0)
         bowl = self.floor_central + (self.floor_middle - self.floor_central) * t * t * (3 - 2 * t)
+        bowl = bowl + 0.025 * np.maximum(np.abs(u) - 30.0, 0.0) ** 2  # rising to the side wall
         back = np.minimum(self.floor_posterior + 0.006 * u * u + 0.2 * np.maximum(v - 45.0, 0.0),
                           self.floor_middle)
         return a * self.floor_anterior + m * bowl + p * back + offset
@@ -178,8 +179,8 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
     vault = Vault(
         center=s.vault_center, radii=s.vault_radii,
         layers=((1.5, 40.0), (s.scalp_mm - 2.5, FAT), (1.0, 35.0),
-                (s.outer_table_mm, CORTICAL), (s.diploe_mm, 0.0),
-                (s.inner_table_mm, CORTICAL - 100), (s.csf_mm, CSF), (3.0, GREY),
+                (s.outer_table_mm, CORTICAL + 300), (s.diploe_mm, 0.0),
+                (s.inner_table_mm, CORTICAL + 100), (s.csf_mm, CSF), (3.0, GREY),
                 (0.0, WHITE)),
         scalp_mm=s.scalp_mm, bone_mm=s.outer_table_mm + s.diploe_mm + s.inner_table_mm,
         diploe_layer=4, csf_mm=s.csf_mm, sulcal_width=s.sulcal_width,

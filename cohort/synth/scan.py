@@ -4,7 +4,7 @@ rendered CT numbers, and its ground truth (landmark slices, calcium mask, segmen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from cohort.anatomy import LANDMARK_KINDS, SEGMENTS, SIDES, segment_label, segme
 from cohort.geometry import Grid
 from cohort.read.stack import StackRules
 from cohort.synth.acquisition import Protocol, add_kernel_and_noise
+from cohort.synth.artefacts import StreakModel, add_motion, streak_error
 from cohort.synth.phantom import Phantom
 from cohort.synth.render import (
     Occupancy,
@@ -20,7 +21,7 @@ from cohort.synth.render import (
     plaque_occupancy,
     render_anatomy,
 )
-from cohort.synth.solids import rotation
+from cohort.synth.solids import Trough, rotation
 from cohort.synth.subject import Pose
 
 #: the annotation rule: a voxel is calcium when the plaque in it makes it read >= 130 HU on
@@ -214,15 +215,101 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
     return ScanTruth(grid, slices, zs, mask, labels, volumes, voxels, len(found))
 
 
+@dataclass(frozen=True)
+class ScanArtefacts:
+    """What the scanner adds to one acquisition, besides noise."""
+
+    streak_k_hu: float = 0.0  # beam hardening (HU per (bone cm)^2; 0: none)
+    holder: bool = False  # a head holder behind the head
+    #: motion: where (0..1 of the way up the scan), over how many mm, shifted by (rows,
+    #: columns) mm, and the moved share
+    motion: tuple[float, float, float, float, float] | None = None
+
+    def names(self) -> list[str]:
+        out = []
+        if self.streak_k_hu > 0:
+            out.append("beam_hardening")
+        if self.holder:
+            out.append("head_holder")
+        if self.motion is not None:
+            out.append("motion")
+        return out
+
+
+def sample_artefacts(rng: np.random.Generator, p: Protocol, *, holder_p: float,
+                     motion_p: float) -> ScanArtefacts:
+    """Beam hardening always (stronger at low kVp), a head holder and motion sometimes."""
+    k = float(StreakModel().k_hu * (120.0 / p.kvp) ** 2 * rng.uniform(0.7, 1.3))
+    holder = bool(rng.random() < holder_p)
+    draw = (float(rng.uniform(0.1, 0.9)), float(rng.uniform(3.0, 12.0)),
+            float(rng.uniform(-3, 3)), float(rng.uniform(-3, 3)), float(rng.uniform(0.25, 0.5)))
+    return ScanArtefacts(k, holder, draw if rng.random() < motion_p else None)
+
+
+def head_holder(phantom: Phantom, placement: Placement) -> Trough:
+    """A carbon-fibre head holder: a trough under the back of the head, fixed to the table
+    (its axis along the scanner's z), 6-10 mm from the scalp where the head rests on foam."""
+    v = phantom.vault
+    r = placement.rotation
+    c_world = placement.to_world(np.asarray(v.center))
+    # the head's outline in the table plane, around the vault centre
+    g = np.random.default_rng(0).standard_normal((600, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    skin = placement.to_world(np.asarray(v.center) + g * np.asarray(v.radii)) - c_world
+    ru, rv = v.radii[0], v.radii[1]
+    scale = float(np.sqrt((skin[:, 0] / ru) ** 2 + (skin[:, 1] / rv) ** 2).max())
+    gap = 8.0 + phantom.fields.warp_bound_mm
+    return Trough(hu=180.0, center=tuple(r.T @ (c_world - placement.translation)),
+                  rotation=tuple(map(tuple, r.T)),
+                  radii_uv=(scale * ru + gap, scale * rv + gap), thickness=4.0,
+                  back=0.3 * rv, length=(-400.0, 35.0))
+
+
 def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
-                render_scale: int):
-    """Noise-free CT numbers (with calcium) and the plaque occupancies on ``grid``."""
+                render_scale: int, artefacts: ScanArtefacts = ScanArtefacts()):
+    """Noise-free CT numbers (with calcium and the scanner's artefacts) and the plaque
+    occupancies on ``grid``."""
     n_sub = subsamples(p.slice_thickness_mm)
     scale = 1 if p.matrix <= 256 else render_scale
+    if artefacts.holder:
+        phantom = replace(phantom, solids=phantom.solids + (head_holder(phantom, placement),))
     hu = render_anatomy(phantom, placement, grid, scale=scale, n_sub=n_sub)
     occ = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub, fields=phantom.fields)
     paint_plaques(hu, phantom.plaques, occ)
+    if artefacts.streak_k_hu > 0:
+        _streaks(hu, phantom, placement, grid, artefacts.streak_k_hu)
+    if artefacts.motion is not None:
+        where, extent, dy, dx, weight = artefacts.motion
+        dz = float(grid.spacing[2])
+        add_motion(hu, int(where * grid.shape[0]), max(1, int(round(extent / dz))),
+                   (dy / grid.spacing[1], dx / grid.spacing[0]), weight)
     return hu, occ
+
+
+def _streaks(hu: np.ndarray, phantom: Phantom, placement: Placement, grid: Grid,
+             k_hu: float) -> None:
+    """Beam hardening on the slices through the skull base and the teeth (below 25 mm above
+    the higher clinoid), computed about every 2 mm and interpolated between."""
+    top = max(float(placement.to_world(phantom.landmark_point(s, "anterior_clinoid"))[2])
+              for s in SIDES) + 25.0
+    nk, nj, ni = hu.shape
+    centres = grid.world((ni - 1) / 2, (nj - 1) / 2, np.arange(nk))[:, 2]
+    below = np.flatnonzero(centres <= top)
+    if below.size == 0:
+        return
+    step = max(1, int(round(2.0 / float(grid.spacing[2]))))
+    ks = np.unique(np.append(below[::step], below[-1]))
+    model = StreakModel(k_hu=k_hu)
+    err = streak_error(hu[ks], float(grid.spacing[0]), model)
+    for k in below:
+        j = int(np.searchsorted(ks, k))
+        if ks[min(j, len(ks) - 1)] == k:
+            e = err[j]
+        else:
+            a, b = ks[j - 1], ks[j]
+            t = (k - a) / (b - a)
+            e = (1 - t) * err[j - 1] + t * err[j]
+        hu[k] += np.where(hu[k] > -500.0, e, np.float32(0.0))
 
 
 def finish_image(clean_hu: np.ndarray, p: Protocol, rng: np.random.Generator) -> np.ndarray:

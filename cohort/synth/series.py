@@ -21,6 +21,7 @@ from cohort.synth.scan import (
     finish_image,
     placement_of,
     render_scan,
+    sample_artefacts,
     sample_coverage,
     scan_truth,
     subsamples,
@@ -41,10 +42,11 @@ class SyntheticSeries:
 
 def synthesize_series(seed: int, index: int, *, matrix: int = 512, thickness_mm: float = 1.0,
                       calcium_free_p: float = 0.2, neck_cut_p: float = 0.0,
-                      render_scale: int = 2) -> SyntheticSeries:
+                      render_scale: int = 2, metal_p: float = 0.15, motion_p: float = 0.05,
+                      holder_p: float = 0.9) -> SyntheticSeries:
     """Subject ``index`` of cohort ``seed``, scanned axially with a soft kernel."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0]))
-    subject = sample_subject(rng, index, calcium_free_p)
+    subject = sample_subject(rng, index, calcium_free_p, metal_p)
     srng = np.random.default_rng(np.random.SeedSequence([seed, index, 11]))
     phantom = build_phantom(subject, texture_seed=int(
         np.random.default_rng(np.random.SeedSequence([seed, index, 2])).integers(2**31)))
@@ -55,6 +57,7 @@ def synthesize_series(seed: int, index: int, *, matrix: int = 512, thickness_mm:
     if thickness_mm != p.slice_thickness_mm:
         p = thick_variant(p, thickness_mm)
     grid = acquisition_grid(phantom, placement, coverage, p)
-    clean, occ = render_scan(phantom, placement, grid, p, render_scale)
+    artefacts = sample_artefacts(srng, p, holder_p=holder_p, motion_p=motion_p)
+    clean, occ = render_scan(phantom, placement, grid, p, render_scale, artefacts)
     truth = scan_truth(phantom, placement, grid, subsamples(p.slice_thickness_mm), occ)
     return SyntheticSeries(phantom, placement, grid, p, clean, finish_image(clean, p, srng), truth)

@@ -303,3 +303,40 @@ class WallPatch(Solid):
         outer = self.radius + 0.7 * t
         d = np.maximum(r - outer, inner - r)
         return d.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Trough(Solid):
+    """The back of an elliptic tube of wall ``thickness``: a head holder. Its own frame is
+    ``rotation`` (columns: its axes in the head frame) at ``center``; its axis is the third
+    axis; only the part beyond ``back`` (mm, along its second axis) and between ``length``
+    (along its axis) is kept."""
+
+    center: Vec = (0.0, 0.0, 0.0)
+    rotation: tuple[Vec, Vec, Vec] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    radii_uv: tuple[float, float] = (100.0, 120.0)
+    thickness: float = 4.0
+    back: float = 0.0
+    length: tuple[float, float] = (-200.0, 50.0)
+
+    def _bbox(self):
+        r = max(self.radii_uv) + self.thickness
+        ext = np.array([r, r, max(abs(self.length[0]), abs(self.length[1]))])
+        a = np.abs(np.asarray(self.rotation, float))
+        half = a @ ext
+        c = np.asarray(self.center, float)
+        return c - half, c + half
+
+    def _distance(self, u, v, w):
+        a = np.asarray(self.rotation, float)  # rows: head axes; columns: trough axes
+        cx, cy, cz = self.center
+        du, dv, dw = u - cx, v - cy, w - cz
+        x = a[0, 0] * du + a[1, 0] * dv + a[2, 0] * dw
+        y = a[0, 1] * du + a[1, 1] * dv + a[2, 1] * dw
+        z = a[0, 2] * du + a[1, 2] * dv + a[2, 2] * dw
+        ru, rv = self.radii_uv
+        rho = np.sqrt((x / ru) ** 2 + (y / rv) ** 2)
+        mid = (rho - 1.0) * min(ru, rv)
+        d = np.abs(mid) - self.thickness / 2
+        d = np.maximum(d, self.back - y)
+        return np.maximum(d, np.maximum(self.length[0] - z, z - self.length[1]))

@@ -167,10 +167,10 @@ def sample_subject(rng: np.random.Generator, index: int, calcium_free_fraction: 
         index=index,
         vault_center=(0.0, float(rng.normal(12.0, 2.0)), float(rng.normal(22.0, 2.0))),
         vault_radii=vault_radii,
-        scalp_mm=float(rng.uniform(4.5, 8.0)),
-        outer_table_mm=float(rng.uniform(1.0, 1.7)),
-        diploe_mm=float(rng.uniform(2.5, 5.0)),
-        inner_table_mm=float(rng.uniform(0.8, 1.3)),
+        scalp_mm=float(rng.uniform(5.0, 9.0)),
+        outer_table_mm=float(rng.uniform(0.6, 1.0)),
+        diploe_mm=float(rng.uniform(3.0, 5.5)),
+        inner_table_mm=float(rng.uniform(0.45, 0.85)),
         # planum sphenoidale and the orbital roofs: about level with the clinoid tips
         floor_anterior=float(np.mean([sides[s].z_anterior_clinoid for s in SIDES])
                              + rng.normal(3.0, 1.0)),
