@@ -16,7 +16,8 @@ def varied_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Synth
     out = tmp_path_factory.mktemp("varied") / "cohort"
     cfg = SynthConfig(patients=6, seed=11, matrix=128, thicknesses_mm=(1.25, 2.5, 5.0),
                       tilt_p=0.4, localizer_p=0.6, second_series_p=0.7, followup_p=0.5,
-                      neck_cut_p=0.3, calcium_free_p=0.1, workers=1)
+                      neck_cut_p=0.3, calcium_free_p=0.1, metal_p=0.5, motion_p=0.3,
+                      workers=1)
     generate_cohort(cfg, str(out))
     return out, cfg
 

@@ -77,6 +77,14 @@ def _head_options(p: argparse.ArgumentParser, d) -> None:
                         "(default %(default)s)")
     p.add_argument("--calcium-free", type=float, default=d.calcium_free_p, metavar="P",
                    help="fraction of subjects without calcification (default %(default)s)")
+    p.add_argument("--metal", type=float, default=d.metal_p, metavar="P",
+                   help="fraction of subjects with dental fillings, whose metal throws "
+                        "streaks (default %(default)s)")
+    p.add_argument("--motion", type=float, default=d.motion_p, metavar="P",
+                   help="probability that the head moved during a scan: doubled edges in "
+                        "a run of slices (default %(default)s)")
+    p.add_argument("--holder", type=float, default=d.holder_p, metavar="P",
+                   help="probability of a head holder behind the head (default %(default)s)")
     p.add_argument("--transfer-syntax", default=d.transfer_syntax,
                    help="explicit, implicit, deflate, rle, jpeg-ls, jpeg2000, or mixed "
                         "(default %(default)s)")
@@ -97,6 +105,7 @@ def synth_config(args: argparse.Namespace):
               stepped_p=args.stepped, localizer_p=args.localizer,
               second_series_p=args.second_series, followup_p=args.followup,
               neck_cut_p=args.neck_cut, calcium_free_p=args.calcium_free,
+              metal_p=args.metal, motion_p=args.motion, holder_p=args.holder,
               transfer_syntax=args.transfer_syntax, workers=args.workers)
     if args.thickness:
         kw["thicknesses_mm"] = tuple(args.thickness)

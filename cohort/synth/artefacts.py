@@ -21,14 +21,15 @@ import torch
 
 #: CT numbers above this count as bone for beam hardening; above METAL_HU as metal
 BONE_HU, METAL_HU = 200.0, 2500.0
-METAL_WEIGHT = 12.0  # metal's excess attenuation relative to (clipped) bone per HU
+METAL_WEIGHT = 60.0  # metal's excess attenuation per HU above METAL_HU, relative to bone's
+#: (amalgam attenuates tens of times more than bone; the stored CT number saturates)
 
 
 @dataclass(frozen=True)
 class StreakModel:
     """How strongly beam hardening shows (HU per (bone path in cm)^2) and on what grid."""
 
-    k_hu: float = 40.0  # at 120 kVp; a residual Hounsfield bar of 10-25 HU in the brain
+    k_hu: float = 15.0  # at 120 kVp: a residual Hounsfield bar of 5-20 HU in the brain
     size: int = 96  # pixels of the coarse reconstruction grid
     angles: int = 60
     min_error_hu: float = 4.0  # slices whose largest error is below this are left alone
@@ -94,7 +95,8 @@ def add_motion(hu: np.ndarray, first: int, count: int, shift_px: tuple[float, fl
         t = torch.from_numpy(hu[k])[None, None]
         nj, ni = hu.shape[1:]
         dy, dx = shift_px
-        theta = torch.tensor([[[1.0, 0.0, 2 * dx / ni], [0.0, 1.0, 2 * dy / nj]]])
+        # grid_sample reads the input at (x + t): a content shift of +d is t = -d
+        theta = torch.tensor([[[1.0, 0.0, -2 * dx / ni], [0.0, 1.0, -2 * dy / nj]]])
         grid = torch.nn.functional.affine_grid(theta, (1, 1, nj, ni), align_corners=False)
         moved = torch.nn.functional.grid_sample(t + 1000.0, grid, align_corners=False)[0, 0]
         hu[k] = (1 - weight) * hu[k] + weight * (moved.numpy() - 1000.0)

@@ -148,15 +148,19 @@ def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
     return SubjectFields(tuple(float(x) for x in lo), data, bound)
 
 
-def chunk_fields(fields: SubjectFields, coords_at, shape: tuple[int, int, int]) -> np.ndarray:
-    """All channels over a whole render chunk of ``shape`` (nk, nj, ni): sampled on a coarse
+def chunk_fields(fields: SubjectFields, coords_at, shape: tuple[int, int, int],
+                 channels: tuple[int, ...] | None = None) -> np.ndarray:
+    """The fields over a whole render chunk of ``shape`` (nk, nj, ni): sampled on a coarse
     sub-grid whose corners are the chunk's corners and interpolated trilinearly.
-    ``coords_at(k, j, i)`` gives head-frame (u, v, w) for 1-D index arrays (broadcast)."""
+    ``coords_at(k, j, i)`` gives head-frame (u, v, w) for 1-D index arrays (broadcast).
+    ``channels``: the first ones only, in order (all when None); the rest are left out."""
     idx = [np.linspace(0, s - 1, 1 if s == 1 else max(2, -(-(s - 1) // step) + 1),
                        dtype=np.float32)
            for s, step in zip(shape, COARSE_STEP, strict=True)]
     u, v, w = coords_at(idx[0][:, None, None], idx[1][None, :, None], idx[2][None, None, :])
     coarse = fields.sample(*np.broadcast_arrays(u, v, w))  # (C, nkc, njc, nic)
+    if channels is not None:
+        coarse = coarse[list(channels)]
     t = torch.from_numpy(np.ascontiguousarray(coarse))[None]
     if t.shape[2:] == shape:
         return coarse

@@ -28,6 +28,9 @@ from cohort.synth.fields import (
 from cohort.synth.phantom import CORTICAL, CSF, DIPLOE_HU, MUSCLE, Phantom, Vault
 from cohort.synth.solids import Ellipsoid, Solid, WallPatch
 
+#: the fields the cranium needs away from the skull base (the floor's are not sampled)
+SHELL_CHANNELS = (0, 1, 2, DIPLOE, THICKNESS, SULCI)
+
 AIR_HU = -1000.0
 
 
@@ -142,9 +145,9 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
     occ = _ramp(e, edge)
     floor_lo, floor_hi = vault.floor_range()
     if w.min() < floor_hi + edge:  # the skull base cuts this window
-        border = f[BORDER]
+        border, offset = (f[BORDER], f[FLOOR]) if len(f) > BORDER else (0.0, 0.0)
         flat = vault.floor(u, v, 0.0, border)
-        fl = flat + f[FLOOR]
+        fl = flat + offset
         # distance to the floor along its normal, so oblique parts get edges as sharp as flat
         # (the fields' waves taken as constant over the 1 mm step: they are gentle)
         gu = vault.floor(u + 1.0, v, 0.0, border) - flat
@@ -193,19 +196,30 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
     boxes = [head_box(phantom.fields, *s.bbox()) for s in phantom.solids]
     nk, nj, ni = fine.shape
     out = np.full(fine.shape, AIR_HU, dtype=np.float32)
+    floor_top = phantom.vault.floor_range()[1] + phantom.fields.warp_bound_mm + 10.0
     for k0 in range(0, nk, chunk):
         k1 = min(nk, k0 + chunk)
         wins = [ev.window(lo, hi, k0, k1) for lo, hi in boxes]
         if all(win is None for win in wins):
             continue
-        u, v, w = ev.coords((slice(k0, k1), slice(0, nj), slice(0, ni)))
-        f = chunk_fields(phantom.fields, lambda k, j, i, k0=k0: ev.coords_at(k + k0, j, i),
-                         (k1 - k0, nj, ni))
+        # points and fields only where some solid can be: the union of the windows
+        j0 = min(win[1].start for win in wins if win is not None)
+        j1 = max(win[1].stop for win in wins if win is not None)
+        i0 = min(win[2].start for win in wins if win is not None)
+        i1 = max(win[2].stop for win in wins if win is not None)
+        u, v, w = ev.coords((slice(k0, k1), slice(j0, j1), slice(i0, i1)))
+        near_floor = float(w.min()) < floor_top
+        f = chunk_fields(phantom.fields,
+                         lambda k, j, i, k0=k0, j0=j0, i0=i0: ev.coords_at(k + k0, j + j0, i + i0),
+                         (k1 - k0, j1 - j0, i1 - i0),
+                         channels=None if near_floor else SHELL_CHANNELS)
         u, v, w = u + f[0], v + f[1], w + f[2]
         for solid, win in zip(phantom.solids, wins, strict=True):
             if win is None:
                 continue
-            local = (slice(win[0].start - k0, win[0].stop - k0), win[1], win[2])
+            local = (slice(win[0].start - k0, win[0].stop - k0),
+                     slice(win[1].start - j0, win[1].stop - j0),
+                     slice(win[2].start - i0, win[2].stop - i0))
             coords = (u[local], v[local], w[local])
             if isinstance(solid, Vault):
                 _paint_vault(solid, coords, f[(slice(None), *local)], out[win], edge, luts)
@@ -245,11 +259,13 @@ def plaque_occupancy(plaques: tuple[WallPatch, ...], placement: Placement, grid:
     edge = float(min(fine.spacing[:2]))
     result: list[Occupancy | None] = []
     for p in plaques:
-        if fields is None:
+        if isinstance(p, WallPatch):  # where the patch is in the head frame: its hull
+            pts = p.hull_points()
+            if fields is not None:
+                pts = fields.unwarp_points(pts)
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+        else:
             lo, hi = p.bbox()
-        else:  # where the plaque is in the head frame: its centreline, unwarped
-            pts = fields.unwarp_points(np.asarray(p.points))
-            lo, hi = pts.min(axis=0) - p.reach, pts.max(axis=0) + p.reach
         win = ev.window(lo - 1.0, hi + 1.0, 0, fine.shape[0])
         if win is None:
             result.append(None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 Vec = tuple[float, float, float]
 
@@ -257,40 +258,64 @@ class WallPatch(Solid):
         lump = 1.0 + sum(max(amp, 0.0) for _, _, amp, _, _ in self.lumps)
         return self.radius + 0.7 * self.peak_mm * lump + 0.5
 
-    def local(self, u, v, w):
-        """(arc length s, angle a, distance r from the centreline) of each point."""
+    def _samples(self, step: float = 0.05):
+        """The centreline resampled every ``step`` mm: points, arc length, tangent, normal."""
         p = np.asarray(self.points, float)
         nrm = np.asarray(self.normals, float)
-        seg = p[1:] - p[:-1]
+        seg = np.diff(p, axis=0)
         length = np.maximum(np.linalg.norm(seg, axis=1), 1e-12)
         cum = np.concatenate([[0.0], np.cumsum(length)])
-        xyz = np.stack([np.ravel(u), np.ravel(v), np.ravel(w)], axis=1).astype(float)
-        best = np.full(len(xyz), np.inf)
-        k_best = np.zeros(len(xyz), dtype=np.int64)
-        t_best = np.zeros(len(xyz))
-        for k in range(len(seg)):
-            rel = xyz - p[k]
-            t = np.clip((rel @ seg[k]) / length[k] ** 2, 0.0, 1.0)
-            d2 = ((rel - t[:, None] * seg[k]) ** 2).sum(axis=1)
-            take = d2 < best
-            best[take], k_best[take], t_best[take] = d2[take], k, t[take]
-        tan = seg[k_best] / length[k_best, None]
-        foot = p[k_best] + t_best[:, None] * seg[k_best]
-        n1 = (1 - t_best[:, None]) * nrm[k_best] + t_best[:, None] * nrm[k_best + 1]
+        s = np.arange(0.0, cum[-1] + step / 2, step)
+        k = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(seg) - 1)
+        t = ((s - cum[k]) / length[k])[:, None]
+        pts = p[k] + t * seg[k]
+        tan = seg[k] / length[k, None]
+        n1 = (1 - t) * nrm[k] + t * nrm[k + 1]
         n1 -= (n1 * tan).sum(axis=1, keepdims=True) * tan
         n1 /= np.maximum(np.linalg.norm(n1, axis=1, keepdims=True), 1e-12)
-        n2 = np.cross(tan, n1)
-        rel = xyz - foot
-        a = np.arctan2((rel * n2).sum(axis=1), (rel * n1).sum(axis=1))
-        s = cum[k_best] + t_best * length[k_best]
+        return pts, s, tan, n1
+
+    def hull_points(self, n: int = 9) -> np.ndarray:
+        """Points (m, 3) around the patch (its outline at the inner and the outer surface
+        of its thickest lump): their box holds the patch."""
+        pts, arc, tan, n1 = self._samples()
+        s = self.s0 + np.linspace(-self.half_length, self.half_length, n)
+        half = min(self.half_arc, np.pi)
+        a = self.a0 + np.linspace(-half, half, 2 * n)
+        i = np.clip(np.searchsorted(arc, s), 0, len(arc) - 1)
+        n2 = np.cross(tan[i], n1[i])
+        radial = (np.cos(a)[None, :, None] * n1[i][:, None, :]
+                  + np.sin(a)[None, :, None] * n2[:, None, :])  # (n, 2n, 3)
+        out = []
+        for r in (self.radius - 0.3 * self.peak_mm * 3, self.reach):
+            out.append((pts[i][:, None, :] + r * radial).reshape(-1, 3))
+        return np.concatenate(out)
+
+    def local(self, u, v, w, within: float = np.inf):
+        """(arc length s, angle a, distance r from the centreline) of each point; points
+        farther than ``within`` from the centreline get r = inf (and s, a = 0)."""
+        pts, arc, tan, n1 = self._samples()
+        xyz = np.stack([np.ravel(u), np.ravel(v), np.ravel(w)], axis=1).astype(float)
+        tree = cKDTree(pts)
+        r, idx = tree.query(xyz, distance_upper_bound=within)
+        near = np.isfinite(r)
+        s = np.zeros(len(xyz))
+        a = np.zeros(len(xyz))
+        i = idx[near]
+        rel = xyz[near] - pts[i]
+        rel -= (rel * tan[i]).sum(axis=1, keepdims=True) * tan[i]  # across the vessel only
+        n2 = np.cross(tan[i], n1[i])
+        a[near] = np.arctan2((rel * n2).sum(axis=1), (rel * n1[i]).sum(axis=1))
+        s[near] = arc[i]
+        r[near] = np.linalg.norm(rel, axis=1)
         shape = np.shape(u)
-        return s.reshape(shape), a.reshape(shape), np.sqrt(best).reshape(shape)
+        return s.reshape(shape), a.reshape(shape), r.reshape(shape)
 
     def occupancy(self, u, v, w, edge: float) -> np.ndarray:
         """Share of a voxel of width ``edge`` around each point that the patch fills: the
         overlap of the wall's calcified shell with the voxel along the radius (exact for a
         thin shell, which a distance ramp would widen to half a voxel)."""
-        s, a, r = self.local(u, v, w)
+        s, a, r = self.local(u, v, w, within=self.reach + edge)
         t = self.thickness(s, a)
         top = np.minimum(self.radius + 0.7 * t, r + edge / 2)
         bottom = np.maximum(self.radius - 0.3 * t, r - edge / 2)

@@ -42,6 +42,10 @@ def test_layout_and_schema(varied_cohort, gt):
     assert set(gt["series_role"]) & {"thick", "bone_kernel"}
     assert (gt["gantry_tilt_deg"] != 0).any()
     assert (gt["study_role"] == "followup").any()
+    # what the scanner added and the calcifications that are not ICAC, said per series
+    said = {a for row in gt["artefacts"] for a in row.split(",") if a}
+    assert {"beam_hardening", "head_holder", "metal", "motion"} <= said
+    assert gt["distractors"].notna().all() and (gt["distractors"] != "").any()
     for row in gt.itertuples():
         files = _files(out, row.dicom_dir)
         assert len(files) == row.n_slices
