@@ -36,11 +36,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # 
 
 from cohort.storage import join, write_bytes  # noqa: E402
 from cohort.synth.acquisition import Protocol, sample_protocol  # noqa: E402
+from cohort.synth.artefacts import StreakModel  # noqa: E402
 from cohort.synth.config import SynthConfig  # noqa: E402
 from cohort.synth.dicom_writer import SeriesIdentity, encode_series  # noqa: E402
 from cohort.synth.heads import generate_cohort, nifti_bytes  # noqa: E402
 from cohort.synth.phantom import build_phantom  # noqa: E402
 from cohort.synth.scan import (  # noqa: E402
+    ScanArtefacts,
     acquisition_grid,
     finish_image,
     placement_of,
@@ -50,6 +52,10 @@ from cohort.synth.scan import (  # noqa: E402
     subsamples,
 )
 from cohort.synth.subject import sample_pose, sample_subject  # noqa: E402
+
+#: what a typical series carries: beam hardening (the default strength at 120 kV) and a
+#: head holder; no motion, no metal
+ARTEFACTS = ScanArtefacts(streak_k_hu=StreakModel().k_hu, holder=True)
 
 torch.set_num_threads(1)
 
@@ -90,7 +96,7 @@ def one_series(seed: int, n_slices: int, out_dir: str) -> tuple[dict[str, float]
     t1 = time.perf_counter()
     t["phantom + grid"] = t1 - t0
 
-    clean, occ = render_scan(phantom, placement, grid, p, render_scale=2)
+    clean, occ = render_scan(phantom, placement, grid, p, render_scale=2, artefacts=ARTEFACTS)
     t2 = time.perf_counter()
     t["render anatomy+plaques"] = t2 - t1
 
@@ -221,6 +227,7 @@ def main() -> None:
             scale2.append(t["render anatomy+plaques"])
             t0 = time.perf_counter()
             full, _ = render_scan(st["phantom"], st["placement"], st["grid"], st["protocol"],
+                                  artefacts=ARTEFACTS,
                                   render_scale=1)
             scale1.append(time.perf_counter() - t0)
             soft = (full > -200) & (full < 200)  # where the brain window looks

@@ -48,9 +48,10 @@ def _rotation_grids(n: int, angles: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _ramp_filter(n: int) -> torch.Tensor:
-    """Ram-Lak filter for projections of n samples, zero-padded to 2n."""
+    """Ramp filter with a Hann window (a soft head kernel's) for projections of n samples,
+    zero-padded to 2n: no ringing of the coarse grid's highest frequencies."""
     freqs = torch.fft.rfftfreq(2 * n)
-    return 2.0 * freqs.abs()
+    return 2.0 * freqs.abs() * 0.5 * (1.0 + torch.cos(2.0 * np.pi * freqs))
 
 
 def streak_error(hu: np.ndarray, pixel_mm: float, model: StreakModel = StreakModel()

@@ -42,6 +42,7 @@ class FieldSpec:
     warp_length_mm: float = 28.0
     fine_warp_mm: float = 1.2  # a finer ripple on every surface
     fine_warp_length_mm: float = 7.0
+    asymmetry_mm: float = 0.6  # the warp's part that differs between the sides
     diploe_length_mm: float = 7.0
     thickness_length_mm: float = 25.0
     sulci_length_mm: float = 5.0
@@ -109,10 +110,17 @@ class SubjectFields:
 
 def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
                 ) -> SubjectFields:
-    """Fields over the head-frame box lo..hi (mm), drawn from ``rng``."""
+    """Fields over the head-frame box lo..hi (mm), drawn from ``rng``.
+
+    The shape fields (warp, skull thickness, floor, borders) are mirror-symmetric about the
+    midsagittal plane u = 0 but for a small asymmetric part of the warp
+    (``spec.asymmetry_mm``), as heads are; the tissue textures (diploe, sulci) are not."""
     lo = np.asarray(lo, float) - 2 * SPACING_MM
     hi = np.asarray(hi, float) + 2 * SPACING_MM
+    half_u = max(abs(lo[0]), abs(hi[0]))  # a lattice symmetric about u = 0
+    lo[0], hi[0] = -half_u, half_u
     n = np.ceil((hi - lo) / SPACING_MM).astype(int) + 1  # (nu, nv, nw)
+    lo[0] = -(n[0] - 1) * SPACING_MM / 2
     shape = (int(n[2]), int(n[1]), int(n[0]))
     data = np.empty((CHANNELS, *shape), np.float32)
 
@@ -133,11 +141,19 @@ def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
 
     data[WARP] = (spec.warp_mm / 2.5) * smooth(spec.warp_length_mm, 3)
     data[WARP] += (spec.fine_warp_mm / 2.5) * smooth(spec.fine_warp_length_mm, 3)
+    _mirror(data[WARP])
+    data[WARP] += (spec.asymmetry_mm / 2.5) * smooth(spec.warp_length_mm * 1.5, 3)
     data[DIPLOE] = np.clip(0.5 + 0.22 * smooth(spec.diploe_length_mm)[0], 0.0, 1.0)
     data[THICKNESS] = np.clip(1.0 + 0.2 * smooth(spec.thickness_length_mm)[0], 0.55, 1.5)
     data[SULCI] = smooth(spec.sulci_length_mm)[0]
     data[FLOOR] = spec.floor_mm * smooth(spec.floor_length_mm)[0]
     data[BORDER] = spec.border_mm * smooth(spec.border_length_mm)[0]
+    for c in (THICKNESS, FLOOR, BORDER):
+        data[c] = (data[c] + data[c][..., ::-1]) / 2
+    for c in (FLOOR, BORDER):  # functions of (u, v) only: the floor stays one surface
+        data[c] = data[c].mean(axis=0, keepdims=True)
+        data[c] /= max(float(data[c].std()), 1e-9) / (spec.floor_mm if c == FLOOR
+                                                       else spec.border_mm)
     bound = float(np.sqrt((data[WARP] ** 2).sum(axis=0)).max())
     # the warp's largest gradient (render windows rely on it staying small)
     slope = max(float(np.abs(np.diff(data[c], axis=ax)).max()) / SPACING_MM
@@ -146,6 +162,14 @@ def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
         data[WARP] *= MAX_SLOPE / slope
         bound *= MAX_SLOPE / slope
     return SubjectFields(tuple(float(x) for x in lo), data, bound)
+
+
+def _mirror(warp: np.ndarray) -> None:
+    """Make a displacement (3, nw, nv, nu) mirror-symmetric about u = 0, in place: its u
+    part odd, its v and w parts even under u -> -u."""
+    flipped = warp[..., ::-1].copy()
+    warp[0] = (warp[0] - flipped[0]) / 2
+    warp[1:] = (warp[1:] + flipped[1:]) / 2
 
 
 def chunk_fields(fields: SubjectFields, coords_at, shape: tuple[int, int, int],

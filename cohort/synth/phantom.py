@@ -90,13 +90,20 @@ class Vault:
         bowl = bowl + 0.025 * np.maximum(np.abs(u) - 30.0, 0.0) ** 2  # rising to the side wall
         back = np.minimum(self.floor_posterior + 0.006 * u * u + 0.2 * np.maximum(v - 45.0, 0.0),
                           self.floor_middle)
-        return a * self.floor_anterior + m * bowl + p * back + offset
+        # the anterior fossa: orbital roofs domed over each orbit, the cribriform plate low
+        # between them, the floor rising towards the frontal bone
+        au = np.abs(u)
+        front = (self.floor_anterior + 6.0 * np.exp(-(((au - 27.0) / 13.0) ** 2))
+                 - 4.0 * np.exp(-((u / 7.0) ** 2)) + 0.12 * np.maximum(-30.0 - v, 0.0))
+        return a * front + m * bowl + p * back + offset
 
     def plate(self, u: np.ndarray, v: np.ndarray, border=0.0) -> np.ndarray:
         """Thickness (mm) of the skull-base plate at (u, v)."""
         a, m, p = self._weights(u, v, border)
         pa, pm, pp = self.plate_mm
-        return (a * pa + m * pm + p * pp) * self.skull_factor
+        # over the sphenoid body (drawn as its own solid) only the thin floor of the sella
+        central = np.exp(-((u / 11.0) ** 2) - (((v + 6.0) / 14.0) ** 2))
+        return (a * pa + m * pm + p * pp) * self.skull_factor * (1.0 - 0.7 * central)
 
     def regional(self, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Regional factor on the vault's bone layers: thin over the temporal squama (low

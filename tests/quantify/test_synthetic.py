@@ -60,7 +60,9 @@ def truth_grid(row, origin) -> Grid:
 
 def test_the_cohort_has_what_the_test_needs(cohort):
     _, gt = cohort
-    assert len(gt) >= 8 and (gt["total_calcium_mm3"] > 0).all()
+    # every patient has plaques; a series whose plaques are all faint can hold no voxel
+    # that reads 130 HU on thick slices (the annotation rule), but most hold some
+    assert len(gt) >= 8 and (gt["total_calcium_mm3"] > 0).mean() >= 0.75
     assert set(gt["slice_thickness_mm"]) == {2.5, 5.0}
     assert (gt["gantry_tilt_deg"] != 0).any()
     both_sides = (gt.filter(like="right_").filter(like="_voxels").sum(axis=1) > 0) & \

@@ -92,8 +92,12 @@ def test_stepped_series_read_onto_their_truth_grid_with_native_slices(stepped_co
                                 p["native_slice_height_mm"])
             assert k == getattr(t, f"{name}_slice")
         native = volume_to_native(vol)
-        assert native[0] == 0 and native[-1] == t.n_slices - 1
-        assert np.all(np.diff(native) >= 0)
+        assert native[0] == 0 and np.all(np.diff(native) >= 0)
+        # the truth grid steps by the thin block's spacing, no more than any slice is high,
+        # so it lands in every acquired slice; it stops at the last whole step below the
+        # top slice's centre, which may lie under that slice's lower edge
+        assert set(range(t.n_slices - 1)) <= set(native.tolist())
+        assert native[-1] in (t.n_slices - 2, t.n_slices - 1)
 
 
 def test_tilt_corrected_stepped_volume_matches_an_exact_resampling(stepped_cohort, truth):
