@@ -172,18 +172,24 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
     out += occ * (val - out)
 
 
-def head_box(fields: SubjectFields, lo: np.ndarray, hi: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """A head-frame box holding every point that the warp takes into the template box
-    lo..hi: its corners and centre unwarped, widened for the warp's bending in between
-    (its gradient is below 0.15, kept so by `make_fields`; never more than twice the
-    largest displacement)."""
-    lo, hi = np.maximum(lo, -1e4), np.minimum(hi, 1e4)
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                        for z in (lo[2], hi[2])] + [(lo + hi) / 2])
-    head = fields.unwarp_points(corners, iterations=6)
-    slack = min(1.5 + 0.15 * float(np.max(hi - lo)), 2.0 * fields.warp_bound_mm + 1.0)
-    return head.min(axis=0) - slack, head.max(axis=0) + slack
+def head_boxes(fields: SubjectFields, boxes: list[tuple[np.ndarray, np.ndarray]]
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Head-frame boxes holding every point that the warp takes into each template box
+    lo..hi: its corners and centre unwarped (all boxes at once), widened for the warp's
+    bending in between (its gradient is below 0.15, kept so by `make_fields`; never more
+    than twice the largest displacement)."""
+    pts = []
+    for lo, hi in boxes:
+        lo, hi = np.maximum(lo, -1e4), np.minimum(hi, 1e4)
+        pts += [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        pts.append((lo + hi) / 2)
+    head = fields.unwarp_points(np.asarray(pts), iterations=6).reshape(len(boxes), 9, 3)
+    out = []
+    for (lo, hi), h in zip(boxes, head, strict=True):
+        extent = float(np.max(np.minimum(hi, 1e4) - np.maximum(lo, -1e4)))
+        slack = min(1.5 + 0.15 * extent, 2.0 * fields.warp_bound_mm + 1.0)
+        out.append((h.min(axis=0) - slack, h.max(axis=0) + slack))
+    return out
 
 
 def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale: int = 2,
@@ -193,7 +199,7 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
     ev = _Evaluator(fine, placement)
     edge = float(min(fine.spacing[:2]))
     luts = _vault_luts(phantom.vault, edge)
-    boxes = [head_box(phantom.fields, *s.bbox()) for s in phantom.solids]
+    boxes = head_boxes(phantom.fields, [s.bbox() for s in phantom.solids])
     nk, nj, ni = fine.shape
     out = np.full(fine.shape, AIR_HU, dtype=np.float32)
     floor_top = phantom.vault.floor_range()[1] + phantom.fields.warp_bound_mm + 10.0

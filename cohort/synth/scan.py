@@ -4,7 +4,7 @@ rendered CT numbers, and its ground truth (landmark slices, calcium mask, segmen
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from cohort.synth.render import (
     plaque_occupancy,
     render_anatomy,
 )
-from cohort.synth.solids import Trough, rotation
+from cohort.synth.solids import rotation
 from cohort.synth.subject import Pose
 
 #: the annotation rule: a voxel is calcium when the plaque in it makes it read >= 130 HU on
@@ -246,11 +246,23 @@ def sample_artefacts(rng: np.random.Generator, p: Protocol, *, holder_p: float,
     return ScanArtefacts(k, holder, draw if rng.random() < motion_p else None)
 
 
-def head_holder(phantom: Phantom, placement: Placement) -> Trough:
-    """A carbon-fibre head holder: a trough under the back of the head, fixed to the table
-    (its axis along the scanner's z), 6-10 mm from the scalp where the head rests on foam."""
+@dataclass(frozen=True)
+class HeadHolder:
+    """A carbon-fibre head holder, fixed to the table: the back of an elliptic trough along
+    the scanner's z, in world coordinates (mm). Rigid, so not moved by the subject's warp."""
+
+    center_xy: tuple[float, float]
+    radii_xy: tuple[float, float]  # to the middle of its wall
+    thickness: float
+    back_y: float  # only the part behind this y (LPS: posterior is +y) is there
+    top_z: float
+    hu: float = 180.0
+
+
+def head_holder(phantom: Phantom, placement: Placement) -> HeadHolder:
+    """The holder under the back of this head, 6-10 mm from the scalp where the head rests
+    on foam (air, here: below the head's -300 HU)."""
     v = phantom.vault
-    r = placement.rotation
     c_world = placement.to_world(np.asarray(v.center))
     # the head's outline in the table plane, around the vault centre
     g = np.random.default_rng(0).standard_normal((600, 3))
@@ -259,10 +271,32 @@ def head_holder(phantom: Phantom, placement: Placement) -> Trough:
     ru, rv = v.radii[0], v.radii[1]
     scale = float(np.sqrt((skin[:, 0] / ru) ** 2 + (skin[:, 1] / rv) ** 2).max())
     gap = 8.0 + phantom.fields.warp_bound_mm
-    return Trough(hu=180.0, center=tuple(r.T @ (c_world - placement.translation)),
-                  rotation=tuple(map(tuple, r.T)),
-                  radii_uv=(scale * ru + gap, scale * rv + gap), thickness=4.0,
-                  back=0.3 * rv, length=(-400.0, 35.0))
+    return HeadHolder(center_xy=(float(c_world[0]), float(c_world[1])),
+                      radii_xy=(scale * ru + gap + 2.0, scale * rv + gap + 2.0), thickness=4.0,
+                      back_y=float(c_world[1] + 0.3 * rv), top_z=float(c_world[2] + 35.0))
+
+
+def paint_holder(hu: np.ndarray, grid: Grid, holder: HeadHolder) -> None:
+    """Draw the holder into a volume on ``grid``, in place. Every slice of a scanner grid
+    sees the same (x, y) at a pixel (slices step along z), so its cross-section is computed
+    once; the top is checked per pixel (a tilted slice's rows climb in z)."""
+    nk, nj, ni = hu.shape
+    j, i = np.mgrid[0:nj, 0:ni].astype(np.float64)
+    o = np.asarray(grid.origin, float)
+    col, row = np.asarray(grid.col_step, float), np.asarray(grid.row_step, float)
+    x = o[0] + i * col[0] + j * row[0]
+    y = o[1] + i * col[1] + j * row[1]
+    (cx, cy), (rx, ry) = holder.center_xy, holder.radii_xy
+    rho = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
+    d = np.maximum(np.abs((rho - 1.0) * min(rx, ry)) - holder.thickness / 2, holder.back_y - y)
+    occ = np.clip(0.5 - d / float(min(grid.spacing[:2])), 0.0, 1.0).astype(np.float32)
+    if not occ.any():
+        return
+    z0 = o[2] + i * col[2] + j * row[2]  # pixel z on slice 0
+    dz = float(np.asarray(grid.slice_step, float)[2])
+    for k in range(nk):
+        a = np.where(z0 + k * dz <= holder.top_z, occ, np.float32(0.0))
+        hu[k] += a * (np.float32(holder.hu) - hu[k])
 
 
 def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
@@ -271,9 +305,9 @@ def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
     occupancies on ``grid``."""
     n_sub = subsamples(p.slice_thickness_mm)
     scale = 1 if p.matrix <= 256 else render_scale
-    if artefacts.holder:
-        phantom = replace(phantom, solids=phantom.solids + (head_holder(phantom, placement),))
     hu = render_anatomy(phantom, placement, grid, scale=scale, n_sub=n_sub)
+    if artefacts.holder:
+        paint_holder(hu, grid, head_holder(phantom, placement))
     occ = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub, fields=phantom.fields)
     paint_plaques(hu, phantom.plaques, occ)
     if artefacts.streak_k_hu > 0:
@@ -300,7 +334,8 @@ def _streaks(hu: np.ndarray, phantom: Phantom, placement: Placement, grid: Grid,
         return
     k1 = int(below[-1]) + 1
     err = streak_error(hu[:k1], float(grid.spacing[0]), StreakModel(k_hu=k_hu))
-    hu[:k1] += np.where(hu[:k1] > -500.0, err, np.float32(0.0))
+    err[hu[:k1] <= -500.0] = 0.0  # air outside the head stays air
+    hu[:k1] += err
 
 
 def finish_image(clean_hu: np.ndarray, p: Protocol, rng: np.random.Generator) -> np.ndarray:
