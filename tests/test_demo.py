@@ -4,14 +4,12 @@ fresh synthetic cohort (a seed the checkpoint never saw), checked against ground
 import numpy as np
 import pandas as pd
 import pytest
-import SimpleITK as sitk
 
-from cohort.anatomy import LANDMARKS, SEGMENT_LABELS, SEGMENTS
+from cohort.anatomy import LANDMARKS, SEGMENTS
 from cohort.demo import run_demo
 from cohort.job.checkpoint import describe
-from cohort.quantify import quantify, summarise_calcium
 from cohort.query import connect
-from cohort.read.volume import Volume
+from cohort.testing.truth import truth_segment_voxels
 
 #: what the shipped checkpoint must at least reach on unseen synthetic scans (its 5-fold
 #: test figures are in the README); a regression in any stage shows here
@@ -45,29 +43,9 @@ def test_demo_runs_the_job_and_agrees_with_ground_truth(tmp_path, ray_local):
     # every series, every segment, voxel for voxel (the side of each voxel from the
     # ground-truth label map; calcium lies on the carotids, far from the midline)
     cohort_root = tmp_path / "demo" / "synthetic-cohort"
-    checked = 0
     for _, r in both.iterrows():
         predicted = {n: r[f"{n}_slice"] for n in LANDMARKS}
-        if any(pd.isna(v) for v in predicted.values()):
-            continue
-        mask = Volume.from_sitk(sitk.ReadImage(str(cohort_root / r["mask_path"])))
-        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort_root / r["labels_path"])))
-        side_of = _side_from_labels(labels, mask.grid)
-        hu = np.full(mask.array.shape, 500.0, np.float32)
-        result = quantify(summarise_calcium(mask.array, hu, mask.grid, side_of),
-                          {n: int(v) for n, v in predicted.items()})
+        voxels = truth_segment_voxels(str(cohort_root / r["mask_path"]),
+                                      str(cohort_root / r["labels_path"]), predicted)
         for seg in SEGMENTS:
-            assert r[f"{seg}_voxels"] == result.segments[seg].voxels, (r.series_uid, seg)
-        checked += 1
-    assert checked == len(both)
-
-
-def _side_from_labels(labels: np.ndarray, grid):
-    """Side (+1 left, -1 right) of calcium points, looked up in the truth label map."""
-    def side_of(points: np.ndarray) -> np.ndarray:
-        i, j, k = np.rint(grid.index(points)).astype(int).T
-        codes = labels[k, j, i]
-        assert (codes > 0).all(), "asked for the side of a point without a label"
-        return np.where(codes >= SEGMENT_LABELS["left_cervical"], 1.0, -1.0)
-
-    return side_of
+            assert r[f"{seg}_voxels"] == voxels[seg], (r.series_uid, seg)
