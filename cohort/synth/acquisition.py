@@ -122,7 +122,7 @@ def add_kernel_and_noise(hu: np.ndarray, p: Protocol, rng: np.random.Generator) 
     pad = 32
     bank = rng.standard_normal((4, nj + pad, ni + pad), dtype=np.float32)
     if not p.bone_kernel:  # soft kernels: correlated, blotchy noise
-        bank = gaussian_filter(bank, sigma=(0, 0.8, 0.8))
+        bank = gaussian_filter(bank, sigma=(0, 1.4, 1.4))
         bank /= bank.std()
     bank *= np.float32(p.noise_sd_hu)
     offsets = rng.integers(0, pad, size=(nk, 2))

@@ -49,6 +49,7 @@ CORTICAL, PETROUS, BASE, CANCELLOUS = 2000.0, 1700.0, 850.0, 260.0
 #: diploe between the tables: from the density field, this range of CT numbers
 DIPLOE_HU = (110.0, 520.0)
 DENTAL, METAL = 1900.0, 3070.0
+FALX, DEEP_GREY = 55.0, 36.0
 @dataclass(frozen=True)
 class Vault:
     """The cranium as a shell of layers measured inwards from the skin (mm), cut below by
@@ -77,8 +78,16 @@ class Vault:
         return float(np.prod(self.radii) ** (1 / 3))
 
     def _weights(self, u: np.ndarray, v: np.ndarray, border=0.0):
-        a = np.clip((-20.0 - v + border) / 10.0, 0.0, 1.0)  # anterior fossa weight
-        p = np.clip((v - 6.0 + border) / 14.0, 0.0, 1.0)  # posterior fossa weight
+        """Shares of the anterior, middle and posterior fossa at (u, v): the borders follow
+        the sphenoid ridge (running back towards the midline) and the petrous ridge (from
+        the apex beside the sella out to the mastoid)."""
+        au = np.abs(u)
+        sphenoid = np.minimum(-20.0, -3.0 - 0.65 * (au - 14.0))  # in front of the clinoids
+        petrous = np.maximum(4.0, 0.93 * au - 17.0)
+        # the sphenoid ridge only ever moves forwards: behind it lie the clinoids, whose top
+        # is a landmark and must stay the highest bone beside the artery
+        a = _smoothstep((sphenoid - v + np.minimum(border, 0.0)) / 6.0)  # anterior fossa
+        p = _smoothstep((v - petrous + border) / 8.0)  # posterior fossa weight
         return a, 1.0 - a - p, p
 
     def floor(self, u: np.ndarray, v: np.ndarray, offset=0.0, border=0.0) -> np.ndarray:
@@ -90,11 +99,12 @@ class Vault:
         bowl = bowl + 0.025 * np.maximum(np.abs(u) - 30.0, 0.0) ** 2  # rising to the side wall
         back = np.minimum(self.floor_posterior + 0.006 * u * u + 0.2 * np.maximum(v - 45.0, 0.0),
                           self.floor_middle)
-        # the anterior fossa: orbital roofs domed over each orbit, the cribriform plate low
-        # between them, the floor rising towards the frontal bone
+        # the anterior fossa: orbital roofs domed over each orbit, the olfactory grooves low
+        # beside the midline, the floor rising towards the frontal bone
         au = np.abs(u)
         front = (self.floor_anterior + 6.0 * np.exp(-(((au - 27.0) / 13.0) ** 2))
-                 - 4.0 * np.exp(-((u / 7.0) ** 2)) + 0.12 * np.maximum(-30.0 - v, 0.0))
+                 - 4.0 * np.exp(-(((au - 5.0) / 3.5) ** 2))  # the olfactory grooves
+                 + 0.12 * np.maximum(-30.0 - v, 0.0))
         return a * front + m * bowl + p * back + offset
 
     def plate(self, u: np.ndarray, v: np.ndarray, border=0.0) -> np.ndarray:
@@ -126,6 +136,11 @@ class Vault:
                   - self.below_base_mm - 6.0)
         lo[2] = min(lo[2], lowest)
         return lo, c + r
+
+
+def _smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
 
 
 @dataclass(frozen=True)
@@ -240,25 +255,40 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         Tube(hu=BASE, points=((0.0, 9.0, -10.0), (0.0, 30.0, -42.0)), radii=(6.0, 5.0)),
         Tube(hu=CANCELLOUS, points=((0.0, 12.0, -14.0), (0.0, 28.0, -39.0)),
              radii=(3.5, 3.0)),  # the clivus' marrow
-        Ellipsoid(hu=CSF, center=(0.0, 0.0, 9.0), radii=(12.0, 10.0, 5.5)),  # suprasellar cistern
+        Ellipsoid(hu=CSF, center=(0.0, 0.0, 9.0), radii=(8.0, 7.0, 4.0)),  # suprasellar cistern
+        Ellipsoid(hu=CSF, center=(0.0, 58.0, -30.0), radii=(10.0, 7.0, 7.0)),  # cisterna magna
         Ellipsoid(hu=CSF, center=(0.0, 20.0, -14.0), radii=(16.0, 7.0, 9.0)),  # prepontine
         Ellipsoid(hu=CSF, center=(0.0, 32.0, -28.0), radii=(5.0, 4.0, 5.0)),  # 4th ventricle
         Ellipsoid(hu=CSF, center=(0.0, 10.0, 12.0), radii=(2.5 * s.ventricle_scale, 10.0, 7.0)),
     ]
+    for side in SIDES:  # deep grey matter: caudate, lentiform nucleus, thalamus
+        x = side_sign(side)
+        solids += [
+            Ellipsoid(hu=DEEP_GREY, center=(x * 11, -14, 18), radii=(4.5, 8.0, 8.0)),
+            Ellipsoid(hu=DEEP_GREY, center=(x * 21, -3, 5), radii=(5.5, 13.0, 8.0),
+                      axes=tuple(map(tuple, rotation(yaw_deg=x * 15.0).T))),
+            Ellipsoid(hu=DEEP_GREY + 1, center=(x * 9, 14, 12), radii=(7.0, 11.0, 8.0)),
+        ]
     vs = s.ventricle_scale
     for side in SIDES:  # lateral ventricles: frontal horn, body, atrium, occipital horn, and
         x = side_sign(side)  # the temporal horn curving down and forwards from the atrium
-        solids.append(Tube(hu=CSF, points=((x * 7, -22, 20), (x * 9, -5, 27), (x * 13, 15, 28),
-                                           (x * 19, 30, 22), (x * 16, 46, 17)),
-                           radii=(3.5 * vs, 3.0 * vs, 3.2 * vs, 4.5 * vs, 2.2 * vs)))
+        for dz in (0.0, -4.5):  # a slit, taller than wide: two tubes one above the other
+            solids.append(Tube(hu=CSF, points=((x * 5.5, -22, 20 + dz), (x * 7, -5, 27 + dz),
+                                               (x * 12, 15, 28 + dz), (x * 19, 30, 22 + dz),
+                                               (x * 16, 46, 17 + dz)),
+                               radii=(2.6 * vs, 2.4 * vs, 2.6 * vs, 4.0 * vs, 2.0 * vs)))
         solids.append(Tube(hu=CSF, points=((x * 19, 30, 22), (x * 28, 24, 6), (x * 30, 8, -6)),
                            radii=(3.5 * vs, 2.0 * vs, 1.6 * vs)))
-        solids.append(Tube(hu=CSF, points=((x * 20, -2, -4), (x * 38, -6, 6), (x * 52, -4, 14)),
-                           radii=(2.5 * vs, 2.5 * vs, 2.0 * vs)))  # Sylvian fissure
+        solids.append(Ellipsoid(hu=CSF, center=(x * 36, -4, 4), radii=(16.0, 2.0 * vs, 9.0),
+                                axes=tuple(map(tuple, rotation(yaw_deg=x * 10.0).T))))
+        solids.append(Tube(hu=CSF, points=((x * 8, -2, 8), (x * 13, 12, 8), (x * 9, 28, 12)),
+                           radii=(1.5, 1.5, 1.5)))  # ambient cistern
     # Foramen magnum with the medulla, spinal canal, cervical vertebrae (cortex over marrow).
     solids += [
-        Loft(hu=30.0, heights=(-60.0, -48.0, -36.0), centers_uv=((0.0, 36.0),) * 3,
-             radii_uv=((12.0, 14.0), (14.0, 16.0), (15.0, 17.0))),
+        Tube(hu=CSF, points=((0.0, 24.0, -22.0), (0.0, 36.0, -48.0), (0.0, 40.0, -90.0)),
+             radii=(8.5, 8.0, 7.0)),  # the CSF around the medulla and the cord
+        Tube(hu=32.0, points=((0.0, 24.0, -22.0), (0.0, 36.0, -48.0), (0.0, 40.0, -90.0)),
+             radii=(6.0, 5.5, 4.5)),  # medulla and cord
         Ellipsoid(hu=BASE, center=(0.0, 8.0, -50.0), radii=(9.0, 3.5, 5.0)),  # C1 anterior arch
         Tube(hu=BASE, points=((-18, 30, -52), (-14, 46, -53), (0, 52, -53), (14, 46, -53),
                               (18, 30, -52)), radii=(4.0, 3.0, 3.0, 3.0, 4.0)),  # C1 posterior
@@ -293,13 +323,14 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         cu, cv, cw = vault.center
         wz = s.floor_anterior + 14.0
         front = cv - vault.radii[1] * np.sqrt(max(0.0, 1 - ((wz - cw) / vault.radii[2]) ** 2))
-        depth = s.scalp_mm + 6.0
+        depth = s.scalp_mm + vault.bone_mm * s.skull_factor / 2  # in the frontal bone,
+        # bulging it a little both ways
         f = (s.sinus_scale - 0.6) / 0.4
         solids += [
             Ellipsoid(hu=CORTICAL - 200, center=(0.0, front + depth, wz),
-                      radii=(15.0 * f, 8.0, 12.0 * f)),
+                      radii=(15.0 * f, 5.5, 12.0 * f)),
             Ellipsoid(hu=AIR + 80, center=(0.0, front + depth, wz),
-                      radii=(13.0 * f, 6.3, 10.5 * f)),
+                      radii=(13.0 * f, 4.0, 10.5 * f)),
         ]
     orbit_z = s.floor_anterior - 20.0  # orbits lie wholly under their bony roofs
     for side in SIDES:
@@ -317,14 +348,14 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
                       axes=tuple(map(tuple, rotation(yaw_deg=_sym(side, 12.0)).T))),
             # bony orbit (a cone open in front) and the zygomatic arch behind its rim
             Ellipsoid(hu=700.0, center=(x(31), -53, orbit_z), radii=(17.5, 22.0, 14.5),
-                      clip=Clip(planes=(half_space((0.0, -68.0, 0.0), (0.0, -1.0, 0.0)),))),
+                      clip=Clip(planes=(half_space((0.0, -60.0, 0.0), (0.0, -1.0, 0.0)),))),
             Tube(hu=900.0, points=((x(45), -52, orbit_z - 12), (x(56), -22, orbit_z - 15),
                                    (x(54), 8, orbit_z - 13)), radii=(3.5, 3.0, 3.0)),
             Ellipsoid(hu=FAT, center=(x(31), -55, orbit_z), radii=(15.0, 21.0, 12.0)),  # orbit
-            Ellipsoid(hu=12.0, center=(x(32), -64, orbit_z), radii=(11.5, 11.5, 11.5)),  # globe
-            Ellipsoid(hu=120.0, center=(x(32), -75, orbit_z), radii=(4.5, 2.0, 4.5)),  # lens
-            Tube(hu=MUSCLE, points=((x(22), -40, orbit_z - 2), (x(28), -58, orbit_z - 4)),
-                 radii=(2.0, 2.5)),  # optic nerve and rectus muscles
+            Tube(hu=MUSCLE, points=((x(22), -40, orbit_z - 2), (x(29), -56, orbit_z - 2)),
+                 radii=(2.0, 2.5)),  # optic nerve (the globe is painted over its end)
+            Ellipsoid(hu=12.0, center=(x(32), -66, orbit_z), radii=(11.5, 11.5, 11.5)),  # globe
+            Ellipsoid(hu=120.0, center=(x(32), -74, orbit_z), radii=(4.5, 2.0, 4.5)),  # lens
             Ellipsoid(hu=BASE, center=(x(15), 30, -44), radii=(6.0, 10.0, 5.0)),  # condyle
             Ellipsoid(hu=BASE, center=(x(18), 24, -52), radii=(7.0, 9.0, 6.0)),  # C1 mass
             Ellipsoid(hu=CANCELLOUS, center=(x(18), 24, -52), radii=(5.0, 7.0, 4.0)),

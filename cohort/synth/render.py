@@ -25,7 +25,7 @@ from cohort.synth.fields import (
     SubjectFields,
     chunk_fields,
 )
-from cohort.synth.phantom import CORTICAL, CSF, DIPLOE_HU, MUSCLE, Phantom, Vault
+from cohort.synth.phantom import CORTICAL, CSF, DIPLOE_HU, FALX, MUSCLE, Phantom, Vault
 from cohort.synth.solids import Ellipsoid, Solid, WallPatch
 
 #: the fields the cranium needs away from the skull base (the floor's are not sampled)
@@ -142,6 +142,13 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
     band = _ramp(e_table - csf_end + 0.5, edge) * _ramp(csf_end + 13.0 - e_table, 4.0)
     sulcus = np.clip(1.0 - np.abs(f[SULCI]) / np.float32(1.25 * vault.sulcal_width), 0, 1)
     val += band * np.clip(2.0 * sulcus, 0, 1) * (np.float32(CSF) - val)
+    # the interhemispheric fissure above the corpus callosum (deeper towards the poles),
+    # with the falx in it
+    mid = np.abs(u)
+    fissure = (_ramp(e_table - csf_end, edge) * _ramp(w - (28.0 - 0.004 * (v - 8.0) ** 2), 2.0))
+    val += fissure * _ramp(np.float32(vault.csf_mm / 2 + 0.4) - mid, edge) * (
+        np.float32(CSF) - val)
+    val += fissure * _ramp(np.float32(0.4) - mid, edge) * (np.float32(FALX) - val)
     occ = _ramp(e, edge)
     floor_lo, floor_hi = vault.floor_range()
     if w.min() < floor_hi + edge:  # the skull base cuts this window

@@ -320,6 +320,10 @@ def render_scan(phantom: Phantom, placement: Placement, grid: Grid, p: Protocol,
     return hu, occ
 
 
+#: beam hardening fades out over this height (mm) above the skull base
+TAPER_MM = 15.0
+
+
 def _streaks(hu: np.ndarray, phantom: Phantom, placement: Placement, grid: Grid,
              k_hu: float) -> None:
     """Beam hardening on the slices through the skull base and the teeth (below 25 mm above
@@ -329,11 +333,14 @@ def _streaks(hu: np.ndarray, phantom: Phantom, placement: Placement, grid: Grid,
               for s in SIDES) + 25.0
     nk, nj, ni = hu.shape
     centres = grid.world((ni - 1) / 2, (nj - 1) / 2, np.arange(nk))[:, 2]
-    below = np.flatnonzero(centres <= top)
+    below = np.flatnonzero(centres <= top + TAPER_MM)
     if below.size == 0:
         return
     k1 = int(below[-1]) + 1
-    err = streak_error(hu[:k1], float(grid.spacing[0]), StreakModel(k_hu=k_hu))
+    err = streak_error(hu[:k1], float(grid.spacing[0]), StreakModel(k_hu=k_hu, min_error_hu=0.0))
+    # fade out over TAPER_MM above the skull base: no step between neighbouring slices
+    fade = np.clip((top + TAPER_MM - centres[:k1]) / TAPER_MM, 0.0, 1.0).astype(np.float32)
+    err *= fade[:, None, None]
     err[hu[:k1] <= -500.0] = 0.0  # air outside the head stays air
     hu[:k1] += err
 
