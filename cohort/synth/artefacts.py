@@ -30,8 +30,8 @@ class StreakModel:
     """How strongly beam hardening shows (HU per (bone path in cm)^2) and on what grid."""
 
     k_hu: float = 15.0  # at 120 kVp: a residual Hounsfield bar of 5-20 HU in the brain
-    size: int = 96  # pixels of the coarse reconstruction grid
-    angles: int = 60
+    size: int = 80  # pixels of the coarse reconstruction grid
+    angles: int = 48
     min_error_hu: float = 4.0  # slices whose largest error is below this are left alone
 
 
@@ -60,10 +60,14 @@ def streak_error(hu: np.ndarray, pixel_mm: float, model: StreakModel = StreakMod
     slices with little bone)."""
     nk, nj, ni = hu.shape
     n, a = model.size, model.angles
-    x = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))
-    excess = (torch.clamp(x, BONE_HU, METAL_HU) - BONE_HU) / 1000.0
-    excess += torch.clamp(x - METAL_HU, min=0.0) / 1000.0 * METAL_WEIGHT
-    small = torch.nn.functional.adaptive_avg_pool2d(excess[:, None], (n, n))  # (nk, 1, n, n)
+    x = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[:, None]
+    # pool first (the excess is linear in HU between BONE_HU and METAL_HU, so a cell's mean
+    # CT number gives its mean excess, bar air or soft tissue mixed into thin bone, which
+    # lowers it a little); metal apart,
+    # so that a filling is not averaged away
+    cells = torch.nn.functional.adaptive_avg_pool2d(x, (n, n))
+    metal = torch.nn.functional.adaptive_avg_pool2d(torch.clamp(x - METAL_HU, min=0.0), (n, n))
+    small = (torch.clamp(cells, BONE_HU, METAL_HU) - BONE_HU + metal * METAL_WEIGHT) / 1000.0
     cell_cm = pixel_mm * max(nj, ni) / n / 10.0
     fwd, back = _rotation_grids(n, a)
     out = np.zeros(hu.shape, np.float32)

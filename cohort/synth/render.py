@@ -28,7 +28,7 @@ from cohort.synth.fields import (
 from cohort.synth.phantom import CORTICAL, CSF, DIPLOE_HU, FALX, MUSCLE, Phantom, Vault
 from cohort.synth.solids import Ellipsoid, Solid, WallPatch
 
-#: the fields the cranium needs away from the skull base (the floor's are not sampled)
+#: the fields the cranium needs per voxel (the floor's are tabulated in a `FloorMap`)
 SHELL_CHANNELS = (0, 1, 2, DIPLOE, THICKNESS, SULCI)
 
 AIR_HU = -1000.0
@@ -122,9 +122,9 @@ def _ramp(x: np.ndarray, edge: float) -> np.ndarray:
 
 
 def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: float,
-                 luts) -> None:
+                 luts, floor: FloorMap) -> None:
     """The cranium on a window: ``coords`` its (warped) head-frame points, ``f`` the
-    subject's fields there (channels first)."""
+    subject's fields there (channels first), ``floor`` its skull base."""
     u, v, w = coords
     e = -Ellipsoid(hu=0.0, center=vault.center, radii=vault.radii).distance(u, v, w)
     e *= vault.reference_radius / min(vault.radii)
@@ -152,15 +152,9 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
     occ = _ramp(e, edge)
     floor_lo, floor_hi = vault.floor_range()
     if w.min() < floor_hi + edge:  # the skull base cuts this window
-        border, offset = (f[BORDER], f[FLOOR]) if len(f) > BORDER else (0.0, 0.0)
-        flat = vault.floor(u, v, 0.0, border)
-        fl = flat + offset
+        fl, scale, plate = floor.lookup(u, v)
         # distance to the floor along its normal, so oblique parts get edges as sharp as flat
-        # (the fields' waves taken as constant over the 1 mm step: they are gentle)
-        gu = vault.floor(u + 1.0, v, 0.0, border) - flat
-        gv = vault.floor(u, v + 1.0, 0.0, border) - flat
-        d = ((w - fl) / np.sqrt(1.0 + gu * gu + gv * gv)).astype(np.float32)
-        plate = vault.plate(u, v, border).astype(np.float32)
+        d = (w - fl) * scale
         above = _ramp(d, edge)
         brain = val + (1 - _ramp(d - np.float32(vault.csf_mm), edge)) * (np.float32(CSF) - val)
         c_top = _ramp(d + 1.0, edge)  # cortex 1 mm, diploe, cortex 1 mm, then the neck
@@ -177,6 +171,46 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
         # (painted before the vault) show through
         occ *= _ramp(d + plate + vault.below_base_mm, edge)
     out += occ * (val - out)
+
+
+@dataclass(frozen=True)
+class FloorMap:
+    """The skull-base floor of one subject tabulated over (u, v): its height (with the
+    subject's floor and border fields), the factor that turns a height difference into a
+    distance along its normal, and the plate's thickness. One bilinear lookup per voxel
+    instead of three evaluations of the floor."""
+
+    origin: tuple[float, float]
+    step: float
+    data: np.ndarray  # float32 (3, nv, nu)
+
+    def lookup(self, u: np.ndarray, v: np.ndarray):
+        nv, nu = self.data.shape[1:]
+        gx = (np.asarray(u, np.float32) - np.float32(self.origin[0])) * np.float32(
+            2.0 / (self.step * (nu - 1))) - 1.0
+        gy = (np.asarray(v, np.float32) - np.float32(self.origin[1])) * np.float32(
+            2.0 / (self.step * (nv - 1))) - 1.0
+        grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], axis=-1))[None, None]
+        out = torch.nn.functional.grid_sample(torch.from_numpy(self.data)[None], grid,
+                                              mode="bilinear", padding_mode="border",
+                                              align_corners=True)[0, :, 0]
+        return tuple(out[c].numpy().reshape(np.shape(u)) for c in range(3))
+
+
+def floor_map(vault: Vault, fields: SubjectFields, step: float = 0.5) -> FloorMap:
+    """Tabulate ``vault``'s floor over its (u, v) extent (`FloorMap`)."""
+    lo, hi = vault.bbox()
+    u = np.arange(lo[0] - 10.0, hi[0] + 10.0 + step, step)
+    v = np.arange(lo[1] - 10.0, hi[1] + 10.0 + step, step)
+    uu, vv = np.meshgrid(u, v)  # (nv, nu)
+    f = fields.sample(uu, vv, np.full(uu.shape, vault.floor_central, np.float32))
+    border = f[BORDER].astype(float)
+    height = vault.floor(uu, vv, f[FLOOR].astype(float), border)
+    gv, gu = np.gradient(height, step)
+    scale = 1.0 / np.sqrt(1.0 + gu * gu + gv * gv)
+    plate = vault.plate(uu, vv, border)
+    data = np.stack([height, scale, plate]).astype(np.float32)
+    return FloorMap((float(u[0]), float(v[0])), step, data)
 
 
 def head_boxes(fields: SubjectFields, boxes: list[tuple[np.ndarray, np.ndarray]]
@@ -209,7 +243,7 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
     boxes = head_boxes(phantom.fields, [s.bbox() for s in phantom.solids])
     nk, nj, ni = fine.shape
     out = np.full(fine.shape, AIR_HU, dtype=np.float32)
-    floor_top = phantom.vault.floor_range()[1] + phantom.fields.warp_bound_mm + 10.0
+    floor = floor_map(phantom.vault, phantom.fields)
     for k0 in range(0, nk, chunk):
         k1 = min(nk, k0 + chunk)
         wins = [ev.window(lo, hi, k0, k1) for lo, hi in boxes]
@@ -221,11 +255,9 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
         i0 = min(win[2].start for win in wins if win is not None)
         i1 = max(win[2].stop for win in wins if win is not None)
         u, v, w = ev.coords((slice(k0, k1), slice(j0, j1), slice(i0, i1)))
-        near_floor = float(w.min()) < floor_top
         f = chunk_fields(phantom.fields,
                          lambda k, j, i, k0=k0, j0=j0, i0=i0: ev.coords_at(k + k0, j + j0, i + i0),
-                         (k1 - k0, j1 - j0, i1 - i0),
-                         channels=None if near_floor else SHELL_CHANNELS)
+                         (k1 - k0, j1 - j0, i1 - i0), channels=SHELL_CHANNELS)
         u, v, w = u + f[0], v + f[1], w + f[2]
         for solid, win in zip(phantom.solids, wins, strict=True):
             if win is None:
@@ -235,7 +267,8 @@ def render_anatomy(phantom: Phantom, placement: Placement, grid: Grid, *, scale:
                      slice(win[2].start - i0, win[2].stop - i0))
             coords = (u[local], v[local], w[local])
             if isinstance(solid, Vault):
-                _paint_vault(solid, coords, f[(slice(None), *local)], out[win], edge, luts)
+                _paint_vault(solid, coords, f[(slice(None), *local)], out[win], edge, luts,
+                             floor)
             else:
                 _paint(solid, coords, out[win], edge)
     out = out.reshape(grid.shape[0], n_sub, *fine.shape[1:]).mean(axis=1)
