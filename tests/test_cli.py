@@ -56,10 +56,11 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path):
 def test_non_empty_output_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "c"
     args = ["synth", "heads", "--out", str(out), "--patients", "1", "--matrix", "48",
-            "--thickness", "5", "--workers", "1"]
+            "--thickness", "5", "--workers", "1", "--metal", "1", "--holder", "0"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "ground_truth.parquet" in printed
+    assert "beam hardening" in printed and "metal" in printed and "head holder" not in printed
     assert main(args) == 2
     assert "is not empty" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0

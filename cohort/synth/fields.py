@@ -46,6 +46,8 @@ class FieldSpec:
     diploe_length_mm: float = 7.0
     thickness_length_mm: float = 25.0
     sulci_length_mm: float = 5.0
+    fold_waves: int = 14  # waves over the sphere of directions that make the sulci
+    fold_wavenumber: tuple[float, float] = (10.0, 18.0)  # per radian
     floor_mm: float = 1.2  # SD of the floor's height offset
     floor_length_mm: float = 25.0
     border_mm: float = 2.5  # SD of the fossa borders' offset
@@ -108,8 +110,8 @@ class SubjectFields:
         return h
 
 
-def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
-                ) -> SubjectFields:
+def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec(),
+                center=(0.0, 0.0, 0.0)) -> SubjectFields:
     """Fields over the head-frame box lo..hi (mm), drawn from ``rng``.
 
     The shape fields (warp, skull thickness, floor, borders) are mirror-symmetric about the
@@ -145,7 +147,8 @@ def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
     data[WARP] += (spec.asymmetry_mm / 2.5) * smooth(spec.warp_length_mm * 1.5, 3)
     data[DIPLOE] = np.clip(0.5 + 0.22 * smooth(spec.diploe_length_mm)[0], 0.0, 1.0)
     data[THICKNESS] = np.clip(1.0 + 0.2 * smooth(spec.thickness_length_mm)[0], 0.55, 1.5)
-    data[SULCI] = smooth(spec.sulci_length_mm)[0]
+    data[SULCI] = _folds(rng, lo, shape, center, spec) + 0.35 * smooth(spec.sulci_length_mm)[0]
+    data[SULCI] /= max(float(data[SULCI].std()), 1e-9)
     data[FLOOR] = spec.floor_mm * smooth(spec.floor_length_mm)[0]
     data[BORDER] = spec.border_mm * smooth(spec.border_length_mm)[0]
     for c in (THICKNESS, FLOOR, BORDER):
@@ -162,6 +165,25 @@ def make_fields(rng: np.random.Generator, lo, hi, spec: FieldSpec = FieldSpec()
         data[WARP] *= MAX_SLOPE / slope
         bound *= MAX_SLOPE / slope
     return SubjectFields(tuple(float(x) for x in lo), data, bound)
+
+
+def _folds(rng: np.random.Generator, lo: np.ndarray, shape: tuple[int, int, int], center,
+           spec: FieldSpec) -> np.ndarray:
+    """A field of the direction from the brain's centre only: a sum of waves over the
+    sphere of directions, whose zero sets are sheets running radially in from the
+    surface, as sulci do (unit SD)."""
+    u = lo[0] + SPACING_MM * np.arange(shape[2]) - center[0]
+    v = lo[1] + SPACING_MM * np.arange(shape[1]) - center[1]
+    w = lo[2] + SPACING_MM * np.arange(shape[0]) - center[2]
+    d = np.stack(np.broadcast_arrays(u[None, None, :], v[None, :, None], w[:, None, None]))
+    d /= np.maximum(np.linalg.norm(d, axis=0, keepdims=True), 1e-6)
+    out = np.zeros(shape)
+    for _ in range(spec.fold_waves):
+        n = rng.standard_normal(3)
+        n /= np.linalg.norm(n)
+        k = rng.uniform(*spec.fold_wavenumber)
+        out += np.cos(k * np.tensordot(n, d, axes=1) + rng.uniform(0, 2 * np.pi))
+    return (out / max(float(out.std()), 1e-9)).astype(np.float32)
 
 
 def _mirror(warp: np.ndarray) -> None:

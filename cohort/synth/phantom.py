@@ -115,15 +115,21 @@ class Vault:
         central = np.exp(-((u / 11.0) ** 2) - (((v + 6.0) / 14.0) ** 2))
         return (a * pa + m * pm + p * pp) * self.skull_factor * (1.0 - 0.7 * central)
 
-    def regional(self, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Regional factor on the vault's bone layers: thin over the temporal squama (low
-        and lateral), thick at the occiput."""
+    def temporal(self, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """0..1: how far a point lies over the temporal squama (low and lateral)."""
         cu, cv, cw = self.center
         ru, rv, rw = self.radii
         lateral = np.clip((np.abs(u - cu) / ru - 0.55) / 0.35, 0.0, 1.0)
         low = np.clip(1.0 - np.abs((w - cw) / rw + 0.25) / 0.45, 0.0, 1.0)
+        front = np.clip(1.0 - np.abs((v - cv) / rv + 0.1) / 0.6, 0.0, 1.0)
+        return lateral * low * front
+
+    def regional(self, u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Regional factor on the vault's bone layers: thin over the temporal squama (low
+        and lateral), thick at the occiput."""
+        cv, rv = self.center[1], self.radii[1]
         back = np.clip(((v - cv) / rv - 0.55) / 0.35, 0.0, 1.0)
-        return (1.0 - 0.5 * lateral * low) * (1.0 + 0.25 * back)
+        return (1.0 - 0.5 * self.temporal(u, v, w)) * (1.0 + 0.25 * back)
 
     def floor_range(self) -> tuple[float, float]:
         lo = min(self.floor_posterior, self.floor_middle, self.floor_central)
@@ -210,7 +216,8 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         floor_middle=s.floor_middle, floor_posterior=s.floor_posterior,
     )
     lo, hi = vault.bbox()
-    fields = make_fields(rng, (lo[0] - 10, lo[1] - 10, -125.0), (hi[0] + 10, hi[1] + 10, hi[2]))
+    fields = make_fields(rng, (lo[0] - 10, lo[1] - 10, -125.0), (hi[0] + 10, hi[1] + 10, hi[2]),
+                         center=(0.0, s.vault_center[1], 10.0))
     arteries = {side: build_centreline(side, s.side(side)) for side in SIDES}
     under: list[Solid] = []  # painted before the vault: neck and face soft tissue
     solids: list[Solid] = []  # painted after the vault
@@ -229,9 +236,10 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         Loft(hu=MUSCLE, heights=heights, centers_uv=centres,
              radii_uv=tuple((float(nr[0] * f - 7), float(nr[1] * f - 8)) for f in widths)),
         Ellipsoid(hu=MUSCLE, center=(0.0, -8.0, -55.0), radii=(53.0, 66.0, 36.0)),
-        # the upper face over the orbits and the cheeks
+        # the upper face over the orbits and the cheeks, and the external nose
         Ellipsoid(hu=FAT, center=(0.0, -38.0, -22.0), radii=(58.0, 46.0, 30.0)),
         Ellipsoid(hu=MUSCLE, center=(0.0, -36.0, -24.0), radii=(52.0, 40.0, 25.0)),
+        Tube(hu=40.0, points=((0.0, -80.0, -12.0), (0.0, -94.0, -36.0)), radii=(5.0, 9.0)),
     ]
     for side in SIDES:  # fat planes between the neck muscles, and the parapharyngeal fat
         x = side_sign(side)
@@ -315,9 +323,13 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
              radii_uv=((9.0, 6.0), (11.0, 5.0), (13.0, 7.5), (10.0, 6.0))),
         Ellipsoid(hu=AIR + 50, center=(0.0, -50.0, -34.0), radii=(10.0, 22.0, 15.0)),  # nose
         Ellipsoid(hu=BASE, center=(0.0, -52.0, -36.0), radii=(1.2, 20.0, 13.0)),  # septum
-        Ellipsoid(hu=-750.0, center=(0.0, -50.0, s.floor_anterior - 14.0),
-                  radii=(9.0, 17.0, 8.0)),  # ethmoid air cells, under the anterior fossa
+        Ellipsoid(hu=350.0, center=(0.0, -50.0, s.floor_anterior - 14.0),
+                  radii=(10.0, 18.0, 9.0)),  # the ethmoid labyrinth, under the anterior fossa
     ]
+    for _ in range(16):  # its air cells
+        c = (float(rng.uniform(-7, 7)), float(rng.uniform(-64, -36)),
+             float(s.floor_anterior - 14.0 + rng.uniform(-6, 6)))
+        solids.append(Ellipsoid(hu=-900.0, center=c, radii=(float(rng.uniform(1.8, 3.5)),) * 3))
     # Frontal sinus: a bony shell bulging the frontal bone, air inside; absent in some.
     if s.sinus_scale > 0.72:
         cu, cv, cw = vault.center

@@ -25,7 +25,17 @@ from cohort.synth.fields import (
     SubjectFields,
     chunk_fields,
 )
-from cohort.synth.phantom import CORTICAL, CSF, DIPLOE_HU, FALX, MUSCLE, Phantom, Vault
+from cohort.synth.phantom import (
+    CORTICAL,
+    CSF,
+    DIPLOE_HU,
+    FALX,
+    FAT,
+    GREY,
+    MUSCLE,
+    Phantom,
+    Vault,
+)
 from cohort.synth.solids import Ellipsoid, Solid, WallPatch
 
 #: the fields the cranium needs per voxel (the floor's are tabulated in a `FloorMap`)
@@ -97,8 +107,8 @@ class _Evaluator:
 
 
 def _vault_luts(vault: Vault, edge: float, step: float = 0.05):
-    """CT number, and the share of diploe, as functions of depth under the skin, blurred
-    over one edge width."""
+    """CT number, and the shares of diploe and of scalp fat, as functions of depth under
+    the skin, blurred over one edge width."""
     depth_max = max(vault.radii) + 5
     e = np.arange(-2 * edge, depth_max, step)
     bounds = np.cumsum([t for t, _ in vault.layers[:-1]])
@@ -107,13 +117,14 @@ def _vault_luts(vault: Vault, edge: float, step: float = 0.05):
     lut = values[layer]
     lut[e < 0] = vault.layers[0][1]
     dip = (layer == vault.diploe_layer).astype(float)
+    fat = (values[layer] == FAT).astype(float)
     width = max(1, int(round(edge / step)))
     box = np.ones(width) / width
     out = []
-    for table in (lut, dip):
+    for table in (lut, dip, fat):
         t = np.convolve(np.pad(table, width, mode="edge"), box, mode="same")[width:-width]
         out.append(t.astype(np.float32))
-    return float(e[0]), step, out[0], out[1]
+    return float(e[0]), step, out[0], out[1], out[2]
 
 
 def _ramp(x: np.ndarray, edge: float) -> np.ndarray:
@@ -132,7 +143,7 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
     factor = np.maximum(f[THICKNESS] * vault.regional(u, v, w) * vault.skull_factor, 0.35)
     bone = np.float32(vault.bone_mm)
     e_table = e - (factor - 1) / factor * np.clip(e - vault.scalp_mm, 0, factor * bone)
-    e0, step, table, dip_share = luts
+    e0, step, table, dip_share, _ = luts
     idx = np.clip(((e_table - e0) / step).astype(np.int32), 0, len(table) - 1)
     val = table[idx]
     lo, hi = DIPLOE_HU
@@ -140,8 +151,13 @@ def _paint_vault(vault: Vault, coords, f: np.ndarray, out: np.ndarray, edge: flo
     # sulci: CSF folds into the cortex where the sulcal field is near zero
     csf_end = vault.scalp_mm + bone + vault.csf_mm
     band = _ramp(e_table - csf_end + 0.5, edge) * _ramp(csf_end + 13.0 - e_table, 4.0)
-    sulcus = np.clip(1.0 - np.abs(f[SULCI]) / np.float32(1.25 * vault.sulcal_width), 0, 1)
-    val += band * np.clip(2.0 * sulcus, 0, 1) * (np.float32(CSF) - val)
+    fold = np.abs(f[SULCI])
+    width = np.float32(1.25 * vault.sulcal_width)
+    # grey matter lines every sulcus, CSF fills its middle
+    val += band * np.clip(1.5 - fold / (3.0 * width), 0, 1) * (np.float32(GREY) - val)
+    val += band * np.clip(2.0 - 2.0 * fold / width, 0, 1) * (np.float32(CSF) - val)
+    # the temporalis muscle in place of scalp fat over the temporal squama
+    val += luts[4][idx] * vault.temporal(u, v, w) * np.float32(MUSCLE - FAT)
     # the interhemispheric fissure above the corpus callosum (deeper towards the poles),
     # with the falx in it
     mid = np.abs(u)

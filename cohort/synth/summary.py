@@ -8,6 +8,9 @@ import pyarrow.compute as pc
 from cohort.anatomy import SEGMENT_KINDS, SIDES
 from cohort.storage import join
 
+#: the scanner artefacts the ground truth names, in the order they are reported
+ARTEFACT_NAMES = ("beam_hardening", "head_holder", "metal", "motion")
+
 
 def describe_cohort(table: pa.Table, out_url: str, seconds: float) -> str:
     """Counts by series role, acquisition variety and calcium, for the console."""
@@ -29,6 +32,10 @@ def describe_cohort(table: pa.Table, out_url: str, seconds: float) -> str:
             f"{int((image['gantry_tilt_deg'] != 0).sum())} gantry-tilted, "
             f"{int(image['neck_cut'].sum())} with the neck cut off, "
             f"scanners: {', '.join(sorted(image['manufacturer'].unique()))}")
+        if "artefacts" in image:
+            counts = image["artefacts"].fillna("").str.split(",").explode().value_counts()
+            said = [f"{counts[a]} {a.replace('_', ' ')}" for a in ARTEFACT_NAMES if a in counts]
+            lines.append(f"  artefacts (series): {', '.join(said) if said else 'none'}")
     if len(primary):
         calcified = int((primary["total_calcium_mm3"] > 0).sum())
         seg_totals = []
