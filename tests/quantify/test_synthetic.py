@@ -24,6 +24,7 @@ from cohort.quantify import label_map, quantify, summarise_calcium
 from cohort.read.volume import Volume
 from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
+from cohort.testing.truth import side_from_labels
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +37,6 @@ def cohort(tmp_path_factory):
     generate_cohort(cfg, str(out))
     gt = pq.read_table(out / "ground_truth.parquet").to_pandas()
     return out, gt[gt["series_role"] != "localizer"]
-
-
-def side_from_labels(labels: np.ndarray, grid: Grid):
-    """A side function that looks the side of each calcium point up in a label map."""
-    def side_of(points: np.ndarray) -> np.ndarray:
-        i, j, k = np.rint(grid.index(points)).astype(int).T
-        codes = labels[k, j, i]
-        assert (codes > 0).all(), "asked for the side of a point without a label"
-        return np.where(codes >= SEGMENT_LABELS["left_cervical"], 1.0, -1.0)
-
-    return side_of
 
 
 def truth_grid(row, origin) -> Grid:
