@@ -6,7 +6,7 @@
    separation, the shipped DST checkpoint (trained on synthetic phantoms) and
    quantification -> series / landmarks / segments tables;
 4. DuckDB reads the tables back: volumes by risk group, and the model's landmarks against
-   the generator's ground truth.
+   the generator's ground truth, overall and by acquisition (`cohort.agreement`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import logging
 import os
 import time
 
-import pandas as pd
-
-from cohort.anatomy import LANDMARKS
+from cohort.agreement import agreement_by_acquisition, landmark_errors, summarise, to_markdown
 from cohort.discover.index import index_cohort, summarize
 from cohort.pipeline import RunConfig, run_cohort
 from cohort.query import connect
@@ -28,19 +26,6 @@ from cohort.synth.summary import describe_cohort
 from cohort.write.identity import IdentityConfig
 
 logger = logging.getLogger(__name__)
-
-
-def landmark_agreement(series: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """Per landmark: series compared, mean absolute error (slices) and share within one
-    slice, of the model's landmarks against the generator's."""
-    ok = series[series["status"] == "ok"].merge(
-        truth, left_on="series_uid", right_on="series_instance_uid", suffixes=("", "_true"))
-    rows = []
-    for name in LANDMARKS:
-        err = (ok[f"{name}_slice"] - ok[f"{name}_slice_true"]).abs()
-        rows.append({"landmark": name, "series": len(err), "mae_slices": err.mean(),
-                     "within_1_slice": (err <= 1).mean()})
-    return pd.DataFrame(rows)
 
 
 def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
@@ -76,9 +61,14 @@ def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
                sum(CASE WHEN tilt_corrected THEN 1 ELSE 0 END) AS tilt_corrected
         FROM series WHERE status = 'ok' GROUP BY risk_group ORDER BY total""")))
     series = con.sql("SELECT * FROM series").to_arrow_table().to_pandas()
-    agreement = landmark_agreement(series, table.to_pandas())
-    report.append("Model landmarks against the generator's ground truth (SYNTHETIC):")
-    report.append(agreement.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    errors = landmark_errors(series, table.to_pandas())
+    overall = summarise(errors)
+    report.append(f"Model landmarks against the generator's ground truth (SYNTHETIC): MAE "
+                  f"{overall['mae_slices']:.2f} slices ({overall['mae_mm']:.2f} mm), "
+                  f"{100 * overall['acc_tau1']:.0f}% within one slice, "
+                  f"{100 * overall['top1']:.0f}% on the true slice, over "
+                  f"{overall['series']} series x 6 landmarks")
+    report.append(to_markdown(agreement_by_acquisition(errors), synthetic=True))
     failed = series[series["status"] == "error"]
     if len(failed):
         report.append(f"failed series: {failed['error_code'].value_counts().to_dict()}")

@@ -25,7 +25,7 @@ from cohort.errors import SeriesError
 from cohort.job.packing import unpack
 from cohort.job.prepare import MASK_CODES, PrepareConfig, mask_url, read_mask, run_isolated
 from cohort.quantify import CalciumSummary, QuantifyConfig, label_map, plane_side, quantify
-from cohort.quantify.qc import QCFlag, with_model_threshold
+from cohort.quantify.qc import QCFlag, flag_reordered, with_model_threshold
 from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series
 from cohort.read.volume import Volume
@@ -120,6 +120,7 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
                                                      row.get("confidence_threshold"))
     result = quantify(summary, landmarks, qconfig, probabilities)
     values = result.as_row()
+    values = flag_reordered(values, row.get("reordered_landmarks"))
     row["confidence_threshold"] = qconfig.min_landmark_probability
     row["confidence_threshold_source"] = threshold_source
     problem = row.get("mask_problem")

@@ -6,6 +6,11 @@ the CPU with the same code. Probabilities are temperature-calibrated when the ch
 carries temperatures (fitted on the validation split of its training fold); the confidence
 threshold fitted on that split (`cohort.train.calibration.fit_confidence_threshold`) goes on
 every predicted row as ``confidence_threshold``, null when the checkpoint carries none.
+
+Landmarks are the most probable slices that keep anatomical order on each side
+(`cohort.model.decoding.ordered_slices`); where a landmark's own most probable slice broke
+that order, the row names it in ``reordered_landmarks`` (comma-separated) and the QC flags
+it (`cohort.job.finish`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError, ErrorCode
 from cohort.job.packing import unpack
+from cohort.model.decoding import ordered_slices
 from cohort.model.runtime import autocast, pick_device, set_threads
 from cohort.storage import StorageOptions
 
@@ -138,9 +144,11 @@ class LandmarkPredictor:
             todo, packed = [i for i, _ in kept], [p for _, p in kept]
         cols: dict[str, list] = {f"{n}_{c}": [None] * len(batch) for n in LANDMARKS
                                  for c in ("slice", "z_mm", "prob")}
+        cols["reordered_landmarks"] = [None] * len(batch)
         for i, p, lg in zip(todo, packed, logits, strict=True):
             probs = _softmax(lg, self.temperatures)
-            top = probs.argmax(axis=1)
+            top, moved = ordered_slices(probs)
+            cols["reordered_landmarks"][i] = ",".join(moved) or None
             for n, name in enumerate(LANDMARKS):
                 cols[f"{name}_slice"][i] = int(p["slice_index"][top[n]])
                 cols[f"{name}_z_mm"][i] = float(p["slice_z_mm"][top[n]])

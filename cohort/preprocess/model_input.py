@@ -6,6 +6,15 @@ The one exception is explicit: a volume with more slices than the model's ``max_
 every f-th slice (f the smallest whole factor that fits), still at native positions, and
 the mapping back to volume slices and z says so.
 
+Where the model looks in-plane (``crop``): ``"head"`` centres the field of view on the whole
+head's centroid (the first shipped models: 240 mm over 64 pixels, 3.75 mm each, with the
+carotid canal one or two pixels wide); ``"skull_base"`` centres a smaller field of view on
+the skull base, where all six landmarks lie (within about 40 mm of the midline and 35 mm
+in front of the cranium's centre), so the same pixel count sees the anatomy 2-3x finer.
+The skull-base centre is the centroid of the cranium (the slices whose head cross-section
+is at least 80% of the largest: neck and face do not pull it), moved ``anterior_mm``
+forward, along the patient's anterior (-y in LPS).
+
 A variable-thickness stack (contiguous blocks, `cohort.read.stack`) is read onto the finest
 block's spacing. ``depth="volume"`` (the default) gives the model every slice of that
 volume, so its positions are evenly spaced in z as in training; ``depth="native"`` gives
@@ -23,11 +32,15 @@ import numpy as np
 from cohort.errors import ConfigError
 from cohort.read.volume import Volume
 
+CROPS = ("head", "skull_base")
+
 
 @dataclass(frozen=True)
 class ModelInputConfig:
     size: int = 128  # model pixels per side (in-plane)
-    fov_mm: float = 240.0  # physical field of view the model sees, centred on the head
+    fov_mm: float = 240.0  # physical field of view the model sees
+    crop: str = "head"  # where the field of view is centred: "head" or "skull_base"
+    anterior_mm: float = 12.0  # "skull_base": centre this far in front of the cranium's
     window_low_hu: float = -600.0  # CT numbers mapped linearly to [0, 1] between these
     window_high_hu: float = 1400.0  # (soft tissue, bone and calcium all keep contrast)
     max_len: int = 512  # the model's longest sequence
@@ -43,6 +56,9 @@ class ModelInputConfig:
             raise ConfigError("model input needs a positive field of view and a window with "
                               f"high > low, got {self.fov_mm} mm, [{self.window_low_hu}, "
                               f"{self.window_high_hu}] HU")
+        if self.crop not in CROPS:
+            raise ConfigError(f"model input crop must be one of {', '.join(CROPS)}, got "
+                              f"{self.crop!r}")
         if self.depth not in ("volume", "native"):
             raise ConfigError(f"model input depth must be 'volume' or 'native', got "
                               f"{self.depth!r}")
@@ -82,6 +98,27 @@ def head_centre(volume: Volume, threshold_hu: float) -> tuple[float, float]:
     return float(pts[:, 0].mean()), float(pts[:, 1].mean())
 
 
+def cranium_centre(volume: Volume, threshold_hu: float) -> tuple[float, float]:
+    """In-plane world (x, y) centroid of the cranium: the head voxels of the slices whose
+    head cross-section is at least 80% of the largest one (every 4th voxel in-plane)."""
+    sub = volume.array[:, ::4, ::4] > threshold_hu
+    area = sub.sum(axis=(1, 2))
+    if not area.any():
+        return head_centre(volume, threshold_hu)
+    big = np.nonzero(area >= 0.8 * area.max())[0]
+    k, j, i = np.nonzero(sub[big])
+    pts = volume.grid.world(i * 4.0, j * 4.0, big[k].astype(float))
+    return float(pts[:, 0].mean()), float(pts[:, 1].mean())
+
+
+def field_centre(volume: Volume, config: ModelInputConfig) -> tuple[float, float]:
+    """The in-plane world point at the centre of the model's field of view (see module)."""
+    if config.crop == "skull_base":
+        cx, cy = cranium_centre(volume, config.head_threshold_hu)
+        return cx, cy - config.anterior_mm  # LPS: anterior is -y
+    return head_centre(volume, config.head_threshold_hu)
+
+
 def prepare(volume: Volume, config: ModelInputConfig = ModelInputConfig()) -> ModelInput:
     """The model input of one volume (see module docstring)."""
     grid = volume.grid
@@ -92,7 +129,7 @@ def prepare(volume: Volume, config: ModelInputConfig = ModelInputConfig()) -> Mo
         slices = np.unique(np.clip(np.rint(native), 0, nk - 1).astype(np.int64))
     decimation = max(1, -(-len(slices) // config.max_len))
     keep = slices[::decimation]
-    cx, cy = head_centre(volume, config.head_threshold_hu)
+    cx, cy = field_centre(volume, config)
     px = config.fov_mm / config.size
     # in-plane sampling positions (world) of the model grid, the same for every axial slice
     offs = (np.arange(config.size) - (config.size - 1) / 2) * px

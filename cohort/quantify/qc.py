@@ -22,7 +22,10 @@ class QCFlag(StrEnum):
     """Why a quantified series deserves a look. The value is what the tables carry."""
 
     LOW_LANDMARK_CONFIDENCE = "low_landmark_confidence"  # a probability below the threshold
-    LANDMARKS_OUT_OF_ORDER = "landmarks_out_of_order"  # cc <= pl <= ac fails on a side
+    # cc <= pl <= ac fails on a side: in the landmarks given, or in the model's own most
+    # probable slices (the job then reports the most probable ordered ones and lists the
+    # landmarks it moved as low confidence)
+    LANDMARKS_OUT_OF_ORDER = "landmarks_out_of_order"
     LANDMARK_OUTSIDE_SCAN = "landmark_outside_scan"  # a slice index outside 0..n_slices-1
     LEFT_RIGHT_APART = "left_right_landmarks_apart"  # same landmark, sides too far apart
     CALCIUM_ABOVE_CLINOID = "calcium_above_clinoid"  # calcium far above a side's clinoid
@@ -108,6 +111,23 @@ def qc_flags(summary: CalciumSummary, landmarks: Mapping[str, int],
         if gap > config.max_side_gap_mm:
             raised.add(QCFlag.LEFT_RIGHT_APART)
     return tuple(flag.value for flag in QCFlag if flag in raised)
+
+
+def flag_reordered(values: dict, reordered: str | None) -> dict:
+    """A series row's ``qc_flags`` and ``low_confidence_landmarks`` (lists, as
+    `cohort.quantify.segments` writes them) when decoding had to move the landmarks named
+    in ``reordered`` (comma-separated, `cohort.job.landmarks`) to keep anatomical order:
+    those landmarks count as low confidence and the series is flagged out of order."""
+    # tables give None or NaN where nothing moved
+    moved = [n for n in reordered.split(",") if n] if isinstance(reordered, str) else []
+    if not moved:
+        return values
+    low = set(values.get("low_confidence_landmarks") or ()) | set(moved)
+    flags = set(values.get("qc_flags") or ()) | {QCFlag.LANDMARKS_OUT_OF_ORDER.value,
+                                                 QCFlag.LOW_LANDMARK_CONFIDENCE.value}
+    return {**values, "low_confidence_landmarks": [n for n in LANDMARKS if n in low],
+            "qc_flags": [f.value for f in QCFlag if f.value in flags] +
+            [f for f in values.get("qc_flags") or () if f not in {q.value for q in QCFlag}]}
 
 
 @dataclass(frozen=True)

@@ -171,5 +171,13 @@ def synthetic_sources(cohort_url: str, options: StorageOptions | None = None
         sources.append(SeriesSource(row.series_instance_uid, row.patient_id,
                                     tuple(prefix + f if prefix else f for f in files)))
     labels = gt.rename(columns={"series_instance_uid": "series_uid",
-                                "patient_id": "patient_key"})
+                                "patient_id": "patient_key"}).copy()
+    # a stepped series' *_slice counts acquired slices; training targets index the volume
+    # the reader makes (the truth grid, first_slice_z_mm + k * slice_step_mm)
+    stepped = labels["variable_spacing"].fillna(False).astype(bool) \
+        if "variable_spacing" in labels else pd.Series(False, index=labels.index)
+    for name in LANDMARKS:
+        on_grid = np.rint((labels[f"{name}_z_mm"] - labels["first_slice_z_mm"])
+                          / labels["slice_step_mm"])
+        labels.loc[stepped, f"{name}_slice"] = on_grid[stepped].astype(np.int64)
     return sources, labels[["series_uid", "patient_key", *LABEL_COLUMNS]].reset_index(drop=True)

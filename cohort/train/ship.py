@@ -36,13 +36,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShipRecipe:
-    synth: SynthConfig = field(default_factory=lambda: SynthConfig(patients=40, seed=7,
-                                                                   matrix=256, workers=0))
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(
+        patients=200, seed=7, matrix=256, workers=0, tilt_p=0.15, stepped_p=0.1))
     study: StudyConfig = field(default_factory=lambda: StudyConfig(
-        train=TrainConfig(model="small", epochs=6, patience=3, warmup_epochs=1, lr=1e-2,
-                          momentum=0.9, seed=0),
-        splits=SplitConfig(folds=5, seed=0), workers=1, cpus_per_worker=2,
-        model_input=ModelInputConfig(size=64)))
+        train=TrainConfig(model="small", optimizer="adamw", lr=5e-4, weight_decay=0.05,
+                          epochs=24, patience=24, warmup_epochs=1, target_sigma_mm=1.5,
+                          seed=0),
+        splits=SplitConfig(folds=5, seed=0), workers=1, cpus_per_worker=2, only_folds=(0,),
+        model_input=ModelInputConfig(size=64, fov_mm=128.0, crop="skull_base")))
 
 
 RECIPE = ShipRecipe()
@@ -56,7 +57,7 @@ def export_best(study_url: str, path: str, recipe: ShipRecipe = RECIPE,
         The metadata written.
     """
     best = None
-    for fold in range(recipe.study.splits.folds):
+    for fold in recipe.study.folds_run:
         data = read_bytes(join(study_url, "models", f"fold-{fold}.pt"), options)
         model, meta = load_checkpoint(io.BytesIO(data))
         if best is None or meta["best_val_mae"] < best[1]["best_val_mae"]:

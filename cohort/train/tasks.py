@@ -2,7 +2,11 @@
 build the network, batch cache rows, compute the loss, and score the validation split.
 
 * ``localization``: the DST's landmark head; loss = sum over landmarks of the cross-entropy
-  of each distribution over slices; validation metric = MAE in slices (lower is better).
+  of each distribution over slices against the true slice (the paper), or, with
+  ``target_sigma_mm`` > 0, against a Gaussian in millimetres around it (a neighbour of the
+  true slice is then a smaller mistake than a slice 20 mm away, and the width is the same
+  in the head whatever the slice thickness); validation metric = MAE in slices (lower is
+  better).
 * ``classification``: the class head of any `cohort.model.zoo` network (DST [CLS] or a 3-D
   CNN); loss = cross-entropy; validation metric = mean cross-entropy (lower is better; on
   small validation splits it separates checkpoints that accuracy scores alike). Cache rows
@@ -54,30 +58,74 @@ def collate(arrays: list[np.ndarray], tgts: list[np.ndarray], padding: str):
     return x, depths, y
 
 
+def _get(row, key: str, default):
+    return row.get(key, default) if isinstance(row, dict) else getattr(row, key, default)
+
+
+class LandmarkTargets:
+    """A batch's landmark targets: true slices (B, N), as padded, and slice spacing (B,) in
+    mm (for targets whose width is given in mm)."""
+
+    def __init__(self, slices: torch.Tensor, spacing_mm: torch.Tensor):
+        self.slices, self.spacing_mm = slices, spacing_mm
+
+    def to(self, device) -> LandmarkTargets:
+        return LandmarkTargets(self.slices.to(device), self.spacing_mm.to(device))
+
+
+def gaussian_targets(slices: torch.Tensor, spacing_mm: torch.Tensor, length: int,
+                     sigma_mm: float) -> torch.Tensor:
+    """(B, N, length) target distributions: a Gaussian of ``sigma_mm`` around each true slice
+    (in mm along depth, so narrower in slices on thick slices), normalised to sum to 1.
+    Padded positions are far from every true slice only when the caller masks them; the
+    loss does (see `soft_cross_entropy`)."""
+    k = torch.arange(length, device=slices.device, dtype=torch.float32)
+    d_mm = (k[None, None, :] - slices[..., None].float()) * spacing_mm[:, None, None].float()
+    w = torch.exp(-0.5 * (d_mm / sigma_mm) ** 2)
+    return w / w.sum(dim=-1, keepdim=True)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -sum target * log softmax(logits), where logits of -inf (padding)
+    count as probability 0 and their target weight is dropped (renormalised)."""
+    valid = torch.isfinite(logits)
+    target = torch.where(valid, target, torch.zeros_like(target))
+    target = target / target.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(torch.where(valid, target * logp, torch.zeros_like(logp))).sum(-1).mean()
+
+
 class LocalizationTask:
     """Six landmark distributions over the slices (the DST's localization head)."""
 
     metric = "val_mae"  # what early stopping minimises
     metric_text = "validation MAE %.3f slices (best %.3f)"
 
-    def __init__(self, model: str, max_len: int):
+    def __init__(self, model: str, max_len: int, target_sigma_mm: float = 0.0):
         self.model, self.max_len = model, max_len
+        self.target_sigma_mm = float(target_sigma_mm)
 
     def build(self) -> nn.Module:
         return build_model(self.model, max_len=self.max_len)
 
     def batch(self, arrays, rows, padding: str):
-        return collate(arrays, [targets(r) for r in rows], padding)
+        x, depths, y = collate(arrays, [targets(r) for r in rows], padding)
+        spacing = torch.tensor([float(_get(r, "slice_spacing_mm", 1.0) or 1.0) for r in rows])
+        return x, depths, LandmarkTargets(y, spacing)
 
-    def loss(self, out, y: torch.Tensor) -> torch.Tensor:
-        return sum(
-            F.cross_entropy(out.landmark_logits[:, j], y[:, j]) for j in range(len(LANDMARKS))
-        )
+    def loss(self, out, y: LandmarkTargets) -> torch.Tensor:
+        logits = out.landmark_logits  # (B, N, D)
+        if self.target_sigma_mm > 0:
+            soft = gaussian_targets(y.slices, y.spacing_mm, logits.shape[-1],
+                                    self.target_sigma_mm)
+            return sum(soft_cross_entropy(logits[:, j], soft[:, j])
+                       for j in range(len(LANDMARKS)))
+        return sum(F.cross_entropy(logits[:, j], y.slices[:, j]) for j in range(len(LANDMARKS)))
 
-    def validation_sums(self, out, y: torch.Tensor) -> list[float]:
+    def validation_sums(self, out, y: LandmarkTargets) -> list[float]:
         """[sum |error| in slices, exact hits, scan x landmark pairs]."""
         pred = out.landmark_logits.argmax(-1).cpu()
-        y = y.cpu()
+        y = y.slices.cpu()
         return [float((pred - y).abs().sum()), float((pred == y).sum()), float(y.numel())]
 
     def validation_metrics(self, sums: list[float]) -> dict[str, float]:
@@ -122,10 +170,10 @@ class ClassificationTask:
         zoo.save_checkpoint(path, net, best_val_loss=best, **meta)
 
 
-def make_task(task: str, model: str, max_len: int):
+def make_task(task: str, model: str, max_len: int, target_sigma_mm: float = 0.0):
     """The task object ``train_fold`` drives (see module)."""
     if task == "localization":
-        return LocalizationTask(model, max_len)
+        return LocalizationTask(model, max_len, target_sigma_mm)
     if task == "classification":
         return ClassificationTask(model, max_len)
     raise ConfigError(f"unknown training task {task!r}; choose from {', '.join(TASKS)}")

@@ -64,3 +64,41 @@ def test_depth_groups_bound_the_padding():
         d = [depths[i] for i in g]
         assert len(g) <= 3 and max(d) <= 1.25 * min(d)
     assert [depths[i] for i in groups[0]] == [40, 41, 44]
+
+
+def test_landmarks_come_back_in_anatomical_order_and_the_moved_ones_are_named(tmp_path):
+    """An untrained network's most probable slices are often out of order: the predictor
+    reports the most probable ordered ones and names the landmarks it moved; QC then
+    flags the series and counts those landmarks as low confidence."""
+    from cohort.anatomy import LANDMARK_KINDS, LANDMARKS, SIDES
+    from cohort.job.landmarks import _softmax
+    from cohort.quantify.qc import flag_reordered
+
+    path = tmp_path / "m.pt"
+    moved_seen = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        save_checkpoint(path, build_model("tiny").eval(), model_input={"size": 32})
+        rows = [_row(25, np.random.default_rng(seed + k)) for k in range(3)]
+        predictor = LandmarkPredictor(str(path), batch_size=3)
+        out = predictor(pd.DataFrame(rows))
+        logits = predictor.predict([unpack(r["model_input"])["x"] for r in rows])
+        for i, r in out.iterrows():
+            for side in SIDES:
+                k = [r[f"{side}_{kind}_slice"] for kind in LANDMARK_KINDS]
+                assert k[0] <= k[1] <= k[2]
+            top = _softmax(logits[i], predictor.temperatures).argmax(axis=1) * 2  # slice_index
+            moved = [n for j, n in enumerate(LANDMARKS) if r[f"{n}_slice"] != top[j]]
+            named = r["reordered_landmarks"] if isinstance(r["reordered_landmarks"], str) else ""
+            assert named == ",".join(moved)
+            moved_seen += bool(moved)
+    assert moved_seen  # the case happened
+    values = flag_reordered({"qc_flags": ["calcium_above_clinoid"],
+                             "low_confidence_landmarks": ["left_petrolingual"]},
+                            "right_petrolingual,right_anterior_clinoid")
+    assert values["qc_flags"] == ["low_landmark_confidence", "landmarks_out_of_order",
+                                  "calcium_above_clinoid"]
+    assert values["low_confidence_landmarks"] == [n for n in LANDMARKS if n in {
+        "left_petrolingual", "right_petrolingual", "right_anterior_clinoid"}]
+    assert flag_reordered({"qc_flags": []}, None) == {"qc_flags": []}
+    assert flag_reordered({"qc_flags": []}, float("nan")) == {"qc_flags": []}

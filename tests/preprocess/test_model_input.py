@@ -73,3 +73,49 @@ def test_a_stepped_volume_gives_every_slice_or_only_the_acquired_ones(stepped_co
     assert np.all(np.diff(native.slice_z_mm) > 0)
     with pytest.raises(ValueError, match="'volume' or 'native'"):
         ModelInputConfig(depth="resampled")
+
+
+def test_the_skull_base_crop_centres_on_the_cranium_not_on_the_neck():
+    """A cranium above a narrow neck placed far back: the skull-base field of view centres on
+    the cranium's centroid, ``anterior_mm`` forward (LPS: -y), whatever the neck does."""
+    vol = _volume(nk=40, centre=(5.0, 0.0))
+    arr = vol.array.copy()
+    grid = vol.grid
+    n = grid.shape[1]
+    jj, ii = np.mgrid[:n, :n]
+    x, y = grid.origin[0] + ii * 0.9, grid.origin[1] + jj * 0.9
+    neck = (x - 5.0) ** 2 + (y - 60.0) ** 2 <= 30**2
+    arr[:15] = -1024.0
+    arr[:15, neck] = 40.0  # 15 neck slices, centred 60 mm behind the cranium
+    vol = Volume(arr, grid, "1.2.3")
+    head = prepare(vol, ModelInputConfig())
+    base = prepare(vol, ModelInputConfig(crop="skull_base", fov_mm=128.0, size=64,
+                                         anterior_mm=12.0))
+    assert head.centre_mm[1] > 3.0  # the whole-head centroid is pulled towards the neck
+    assert base.centre_mm[0] == pytest.approx(5.0, abs=1.5)
+    assert base.centre_mm[1] == pytest.approx(-12.0, abs=1.5)
+    assert base.pixel_mm == pytest.approx(2.0) and base.array.shape[:2] == (64, 64)
+
+
+def test_the_skull_base_field_of_view_holds_every_landmark_of_synthetic_heads():
+    """Six synthetic heads (turned, shifted, some with the neck cut): every landmark's
+    in-plane point lies inside the 128 mm skull-base field of view, 10 mm from its edge."""
+    from cohort.anatomy import LANDMARK_KINDS, SIDES
+    from cohort.synth.series import synthesize_series
+
+    cfg = ModelInputConfig(crop="skull_base", fov_mm=128.0, size=64)
+    for index in range(6):
+        s = synthesize_series(2024, index, matrix=96, thickness_mm=5.0,
+                              neck_cut_p=0.5, render_scale=1)
+        vol = Volume(s.image.astype(np.float32), s.grid, "1.2.3")
+        cx, cy = prepare(vol, cfg).centre_mm
+        for side in SIDES:
+            for kind in LANDMARK_KINDS:
+                p = s.placement.to_world(s.phantom.landmark_point(side, kind))
+                assert abs(p[0] - cx) < 64 - 10 and abs(p[1] - cy) < 64 - 10, (index, side,
+                                                                                kind)
+
+
+def test_an_unknown_crop_is_refused():
+    with pytest.raises(Exception, match="crop must be one of head, skull_base"):
+        ModelInputConfig(crop="brain")

@@ -26,7 +26,8 @@ def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
     pd.DataFrame([{"landmark": "overall", "metric": "mae", "mean": 0.5, "std": 0.1,
                    "n_folds": 3, "synthetic": True}]).to_parquet(
         study / "tables" / "table2_summary.parquet")
-    recipe = replace(RECIPE, study=replace(RECIPE.study, splits=SplitConfig(folds=3)))
+    recipe = replace(RECIPE, study=replace(RECIPE.study, splits=SplitConfig(folds=3),
+                                           only_folds=()))
     out = tmp_path / "shipped.pt"
     meta = export_best(str(study), str(out), recipe)
     model, saved = load_checkpoint(out)
@@ -40,3 +41,27 @@ def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
     for k, v in model.state_dict().items():  # loaded back as float32, equal to float16 precision
         assert v.dtype == ref[k].dtype
         assert torch.allclose(v.float(), ref[k].float(), atol=1e-2, rtol=1e-2)
+
+
+def test_export_considers_only_the_folds_the_recipe_trains(tmp_path):
+    study = tmp_path / "study"
+    (study / "models").mkdir(parents=True)
+    (study / "tables").mkdir()
+    for fold, val in ((0, 0.9), (1, 0.4)):
+        buf = io.BytesIO()
+        save_checkpoint(buf, build_model("tiny"), best_val_mae=val, fold=fold,
+                        model_input={"size": 32}, temperatures={"x": 1.0})
+        (study / "models" / f"fold-{fold}.pt").write_bytes(buf.getvalue())
+    pd.DataFrame([{"landmark": "overall", "metric": "mae", "mean": 0.5, "std": 0.1,
+                   "n_folds": 1, "synthetic": True}]).to_parquet(
+        study / "tables" / "table2_summary.parquet")
+    recipe = replace(RECIPE, study=replace(RECIPE.study, splits=SplitConfig(folds=3),
+                                           only_folds=(0,)))
+    meta = export_best(str(study), str(tmp_path / "shipped.pt"), recipe)
+    assert meta["fold"] == 0  # fold 1 (better) is not part of this recipe's study
+
+
+def test_the_shipped_recipe_looks_at_the_skull_base():
+    mi = RECIPE.study.model_input
+    assert mi.crop == "skull_base" and mi.fov_mm / mi.size <= 2.0  # 2 mm pixels or finer
+    assert RECIPE.study.train.target_sigma_mm > 0 and RECIPE.synth.patients >= 150
