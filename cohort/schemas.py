@@ -221,6 +221,8 @@ SERIES = pa.schema(
     ]
     + [pa.field(f"{name}_slice", pa.int32()) for name in LANDMARKS]
     + [pa.field(f"{name}_z_mm", pa.float64()) for name in LANDMARKS]
+    # the model's confidence in the landmark: for current checkpoints the probability that
+    # the true slice is within one slice of it (older ones: of the reported slice itself)
     + [pa.field(f"{name}_prob", pa.float64()) for name in LANDMARKS]
     + [pa.field(f"{name}_mm3", pa.float64()) for name in SEGMENTS]
     + [pa.field(f"{name}_voxels", pa.int64()) for name in SEGMENTS]

@@ -7,6 +7,10 @@ carries temperatures (fitted on the validation split of its training fold); the 
 threshold fitted on that split (`cohort.train.calibration.fit_confidence_threshold`) goes on
 every predicted row as ``confidence_threshold``, null when the checkpoint carries none.
 
+A landmark's probability is what the checkpoint's threshold measures
+(`cohort.model.calibration.CONFIDENCE_MEASURES`): for models trained since Gaussian
+targets, the probability that the true slice lies within one slice of the reported one.
+
 Landmarks are the most probable slices that keep anatomical order on each side
 (`cohort.model.decoding.ordered_slices`); where a landmark's own most probable slice broke
 that order, the row names it in ``reordered_landmarks`` (comma-separated) and the QC flags
@@ -26,6 +30,7 @@ import torch
 from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError, ErrorCode
 from cohort.job.packing import unpack
+from cohort.model.calibration import landmark_confidence
 from cohort.model.decoding import ordered_slices
 from cohort.model.runtime import autocast, pick_device, set_threads
 from cohort.storage import StorageOptions
@@ -73,7 +78,11 @@ class LandmarkPredictor:
                 driver checked and records in the run manifest).
         """
         from cohort.job.checkpoint import local_copy, shipped_checkpoint
-        from cohort.model.calibration import temperatures_from_metadata, threshold_from_metadata
+        from cohort.model.calibration import (
+            confidence_measure,
+            temperatures_from_metadata,
+            threshold_from_metadata,
+        )
         from cohort.model.dst import load_checkpoint
 
         set_threads(threads)
@@ -92,6 +101,7 @@ class LandmarkPredictor:
         self.temperatures = (temperatures_from_metadata(temps) if temps
                              else np.ones(len(LANDMARKS)))
         self.confidence_threshold = threshold_from_metadata(meta.get("confidence_threshold"))
+        self.confidence = confidence_measure(meta.get("confidence_threshold"))
         if self.confidence_threshold is None:
             logger.warning("checkpoint %s carries no confidence threshold: the low-confidence "
                            "flag uses QuantifyConfig's fallback (rows: confidence_threshold "
@@ -149,10 +159,11 @@ class LandmarkPredictor:
             probs = _softmax(lg, self.temperatures)
             top, moved = ordered_slices(probs)
             cols["reordered_landmarks"][i] = ",".join(moved) or None
+            conf = landmark_confidence(probs, top, self.confidence)
             for n, name in enumerate(LANDMARKS):
                 cols[f"{name}_slice"][i] = int(p["slice_index"][top[n]])
                 cols[f"{name}_z_mm"][i] = float(p["slice_z_mm"][top[n]])
-                cols[f"{name}_prob"][i] = float(probs[n, top[n]])
+                cols[f"{name}_prob"][i] = float(conf[n])
         cols["confidence_threshold"] = [self.confidence_threshold if i in set(todo) else None
                                         for i in range(len(batch))]
         for k, v in cols.items():

@@ -71,6 +71,38 @@ def threshold_from_metadata(metadata: Mapping | None) -> float | None:
     return float(value)
 
 
+#: what a landmark's probability (``<landmark>_prob``) measures, as a checkpoint's confidence
+#: threshold names it: ``top1``, the probability of the reported slice (checkpoints of before
+#: Gaussian targets); ``within_1_slice``, the probability that the true slice lies within one
+#: slice of the reported one, i.e. that the landmark is right by Acc(tau=1)
+CONFIDENCE_MEASURES = ("top1", "within_1_slice")
+
+
+def confidence_measure(threshold_metadata: Mapping | None) -> str:
+    """The measure a checkpoint's threshold was fitted on (``top1`` when it does not say)."""
+    measure = (threshold_metadata or {}).get("confidence", "top1")
+    if measure not in CONFIDENCE_MEASURES:
+        raise ConfigError(f"checkpoint confidence threshold measures {measure!r}; this version "
+                          f"knows {', '.join(CONFIDENCE_MEASURES)}")
+    return measure
+
+
+def landmark_confidence(probabilities: np.ndarray, slices, measure: str = "top1") -> np.ndarray:
+    """(landmarks,) confidence of the chosen ``slices`` of one scan's (landmarks, depth)
+    probabilities, by ``measure`` (see `CONFIDENCE_MEASURES`)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    k = np.asarray(slices, dtype=np.int64)
+    if measure == "top1":
+        return p[np.arange(len(k)), k]
+    if measure == "within_1_slice":
+        c = np.cumsum(np.pad(p, ((0, 0), (1, 0))), axis=1)  # c[:, j] = sum p[:, :j]
+        hi = np.minimum(k + 2, p.shape[1])
+        lo = np.maximum(k - 1, 0)
+        return c[np.arange(len(k)), hi] - c[np.arange(len(k)), lo]
+    raise ValueError(f"unknown confidence measure {measure!r}; choose from "
+                     f"{', '.join(CONFIDENCE_MEASURES)}")
+
+
 def checked_temperatures(temperatures, n_marks: int) -> np.ndarray:
     """(landmarks,) float64 temperatures; a single value is used for every landmark."""
     temps = np.asarray(temperatures, dtype=np.float64).reshape(-1)

@@ -49,6 +49,7 @@ from cohort.anatomy import LANDMARKS
 from cohort.model.calibration import (
     apply_temperatures,
     checked_temperatures,
+    landmark_confidence,
 )
 from cohort.train.metrics import OVERALL
 
@@ -113,10 +114,42 @@ def fit_temperatures(logits_list: Sequence[np.ndarray], true_slices,
     return temperatures
 
 
+def temperatures_help(logits_list: Sequence[np.ndarray], true_slices,
+                      names: Sequence[str] = LANDMARKS) -> tuple[bool, dict]:
+    """Whether temperature scaling would improve probabilities on scans it was not fitted
+    on, judged within the validation split alone (two-fold cross-fitting: fit on half the
+    scans, score the NLL of the true slices on the other half, and swap).
+
+    Returns:
+        (helps, details): helps when the held-out NLL after scaling is below the one before;
+        details hold both NLLs and the scans used, for the checkpoint's metadata.
+    """
+    n = len(logits_list)
+    true = np.asarray(true_slices, dtype=np.int64)
+    if n < 4:
+        return False, {"scans": n, "reason": "fewer than 4 validation scans"}
+    halves = [np.arange(0, n, 2), np.arange(1, n, 2)]
+    before = after = 0.0
+    for fit_on, score_on in (halves, halves[::-1]):
+        temps = fit_temperatures([logits_list[i] for i in fit_on], true[fit_on], names=names)
+        padded, t = _padded_logits([logits_list[i] for i in score_on], true[score_on], names)
+        before += sum(_nll_per_scan(padded[m], t[:, m], 1.0).sum() for m in range(len(names)))
+        after += sum(_nll_per_scan(padded[m], t[:, m], temps[m]).sum()
+                     for m in range(len(names)))
+    pairs = n * len(names)
+    details = {"scans": n, "held_out_nll_before": float(before / pairs),
+               "held_out_nll_after": float(after / pairs)}
+    return bool(after < before), details
+
+
 # --- confidence threshold for the QC flag ----------------------------------------------------
 
-#: how the threshold is chosen, as stored in a checkpoint's metadata
+#: how the threshold is chosen, as stored in a checkpoint's metadata: Youden's J on the
+#: validation split, or "more_likely_wrong": 0.5 on a confidence that is itself the
+#: probability of being right (``within_1_slice``), so that a flagged landmark is, by the
+#: calibrated model's own account, more likely wrong than right
 THRESHOLD_CRITERION = "youden_j"
+THRESHOLD_CRITERIA = ("youden_j", "more_likely_wrong")
 
 
 @dataclass(frozen=True)
@@ -131,10 +164,12 @@ class ConfidenceThreshold:
     right_flagged: float  # share of the right ones below the value (NaN without any)
     wrong_flagged: float  # share of the wrong ones below the value (NaN without any)
     criterion: str = THRESHOLD_CRITERION
+    confidence: str = "top1"  # the measure it applies to (cohort.model.calibration)
 
     def to_metadata(self) -> dict:
         """Plain Python values, for a checkpoint's metadata (``weights_only=True``)."""
         return {"value": float(self.value), "criterion": self.criterion,
+                "confidence": self.confidence,
                 "right_within_slices": int(self.right_within_slices),
                 "n_right": int(self.n_right), "n_wrong": int(self.n_wrong),
                 "right_flagged": float(self.right_flagged),
@@ -185,8 +220,10 @@ def youden_threshold(confidence, right) -> float:
 
 def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slices,
                              right_within_slices: int = 1,
-                             names: Sequence[str] = LANDMARKS) -> ConfidenceThreshold:
-    """The QC threshold on the calibrated top-1 probability (see module), for all landmarks.
+                             names: Sequence[str] = LANDMARKS, *,
+                             confidence: str = "top1",
+                             criterion: str = THRESHOLD_CRITERION) -> ConfidenceThreshold:
+    """The QC threshold on a calibrated confidence (see module), for all landmarks.
 
     Args:
         probabilities_list: one (landmarks, depth) array of calibrated probabilities per
@@ -194,18 +231,28 @@ def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slic
         true_slices: (scans, landmarks) true slice indices.
         right_within_slices: a prediction is right when within this many slices of the truth.
         names: the landmarks, in the order of the arrays' first axis.
+        confidence: what is thresholded (`cohort.model.calibration.CONFIDENCE_MEASURES`).
+        criterion: `THRESHOLD_CRITERIA`; ``more_likely_wrong`` needs ``within_1_slice``.
     """
     if right_within_slices < 0:
         raise ValueError(f"right_within_slices must be >= 0, got {right_within_slices}")
-    conf, hit = _top1(probabilities_list, true_slices, names, within=right_within_slices)
+    if criterion not in THRESHOLD_CRITERIA:
+        raise ValueError(f"unknown threshold criterion {criterion!r}; choose from "
+                         f"{', '.join(THRESHOLD_CRITERIA)}")
+    if criterion == "more_likely_wrong" and confidence != "within_1_slice":
+        raise ValueError("the more_likely_wrong criterion thresholds a probability of being "
+                         "right: use confidence='within_1_slice'")
+    conf, hit = _top1(probabilities_list, true_slices, names, within=right_within_slices,
+                      measure=confidence)
     conf, hit = conf.reshape(-1), hit.reshape(-1)
-    value = youden_threshold(conf, hit)
+    value = 0.5 if criterion == "more_likely_wrong" else youden_threshold(conf, hit)
     flagged = conf < value
     return ConfidenceThreshold(
         value=value, right_within_slices=right_within_slices,
         n_right=int(hit.sum()), n_wrong=int((~hit).sum()),
         right_flagged=float(flagged[hit].mean()) if hit.any() else float("nan"),
-        wrong_flagged=float(flagged[~hit].mean()) if (~hit).any() else float("nan"))
+        wrong_flagged=float(flagged[~hit].mean()) if (~hit).any() else float("nan"),
+        criterion=criterion, confidence=confidence)
 
 
 # --- calibration error -----------------------------------------------------------------------
@@ -332,9 +379,11 @@ def _nll(z: np.ndarray, true: np.ndarray, temperature: float) -> float:
 
 
 def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
-          names: Sequence[str], within: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(scans, landmarks) top-1 confidence and whether the argmax is within ``within``
-    slices of the true slice (0: is the true slice)."""
+          names: Sequence[str], within: int = 0, measure: str = "top1"
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(scans, landmarks) confidence of the argmax (by ``measure``, top-1 probability by
+    default) and whether the argmax is within ``within`` slices of the true slice (0: is the
+    true slice)."""
     n_scans, n_marks = len(probabilities_list), len(names)
     true = np.asarray(true_slices, dtype=np.int64)
     if true.shape != (n_scans, n_marks):
@@ -351,6 +400,6 @@ def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
             raise ValueError(f"scan {s}: a true slice of {true[s].tolist()} lies outside its "
                              f"{p.shape[1]} slices")
         pred = np.argmax(p, axis=1)
-        conf[s] = p[np.arange(n_marks), pred]
+        conf[s] = landmark_confidence(p, pred, measure)
         hit[s] = np.abs(pred - true[s]) <= within
     return conf, hit

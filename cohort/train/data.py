@@ -176,8 +176,9 @@ def synthetic_sources(cohort_url: str, options: StorageOptions | None = None
     # the reader makes (the truth grid, first_slice_z_mm + k * slice_step_mm)
     stepped = labels["variable_spacing"].fillna(False).astype(bool) \
         if "variable_spacing" in labels else pd.Series(False, index=labels.index)
-    for name in LANDMARKS:
+    for name in LANDMARKS if stepped.any() else ():
+        col = f"{name}_slice"
         on_grid = np.rint((labels[f"{name}_z_mm"] - labels["first_slice_z_mm"])
                           / labels["slice_step_mm"])
-        labels.loc[stepped, f"{name}_slice"] = on_grid[stepped].astype(np.int64)
+        labels.loc[stepped, col] = on_grid[stepped].astype(labels[col].dtype)
     return sources, labels[["series_uid", "patient_key", *LABEL_COLUMNS]].reset_index(drop=True)

@@ -34,6 +34,7 @@ from cohort.train.calibration import (
     calibration_report,
     fit_confidence_threshold,
     fit_temperatures,
+    temperatures_help,
 )
 from cohort.train.data import load_input, targets
 from cohort.train.loop import TrainConfig, train_fold
@@ -42,6 +43,11 @@ from cohort.train.tables import predictions_table, write_tables
 from cohort.train.tasks import collate
 
 logger = logging.getLogger(__name__)
+
+
+#: how a study fits the QC threshold of its models: the probability that a landmark is
+#: right (within one slice), flagged below one half (`cohort.train.calibration`)
+THRESHOLD = {"confidence": "within_1_slice", "criterion": "more_likely_wrong"}
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,54 @@ def predict(model: DepthSequenceTransformer, rows: pd.DataFrame, cache_url: str,
     return out
 
 
+def evaluate_fold(model: DepthSequenceTransformer, meta: dict, fold: int, index: pd.DataFrame,
+                  splits: pd.DataFrame, cache_url: str, out_url: str, config: StudyConfig,
+                  options: StorageOptions | None = None, *, synthetic: bool
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibrate a fold's best model on its validation split, predict its test split once,
+    and write ``models/fold-<f>.pt``; return the fold's test predictions and calibration
+    report (temperatures' effect on test NLL and ECE, whether they were kept or not).
+
+    Temperatures are fitted on the validation split and kept only when two-fold
+    cross-fitting within that split says they lower the NLL on scans they were not fitted
+    on (`temperatures_help`); else the model ships uncalibrated (T = 1). The QC threshold is
+    fitted on the probabilities the model ships with (`THRESHOLD`).
+    """
+    val = fold_rows(index, splits, fold, "validation")
+    test = fold_rows(index, splits, fold, "test")
+    val_true = np.stack([targets(r) for r in val.to_dict("records")])
+    val_logits = predict(model, val, cache_url, options)
+    fitted = fit_temperatures(val_logits, val_true)
+    helps, calibration_check = temperatures_help(val_logits, val_true)
+    temps = fitted if helps else np.ones(len(fitted))
+    if not helps:
+        logger.info("fold %d: temperature scaling does not lower the held-out validation "
+                    "NLL (%s): the model ships uncalibrated", fold, calibration_check)
+    threshold = fit_confidence_threshold(
+        [apply_temperatures(lg, temps) for lg in val_logits], val_true, **THRESHOLD)
+    logger.info("fold %d: confidence threshold %.3f flags %.0f%% of %d wrong and %.0f%% "
+                "of %d right validation landmarks", fold, threshold.value,
+                100 * threshold.wrong_flagged, threshold.n_wrong,
+                100 * threshold.right_flagged, threshold.n_right)
+    test_logits = predict(model, test, cache_url, options)
+    test_true = np.stack([targets(r) for r in test.to_dict("records")])
+    predictions = predictions_table(
+        fold, list(test["series_uid"]), list(test["patient_key"]),
+        [apply_temperatures(lg, temps) for lg in test_logits], test_true,
+        list(test["slice_spacing_mm"]), synthetic=synthetic)
+    calibration = calibration_report(test_logits, test_true, fitted).assign(
+        fold=fold, kept=helps)
+    buf = io.BytesIO()
+    save_checkpoint(buf, model, **meta, fold=fold, synthetic=synthetic,
+                    temperatures=temperatures_to_metadata(temps),
+                    calibration={"temperature_scaling": helps, **calibration_check},
+                    confidence_threshold=threshold.to_metadata(),
+                    model_input=asdict(config.model_input))
+    write_bytes(join(out_url, "models", f"fold-{fold}.pt"), buf.getvalue(), options)
+    logger.info("fold %d done: %d test scans", fold, len(test))
+    return predictions, calibration
+
+
 def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyConfig,
               options: StorageOptions | None = None, *, synthetic: bool) -> dict[str, str]:
     """Train and evaluate every fold; write models, predictions and tables.
@@ -180,30 +234,9 @@ def run_study(index: pd.DataFrame, cache_url: str, out_url: str, config: StudyCo
     predictions, calibration = [], []
     for fold in config.folds_run:
         model, meta = run_fold(fold, index, splits, cache_url, out_url, config, options)
-        val = fold_rows(index, splits, fold, "validation")
-        test = fold_rows(index, splits, fold, "test")
-        val_true = np.stack([targets(r) for r in val.to_dict("records")])
-        val_logits = predict(model, val, cache_url, options)
-        temps = fit_temperatures(val_logits, val_true)
-        threshold = fit_confidence_threshold(
-            [apply_temperatures(lg, temps) for lg in val_logits], val_true)
-        logger.info("fold %d: confidence threshold %.3f flags %.0f%% of %d wrong and %.0f%% "
-                    "of %d right validation landmarks", fold, threshold.value,
-                    100 * threshold.wrong_flagged, threshold.n_wrong,
-                    100 * threshold.right_flagged, threshold.n_right)
-        test_logits = predict(model, test, cache_url, options)
-        test_true = np.stack([targets(r) for r in test.to_dict("records")])
-        predictions.append(predictions_table(
-            fold, list(test["series_uid"]), list(test["patient_key"]),
-            [apply_temperatures(lg, temps) for lg in test_logits], test_true,
-            list(test["slice_spacing_mm"]), synthetic=synthetic))
-        calibration.append(calibration_report(test_logits, test_true, temps).assign(fold=fold))
-        buf = io.BytesIO()
-        save_checkpoint(buf, model, **meta, fold=fold, synthetic=synthetic,
-                        temperatures=temperatures_to_metadata(temps),
-                        confidence_threshold=threshold.to_metadata(),
-                        model_input=asdict(config.model_input))
-        write_bytes(join(out_url, "models", f"fold-{fold}.pt"), buf.getvalue(), options)
-        logger.info("fold %d done: %d test scans", fold, len(test))
+        pred, cal = evaluate_fold(model, meta, fold, index, splits, cache_url, out_url, config,
+                                  options, synthetic=synthetic)
+        predictions.append(pred)
+        calibration.append(cal)
     return write_tables(join(out_url, "tables"), pd.concat(predictions, ignore_index=True),
                         calibration=pd.concat(calibration, ignore_index=True), options=options)

@@ -69,7 +69,10 @@ SUMMARY_SCHEMA = pa.schema([
 ABLATION_SCHEMA = pa.schema([("variant", pa.string())] + list(SUMMARY_SCHEMA))
 CALIBRATION_SCHEMA = pa.schema(
     [("fold", pa.int64()), ("landmark", pa.string()), ("n", pa.int64())]
-    + [(c, pa.float64()) for c in CALIBRATION_COLUMNS[2:]] + [("synthetic", pa.bool_())])
+    + [(c, pa.float64()) for c in CALIBRATION_COLUMNS[2:]]
+    # whether the fold's model ships with these temperatures (they lowered the NLL on
+    # validation scans they were not fitted on) or without (T = 1)
+    + [("kept", pa.bool_()), ("synthetic", pa.bool_())])
 
 METRIC_LABELS: dict[str, str] = {
     "mae_slices": "MAE (slices)", "mae_mm": "MAE (mm)", "top1": "Top-1", "top2": "Top-2",
@@ -333,6 +336,8 @@ def write_tables(out_url: str, predictions: pd.DataFrame, *,
                                        "Ablations, all landmarks pooled, mean ± std over folds")
     if calibration is not None:
         calibration = calibration.assign(synthetic=synthetic)
+        if "kept" not in calibration:
+            calibration = calibration.assign(kept=True)
         parquet["calibration"] = (calibration, CALIBRATION_SCHEMA)
         markdown["calibration"] = (calibration, "Calibration of the localization head "
                                                 "(temperature scaling), per fold")

@@ -124,8 +124,13 @@ def test_every_fold_checkpoint_carries_the_threshold_fitted_on_its_validation_sp
         true = np.stack([targets(r) for r in val.to_dict("records")])
         temps = temperatures_from_metadata(meta["temperatures"])
         again = fit_confidence_threshold(
-            [apply_temperatures(lg, temps) for lg in predict(model, val, cache)], true)
+            [apply_temperatures(lg, temps) for lg in predict(model, val, cache)], true,
+            **study.THRESHOLD)
         assert meta["confidence_threshold"] == pytest.approx(again.to_metadata(), nan_ok=True)
+        assert meta["confidence_threshold"]["confidence"] == "within_1_slice"
+        # temperatures ship only when cross-fitting on validation says they help
+        if not meta["calibration"]["temperature_scaling"]:
+            assert (temps == 1.0).all()
         assert again.n_right + again.n_wrong == 6 * len(val)
 
 
@@ -176,3 +181,46 @@ def test_refit_writes_the_threshold_and_keeps_the_weights_bit_identical(tmp_path
     assert {k: v for k, v in after["meta"].items() if k != "confidence_threshold"} == raw["meta"]
     for k, v in raw["state_dict"].items():
         assert after["state_dict"][k].dtype == v.dtype and torch.equal(after["state_dict"][k], v)
+
+
+def test_within_one_slice_confidence_and_the_more_likely_wrong_criterion():
+    from cohort.model.calibration import landmark_confidence
+
+    p = np.array([[0.1, 0.2, 0.4, 0.2, 0.1], [0.6, 0.3, 0.1, 0.0, 0.0]])
+    assert np.allclose(landmark_confidence(p, [2, 0], "within_1_slice"), [0.8, 0.9])
+    assert np.allclose(landmark_confidence(p, [2, 0], "top1"), [0.4, 0.6])
+    true = np.array([[10] * 6, [10] * 6])
+    # scan 0 spreads each landmark over 3 slices around its peak; scan 1 is unsure
+    probs = []
+    for peak_mass, peaks in ((0.9, [10, 11, 9, 10, 10, 10]), (0.3, [10, 14, 10, 6, 10, 10])):
+        q = np.full((6, 20), (1 - peak_mass) / 17)
+        for m, k in enumerate(peaks):
+            q[m, k - 1:k + 2] = peak_mass * np.array([0.25, 0.5, 0.25])
+        probs.append(q / q.sum(axis=1, keepdims=True))
+    t = fit_confidence_threshold(probs, true, confidence="within_1_slice",
+                                 criterion="more_likely_wrong")
+    assert t.value == 0.5 and t.to_metadata()["confidence"] == "within_1_slice"
+    assert t.wrong_flagged == 1.0 and t.right_flagged == pytest.approx(4 / 10)
+    with pytest.raises(ValueError, match="within_1_slice"):
+        fit_confidence_threshold(probs, true, criterion="more_likely_wrong")
+
+
+def test_temperatures_are_kept_only_when_they_help_on_held_out_validation_scans():
+    from cohort.train.calibration import temperatures_help
+
+    rng = np.random.default_rng(0)
+    true = rng.integers(5, 25, size=(40, 6))
+
+    def logits(scale):
+        z = rng.normal(0, 1, (40, 6, 30))
+        for s in range(40):  # a sharp peak, on the true slice 60% of the time
+            peak = np.where(rng.random(6) < 0.6, true[s], rng.integers(0, 30, 6))
+            z[s, np.arange(6), peak] += 3.0
+        return [scale * z[s] for s in range(40)]
+
+    helps, details = temperatures_help(logits(5.0), true)  # far too sure: T > 1 helps
+    assert helps and details["held_out_nll_after"] < details["held_out_nll_before"]
+    helps, details = temperatures_help(logits(1.0), true)  # about right already
+    assert details["scans"] == 40
+    assert helps == (details["held_out_nll_after"] < details["held_out_nll_before"])
+    assert temperatures_help(logits(1.0)[:3], true[:3])[0] is False  # too few scans
