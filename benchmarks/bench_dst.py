@@ -9,7 +9,11 @@
   cores;
 * the same at 256 x 256 in-plane for one depth, to show memory follows depth, not in-plane
   size beyond the encoder;
-* on a GPU, if present: latency and peak CUDA memory per 128 x 128 x 64 volume in bf16.
+* on a GPU, if present: latency and peak CUDA memory per 128 x 128 x 64 volume in bf16;
+* ``--inputs``: what the shipped model's input costs per volume, old against new: preparing
+  it from a read 512 x 512 volume (`cohort.preprocess.model_input.prepare`: the whole head at
+  240 mm, against the skull base at 128 mm, both 64 x 64) and the small model's forward pass
+  on it, as ratios to the old input measured in the same run.
 Inputs are random tensors: compute does not depend on content. Counts are those of
 `cohort.model.compute` (attention included, see there).
 """
@@ -51,13 +55,55 @@ def counts(name: str) -> tuple[float, float]:
     return count_parameters(model) / 1e6, count_macs(model, torch.randn(1, 1, 128, 128, 64)) / 1e9
 
 
+def input_cost(repeats: int = 3) -> None:
+    """Per-volume cost of the old (whole head, 240 mm) and new (skull base, 128 mm) model
+    input at 64 x 64: preparation from a 512 x 512 synthetic volume, and inference."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from cohort.model.dst import build_model
+    from cohort.preprocess.model_input import ModelInputConfig, prepare
+    from cohort.read.volume import Volume
+    from cohort.synth.series import synthesize_series
+
+    s = synthesize_series(11, 0, matrix=512, thickness_mm=2.5)
+    vol = Volume(s.image.astype(np.float32), s.grid, "1.2.3")
+    model = build_model("small").eval()
+    configs = {"old: head, 240 mm": ModelInputConfig(size=64, fov_mm=240.0),
+               "new: skull base, 128 mm": ModelInputConfig(size=64, fov_mm=128.0,
+                                                           crop="skull_base")}
+    print(f"\nModel input per volume (512 x 512 x {vol.grid.shape[0]} slices of 2.5 mm, "
+          f"SYNTHETIC), {torch.get_num_threads()} threads, best of {repeats}")
+    base = None
+    for label, cfg in configs.items():
+        prep = infer = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mi = prepare(vol, cfg)
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                model(torch.from_numpy(mi.array)[None, None])
+            t2 = time.perf_counter()
+            prep, infer = min(prep, t1 - t0), min(infer, t2 - t1)
+        base = base or (prep, infer)
+        print(f"  {label:24s} prepare {prep:6.3f} s ({prep / base[0]:.2f}x)  inference "
+              f"{infer:6.3f} s ({infer / base[1]:.2f}x)  pixel {cfg.fov_mm / cfg.size:.2f} mm")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["paper", "small"])
     ap.add_argument("--depths", nargs="+", type=int, default=[64, 128, 256, 512])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     ap.add_argument("--quick", action="store_true", help="depths 64 and 128 only, batch 1")
+    ap.add_argument("--inputs", action="store_true",
+                    help="only the old-against-new model input cost per volume")
     args = ap.parse_args()
+    if args.inputs:
+        input_cost()
+        return
     if args.quick:
         args.depths, args.batches = [64, 128], [1]
     import torch

@@ -5,9 +5,11 @@ A run's ``series`` table against a landmark truth table (a synthetic cohort's
 ``<landmark>_slice`` columns, optionally ``<landmark>_z_mm``). One row per series and
 landmark (`landmark_errors`), then per acquisition group (`agreement_by_acquisition`):
 
-* MAE in slices (acquired slices: the predicted slice against the true one) and in mm
-  (predicted slice z against the true z, where the truth has it), Top-1 (the true slice),
-  Acc(tau=1) (within one slice);
+* MAE in slices (acquired slices: the predicted slice against the true one); the z error in
+  mm (the predicted slice's z against the true z of the anatomical event, where the truth
+  has it: a perfect slice still errs by up to half a slice step, so this is what the
+  landmark is worth in the head, across thicknesses); Top-1 (the true slice); Acc(tau=1)
+  (within one slice);
 * what the ``low_confidence`` flag is worth: the share of landmarks flagged, and how often a
   flagged landmark and an unflagged one is wrong (more than one slice off).
 
@@ -134,7 +136,7 @@ def agreement_by_acquisition(errors: pd.DataFrame,
 
 def to_markdown(table: pd.DataFrame, *, synthetic: bool) -> str:
     """The by-acquisition table as Markdown, labelled SYNTHETIC when it is."""
-    head = ("| group | series | landmarks | MAE (slices) | MAE (mm) | Top-1 | Acc(tau=1) | "
+    head = ("| group | series | landmarks | MAE (slices) | z error (mm) | Top-1 | Acc(tau=1) | "
             "flagged | wrong if flagged | wrong if not flagged |")
     lines = [f"Landmark agreement by acquisition{' (SYNTHETIC data)' if synthetic else ''}",
              "", head, "|" + " --- |" * 10]

@@ -211,7 +211,8 @@ def evaluate_fold(model: DepthSequenceTransformer, meta: dict, fold: int, index:
     save_checkpoint(buf, model, **meta, fold=fold, synthetic=synthetic,
                     temperatures=temperatures_to_metadata(temps),
                     calibration={"temperature_scaling": helps, **calibration_check},
-                    confidence_threshold=threshold.to_metadata(),
+                    confidence_threshold={**threshold.to_metadata(), "fitted_on": (
+                        f"validation split of fold {fold} ({len(val)} scans)")},
                     model_input=asdict(config.model_input))
     write_bytes(join(out_url, "models", f"fold-{fold}.pt"), buf.getvalue(), options)
     logger.info("fold %d done: %d test scans", fold, len(test))

@@ -126,7 +126,9 @@ def test_every_fold_checkpoint_carries_the_threshold_fitted_on_its_validation_sp
         again = fit_confidence_threshold(
             [apply_temperatures(lg, temps) for lg in predict(model, val, cache)], true,
             **study.THRESHOLD)
-        assert meta["confidence_threshold"] == pytest.approx(again.to_metadata(), nan_ok=True)
+        assert meta["confidence_threshold"] == pytest.approx(
+            {**again.to_metadata(), "fitted_on": f"validation split of fold {fold} "
+                                                 f"({len(val)} scans)"}, nan_ok=True)
         assert meta["confidence_threshold"]["confidence"] == "within_1_slice"
         # temperatures ship only when cross-fitting on validation says they help
         if not meta["calibration"]["temperature_scaling"]:
