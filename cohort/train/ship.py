@@ -46,7 +46,7 @@ class ShipRecipe:
         patients=200, seed=7, matrix=256, workers=0, tilt_p=0.15, stepped_p=0.1))
     study: StudyConfig = field(default_factory=lambda: StudyConfig(
         train=TrainConfig(model="small", optimizer="adamw", lr=5e-4, weight_decay=0.05,
-                          epochs=12, patience=12, warmup_epochs=1, target_sigma_mm=1.5,
+                          epochs=20, patience=20, warmup_epochs=1, target_sigma_mm=1.5,
                           seed=0),
         splits=SplitConfig(folds=5, seed=0), workers=1, cpus_per_worker=2, only_folds=(0,),
         model_input=ModelInputConfig(size=64, fov_mm=128.0, crop="skull_base")))

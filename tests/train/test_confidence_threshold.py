@@ -141,9 +141,14 @@ def test_the_shipped_checkpoint_carries_its_threshold():
     assert info.confidence_threshold is not None and 0 < info.confidence_threshold < 1
     meta = torch.load(shipped_checkpoint(), weights_only=True)["meta"]
     entry = meta["confidence_threshold"]
-    assert entry["criterion"] == "youden_j" and entry["right_within_slices"] == 1
-    # fold 1's validation split of the recipe: 10 scans x 6 landmarks
-    assert entry["n_right"] + entry["n_wrong"] == 60 and "fold 1" in entry["fitted_on"]
+    # the probability of being right (within one slice), flagged below one half
+    assert entry["criterion"] == "more_likely_wrong" and entry["right_within_slices"] == 1
+    assert entry["confidence"] == "within_1_slice" and entry["value"] == 0.5
+    # fitted on the validation split of the fold it was trained on: every landmark of it
+    scans = int(entry["fitted_on"].split("(")[1].split()[0])
+    assert entry["n_right"] + entry["n_wrong"] == 6 * scans >= 6 * 20
+    assert f"fold {meta['fold']}" in entry["fitted_on"]
+    assert meta["calibration"]["scans"] == scans  # the calibration was judged on it too
     assert threshold_from_metadata(entry) == info.confidence_threshold
     # the weights are float16, as exported
     assert all(v.dtype in (torch.float16, torch.int64)
