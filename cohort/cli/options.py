@@ -91,7 +91,7 @@ def add_training_options(p, train, splits, *, threads: int, workers: int) -> Non
     p.add_argument("--batch-size", type=int, default=train.batch_size,
                    help="volumes per worker step (default %(default)s)")
     p.add_argument("--lr", type=float, default=train.lr,
-                   help="SGD learning rate (default %(default)g; the paper: 2e-3)")
+                   help="learning rate (default %(default)g; the paper: 2e-3 with SGD)")
     p.add_argument("--momentum", type=float, default=train.momentum,
                    help="SGD momentum (default %(default)g)")
     p.add_argument("--patience", type=int, default=train.patience,

@@ -56,6 +56,21 @@ def add_parser(sub) -> None:
     loc.add_argument("--input-size", type=int, default=d.model_input.size,
                      help="model pixels per side in-plane (default %(default)s; stored in the "
                           "models)")
+    loc.add_argument("--crop", choices=("head", "skull_base"), default=d.model_input.crop,
+                     help="centre of the in-plane field of view: the whole head, or the skull "
+                          "base where the landmarks lie (default %(default)s; the shipped "
+                          "recipe: skull_base)")
+    loc.add_argument("--fov-mm", type=float, default=d.model_input.fov_mm,
+                     help="in-plane field of view in mm (default %(default)g; the shipped "
+                          "recipe: 128 with --crop skull_base)")
+    loc.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.train.optimizer,
+                     help="sgd (the paper's) or adamw (the shipped recipe's; default "
+                          "%(default)s)")
+    loc.add_argument("--weight-decay", type=float, default=d.train.weight_decay,
+                     help="(default %(default)g; the shipped recipe: 0.05 with adamw)")
+    loc.add_argument("--target-sigma-mm", type=float, default=d.train.target_sigma_mm,
+                     help="0: cross-entropy on the true slice (the paper); > 0: Gaussian "
+                          "targets of this width in mm (the shipped recipe: 1.5)")
     add_training_options(loc, d.train, d.splits, threads=d.cpus_per_worker,
                          workers=d.workers)
     loc.set_defaults(handler=handle_localization)
@@ -78,12 +93,14 @@ def handle_localization(args: argparse.Namespace) -> str:
 
     config = StudyConfig(
         train=TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, momentum=args.momentum,
+                          lr=args.lr, momentum=args.momentum, optimizer=args.optimizer,
+                          weight_decay=args.weight_decay,
+                          target_sigma_mm=args.target_sigma_mm,
                           warmup_epochs=args.warmup_epochs, patience=args.patience,
                           seed=args.seed),
         splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
         use_gpu=args.gpus, cpus_per_worker=args.threads,
-        model_input=ModelInputConfig(size=args.input_size))
+        model_input=ModelInputConfig(size=args.input_size, crop=args.crop, fov_mm=args.fov_mm))
     return train_localization(args.data, args.out, config, labels_url=args.labels,
                               ablations=tuple(args.ablations),
                               options=storage_options(args.s3_endpoint))

@@ -33,7 +33,7 @@ from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_b
 from cohort.train.calibration import (
     calibration_report,
     fit_confidence_threshold,
-    fit_temperatures,
+    fit_shared_temperature,
     temperatures_help,
 )
 from cohort.train.data import load_input, targets
@@ -45,9 +45,10 @@ from cohort.train.tasks import collate
 logger = logging.getLogger(__name__)
 
 
-#: how a study fits the QC threshold of its models: the probability that a landmark is
-#: right (within one slice), flagged below one half (`cohort.train.calibration`)
-THRESHOLD = {"confidence": "within_1_slice", "criterion": "more_likely_wrong"}
+#: how a study fits the QC threshold of its models: on the probability that a landmark is
+#: right (within one slice), the largest threshold whose flags are wrong at least half the
+#: time on the validation split (`cohort.train.calibration`)
+THRESHOLD = {"confidence": "within_1_slice", "criterion": "flagged_mostly_wrong"}
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ def evaluate_fold(model: DepthSequenceTransformer, meta: dict, fold: int, index:
     and write ``models/fold-<f>.pt``; return the fold's test predictions and calibration
     report (temperatures' effect on test NLL and ECE, whether they were kept or not).
 
-    Temperatures are fitted on the validation split and kept only when two-fold
+    One temperature for all six landmarks is fitted on the validation split (six overfit a
+    few dozen scans) and kept only when two-fold
     cross-fitting within that split says they lower the NLL on scans they were not fitted
     on (`temperatures_help`); else the model ships uncalibrated (T = 1). The QC threshold is
     fitted on the probabilities the model ships with (`THRESHOLD`).
@@ -187,8 +189,9 @@ def evaluate_fold(model: DepthSequenceTransformer, meta: dict, fold: int, index:
     test = fold_rows(index, splits, fold, "test")
     val_true = np.stack([targets(r) for r in val.to_dict("records")])
     val_logits = predict(model, val, cache_url, options)
-    fitted = fit_temperatures(val_logits, val_true)
-    helps, calibration_check = temperatures_help(val_logits, val_true)
+    fitted = fit_shared_temperature(val_logits, val_true)
+    helps, calibration_check = temperatures_help(val_logits, val_true,
+                                                 fit=fit_shared_temperature)
     temps = fitted if helps else np.ones(len(fitted))
     if not helps:
         logger.info("fold %d: temperature scaling does not lower the held-out validation "

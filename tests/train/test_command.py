@@ -4,6 +4,7 @@ import duckdb
 import pytest
 
 from cohort.cli import main
+from cohort.model.dst import load_checkpoint
 from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 
@@ -15,8 +16,16 @@ def test_train_localization_command_writes_tables_ii_iv_and_v(tmp_path, ray_loca
                     str(data))
     out = tmp_path / "study"
     code = main(["train", "localization", "--data", str(data), "--out", str(out), "--model",
-                 "tiny", "--folds", "2", "--epochs", "1", "--ablations", "blocks_0"])
+                 "tiny", "--folds", "2", "--epochs", "1", "--ablations", "blocks_0",
+                 "--crop", "skull_base", "--fov-mm", "128", "--optimizer", "adamw",
+                 "--lr", "5e-4", "--target-sigma-mm", "1.5"])
     assert code == 0
+    # the recipe's options reach the models: input, optimizer, targets, validation curve
+    _, meta = load_checkpoint(out / "models" / "fold-0.pt")
+    assert meta["model_input"]["crop"] == "skull_base" and meta["model_input"]["fov_mm"] == 128
+    assert meta["train_config"]["optimizer"] == "adamw"
+    assert meta["train_config"]["target_sigma_mm"] == 1.5
+    assert [h["epoch"] for h in meta["history"]] == [0] and "val_mae" in meta["history"][0]
     printed = capsys.readouterr().out
     assert "SYNTHETIC localization study: 6 series, 6 patients, 2 folds" in printed
     tables = out / "tables"

@@ -22,8 +22,10 @@ from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.train import study
 from cohort.train.calibration import (
+    FLAG_FLOOR,
     ConfidenceThreshold,
     fit_confidence_threshold,
+    mostly_wrong_threshold,
     youden_threshold,
 )
 from cohort.train.data import build_cache, synthetic_sources, targets
@@ -141,9 +143,10 @@ def test_the_shipped_checkpoint_carries_its_threshold():
     assert info.confidence_threshold is not None and 0 < info.confidence_threshold < 1
     meta = torch.load(shipped_checkpoint(), weights_only=True)["meta"]
     entry = meta["confidence_threshold"]
-    # the probability of being right (within one slice), flagged below one half
-    assert entry["criterion"] == "more_likely_wrong" and entry["right_within_slices"] == 1
-    assert entry["confidence"] == "within_1_slice" and entry["value"] == 0.5
+    # the probability of being right (within one slice), flagged where the validation split
+    # showed flags wrong at least half the time, never below the floor
+    assert entry["criterion"] == "flagged_mostly_wrong" and entry["right_within_slices"] == 1
+    assert entry["confidence"] == "within_1_slice" and entry["value"] >= FLAG_FLOOR
     # fitted on the validation split of the fold it was trained on: every landmark of it
     scans = int(entry["fitted_on"].split("(")[1].split()[0])
     assert entry["n_right"] + entry["n_wrong"] == 6 * scans >= 6 * 20
@@ -231,3 +234,20 @@ def test_temperatures_are_kept_only_when_they_help_on_held_out_validation_scans(
     assert details["scans"] == 40
     assert helps == (details["held_out_nll_after"] < details["held_out_nll_before"])
     assert temperatures_help(logits(1.0)[:3], true[:3])[0] is False  # too few scans
+
+
+def test_the_mostly_wrong_threshold_keeps_flags_right_more_often_than_not():
+    # sorted: 0.1 w, 0.2 r, 0.3 w, 0.4 w, 0.5 r, 0.6 r, 0.9 r: below 0.2: 1/1 wrong;
+    # below 0.3: 1/2; below 0.4: 2/3; below 0.5: 3/4; below 0.6: 3/5; below 0.9: 3/6 -> 0.9
+    conf = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    right = [True, False, True, False, False, True, True]
+    t = mostly_wrong_threshold(conf, right)
+    assert t == 0.9
+    flagged = np.array(conf) < t
+    assert (~np.array(right))[flagged].mean() >= 0.5
+    assert mostly_wrong_threshold([0.1, 0.5, 0.6], [True, True, False]) == 0.0  # none
+    assert mostly_wrong_threshold([0.2, 0.4], [False, False]) > 0.4  # all wrong: flag all
+    probs = [_peaked(20, [10] * 6, [0.2, 0.9, 0.9, 0.9, 0.9, 0.9])]
+    fit = fit_confidence_threshold(probs, np.array([[10] * 6]), confidence="within_1_slice",
+                                   criterion="flagged_mostly_wrong")
+    assert fit.value == FLAG_FLOOR  # nothing wrong to learn from: the floor
