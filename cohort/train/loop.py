@@ -52,6 +52,9 @@ class TrainConfig:
     #: localization targets: 0 = cross-entropy on the true slice (the paper); > 0 = a
     #: Gaussian of this width in mm around it (see cohort.train.tasks)
     target_sigma_mm: float = 0.0
+    #: fine-tuning: a checkpoint (path or URL; "{fold}" becomes the fold) whose weights
+    #: start the training instead of a fresh initialisation
+    init_weights: str | None = None
     grad_clip: float = 5.0
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
     patience: int = 10  # epochs without a better validation metric before stopping
@@ -81,6 +84,17 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                            nesterov=cfg.nesterov and cfg.momentum > 0,
                            weight_decay=cfg.weight_decay)
+
+
+def initial_weights(url: str, options: StorageOptions | None) -> dict:
+    """The float32 state dict of a checkpoint to fine-tune from (``weights_only`` load)."""
+    import io
+
+    from cohort.model.zoo import load_checkpoint
+    from cohort.storage import read_bytes
+
+    net, _ = load_checkpoint(io.BytesIO(read_bytes(url, options)))
+    return {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -148,6 +162,9 @@ def train_fold(config: dict) -> None:
     device = ray.train.torch.get_device()
     task = make_task(cfg.task, cfg.model, cfg.max_len, cfg.target_sigma_mm)
     net = task.build()
+    if cfg.init_weights:  # a resumed run overwrites these with its own below
+        net.load_state_dict(initial_weights(cfg.init_weights.format(fold=config.get("fold")),
+                                            options))
     padding = padding_of(net)
     model = ray.train.torch.prepare_model(net)
     opt = make_optimizer(model.parameters(), cfg)

@@ -119,7 +119,7 @@ def run_fold(fold: int, index: pd.DataFrame, splits: pd.DataFrame, cache_url: st
 
     train = fold_rows(index, splits, fold, "train")
     val = fold_rows(index, splits, fold, "validation")
-    loop_config = {"train": asdict(config.train), "cache_url": cache_url,
+    loop_config = {"train": asdict(config.train), "cache_url": cache_url, "fold": fold,
                    "storage": asdict(options) if options else None,
                    "threads": config.cpus_per_worker,
                    "log_level": logging.getLogger("cohort").getEffectiveLevel()}

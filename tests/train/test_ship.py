@@ -1,5 +1,6 @@
 """Exporting the shipped checkpoint: the best fold on validation, float16, labelled."""
 
+import copy
 import io
 from dataclasses import replace
 
@@ -65,3 +66,32 @@ def test_the_shipped_recipe_looks_at_the_skull_base():
     mi = RECIPE.study.model_input
     assert mi.crop == "skull_base" and mi.fov_mm / mi.size <= 2.0  # 2 mm pixels or finer
     assert RECIPE.study.train.target_sigma_mm > 0 and RECIPE.synth.patients >= 150
+
+
+def test_fine_tuning_starts_from_the_first_stage_weights_of_its_fold(tmp_path):
+    from cohort.train.loop import TrainConfig, initial_weights
+
+    torch.manual_seed(3)
+    first = build_model("tiny")
+    for fold in (0, 1):
+        save_checkpoint(tmp_path / f"fold-{fold}.pt",
+                        copy.deepcopy(first).half() if fold else first, best_val_mae=0.5)
+    cfg = TrainConfig(model="tiny", init_weights=str(tmp_path / "fold-{fold}.pt"))
+    weights = initial_weights(cfg.init_weights.format(fold=1), None)
+    fresh = build_model("tiny")
+    fresh.load_state_dict(weights)  # float16 on disk, float32 to train
+    for k, v in fresh.state_dict().items():
+        assert v.dtype == first.state_dict()[k].dtype
+        assert torch.allclose(v.float(), first.state_dict()[k].float(), atol=1e-2)
+
+
+def test_the_recipe_keeps_its_second_stage_only_when_validation_says_so(tmp_path):
+    from cohort.train.ship import _best_val_mae
+
+    for name, val in (("a", 0.6), ("b", 0.4)):
+        (tmp_path / name / "models").mkdir(parents=True)
+        save_checkpoint(tmp_path / name / "models" / "fold-0.pt", build_model("tiny"),
+                        best_val_mae=val)
+    assert _best_val_mae(str(tmp_path / "a"), RECIPE, None) == 0.6
+    assert _best_val_mae(str(tmp_path / "b"), RECIPE, None) == 0.4
+    assert RECIPE.finetune is None  # the second stage tried did not help (docs/landmarks.md)
