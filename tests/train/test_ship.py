@@ -12,12 +12,14 @@ from cohort.train.ship import RECIPE, export_best
 from cohort.train.splits import SplitConfig
 
 
-def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
+def _study(tmp_path, val_mae: dict[int, float]):
+    """A finished study folder: one tiny fold model per fold with its validation MAE, and
+    a Table II summary; returns the folder and the models."""
     study = tmp_path / "study"
     (study / "models").mkdir(parents=True)
     (study / "tables").mkdir()
     models = {}
-    for fold, val in ((0, 0.9), (1, 0.4), (2, 0.7)):
+    for fold, val in val_mae.items():
         torch.manual_seed(fold)
         models[fold] = build_model("tiny")
         buf = io.BytesIO()
@@ -25,8 +27,13 @@ def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
                         model_input={"size": 32}, temperatures={"x": 1.0})
         (study / "models" / f"fold-{fold}.pt").write_bytes(buf.getvalue())
     pd.DataFrame([{"landmark": "overall", "metric": "mae", "mean": 0.5, "std": 0.1,
-                   "n_folds": 3, "synthetic": True}]).to_parquet(
+                   "n_folds": len(val_mae), "synthetic": True}]).to_parquet(
         study / "tables" / "table2_summary.parquet")
+    return study, models
+
+
+def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
+    study, models = _study(tmp_path, {0: 0.9, 1: 0.4, 2: 0.7})
     recipe = replace(RECIPE, study=replace(RECIPE.study, splits=SplitConfig(folds=3),
                                            only_folds=()))
     out = tmp_path / "shipped.pt"
@@ -45,17 +52,7 @@ def test_export_picks_the_best_validation_fold_and_labels_it(tmp_path):
 
 
 def test_export_considers_only_the_folds_the_recipe_trains(tmp_path):
-    study = tmp_path / "study"
-    (study / "models").mkdir(parents=True)
-    (study / "tables").mkdir()
-    for fold, val in ((0, 0.9), (1, 0.4)):
-        buf = io.BytesIO()
-        save_checkpoint(buf, build_model("tiny"), best_val_mae=val, fold=fold,
-                        model_input={"size": 32}, temperatures={"x": 1.0})
-        (study / "models" / f"fold-{fold}.pt").write_bytes(buf.getvalue())
-    pd.DataFrame([{"landmark": "overall", "metric": "mae", "mean": 0.5, "std": 0.1,
-                   "n_folds": 1, "synthetic": True}]).to_parquet(
-        study / "tables" / "table2_summary.parquet")
+    study, _ = _study(tmp_path, {0: 0.9, 1: 0.4})
     recipe = replace(RECIPE, study=replace(RECIPE.study, splits=SplitConfig(folds=3),
                                            only_folds=(0,)))
     meta = export_best(str(study), str(tmp_path / "shipped.pt"), recipe)
