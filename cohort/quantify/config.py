@@ -50,6 +50,12 @@ class QuantifyConfig:
     # left and right landmarks of one kind more than this far apart (mm, along the slice
     # normal) are implausible: the sides differ by a few mm, head roll adds up to ~8 mm
     max_side_gap_mm: float = 15.0
+    # consecutive landmarks of a side (canal -> petrolingual, petrolingual -> clinoid) closer
+    # or farther apart than this (mm, along the slice normal, widened by one slice step for
+    # the slices' own quantisation) are not an anatomy but a misplaced landmark: the petrous
+    # and cavernous ICA each rise about 10-20 mm (the phantoms: 14 +- 1.8 and 15.5 +- 1.8 mm,
+    # at least 9 and 10); both landmarks of such a pair are listed as low confidence
+    landmark_gap_mm: tuple[float, float] = (5.0, 30.0)
     # calcium more than this far above a side's anterior clinoid: beyond the supraclinoid
     # ICA, which ends ~10-15 mm above the clinoid at the terminal bifurcation
     max_above_clinoid_mm: float = 20.0
@@ -74,6 +80,10 @@ class QuantifyConfig:
                 0.0 <= self.min_landmark_probability <= 1.0):
             raise ConfigError(f"min_landmark_probability must lie in 0-1, got "
                               f"{self.min_landmark_probability}")
+        lo, hi = self.landmark_gap_mm
+        if not 0 <= lo < hi:
+            raise ConfigError(f"landmark_gap_mm must be (low, high) mm with 0 <= low < high, got "
+                              f"{self.landmark_gap_mm}")
         for name in ("max_side_gap_mm", "max_above_clinoid_mm", "max_below_canal_mm"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be a distance >= 0 mm, got {getattr(self, name)}")

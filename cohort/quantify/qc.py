@@ -39,6 +39,11 @@ class QCFlag(StrEnum):
     # the calcium mask is missing or unusable: landmarks kept, segment volumes not computed
     # (the mask_* code and why are in error_code / error_detail)
     MASK_PROBLEM = "mask_problem"
+    # consecutive landmarks of a side closer or farther apart than any anatomy
+    # (QuantifyConfig.landmark_gap_mm): one of them is misplaced; both are listed as low
+    # confidence, so a landmark far from the anatomy it names is flagged even when the
+    # model was sure of it
+    LANDMARK_GAP_IMPLAUSIBLE = "landmark_gap_implausible"
 
 
 #: where a row's low-confidence threshold came from (``with_model_threshold``)
@@ -86,6 +91,25 @@ def low_confidence(probabilities: Mapping[str, float | None] | None,
     return tuple(out)
 
 
+def implausible_landmarks(landmarks: Mapping[str, int], spacing_mm: float,
+                          config: QuantifyConfig) -> tuple[str, ...]:
+    """Landmarks in a pair of consecutive landmarks of one side (canal -> petrolingual,
+    petrolingual -> clinoid) whose distance along the slice normal lies outside
+    ``config.landmark_gap_mm`` widened by one slice step (a landmark may sit a slice off
+    either way), in the order of `LANDMARKS`. The pair is judged on its sorted slices, so
+    landmarks merely out of order are left to that flag."""
+    lo, hi = config.landmark_gap_mm
+    out: set[str] = set()
+    for side in SIDES:
+        names = [f"{side}_{kind}" for kind in LANDMARK_KINDS]
+        order = sorted(names, key=lambda n: landmarks[n])
+        for a, b in zip(order, order[1:], strict=False):
+            gap = (landmarks[b] - landmarks[a]) * spacing_mm
+            if gap < lo - spacing_mm or gap > hi + spacing_mm:
+                out.update((a, b))
+    return tuple(n for n in LANDMARKS if n in out)
+
+
 def qc_flags(summary: CalciumSummary, landmarks: Mapping[str, int],
              low_confidence_landmarks: tuple[str, ...], config: QuantifyConfig) -> tuple[str, ...]:
     """Every flag that applies, in the order of `QCFlag`."""
@@ -93,6 +117,8 @@ def qc_flags(summary: CalciumSummary, landmarks: Mapping[str, int],
     if low_confidence_landmarks:
         raised.add(QCFlag.LOW_LANDMARK_CONFIDENCE)
     spacing = summary.slice_spacing_mm
+    if implausible_landmarks(landmarks, spacing, config):
+        raised.add(QCFlag.LANDMARK_GAP_IMPLAUSIBLE)
     for side_code, side in enumerate(SIDES):
         bounds = side_landmarks(landmarks, side)
         if not in_order(bounds):

@@ -126,6 +126,33 @@ def test_low_confidence_flag_and_names(grid, side_of, landmarks, blank):
     assert quantify(summary, landmarks, probabilities=probs).qc_flags == ()
 
 
+def test_implausible_landmark_gaps_are_flagged_and_named(grid, side_of, landmarks, blank):
+    summary = summarise_calcium(*blank, grid, side_of)  # 2 mm slices, 10 of them
+    probs = dict.fromkeys(landmarks, 0.9)
+    # consecutive landmarks 2 slices = 4 mm apart: within 5 mm less one slice step
+    assert quantify(summary, landmarks, probabilities=probs).qc_flags == ()
+    strict = QuantifyConfig(landmark_gap_mm=(6.5, 30.0))  # 4 mm < 6.5 - 2
+    result = quantify(summary, landmarks, strict, probabilities=probs)
+    assert result.qc_flags == ("low_landmark_confidence", "landmark_gap_implausible")
+    assert result.low_confidence_landmarks == tuple(landmarks)  # every pair, both sides
+    # the right clinoid 1 slice = 2 mm above its ligament: closer than 5 - 2 = 3 mm
+    close = {**landmarks, "right_anterior_clinoid": 5}
+    result = quantify(summary, close, probabilities=probs)
+    assert result.low_confidence_landmarks == ("right_petrolingual", "right_anterior_clinoid")
+    # a clinoid far too high (here with a 6 mm ceiling): its pair is named, the model's
+    # confidence notwithstanding
+    far = QuantifyConfig(landmark_gap_mm=(1.0, 6.0))
+    result = quantify(summary, {**landmarks, "left_anterior_clinoid": 9}, far,
+                      probabilities=probs)  # 4 slices = 8 mm <= 6 + 2: plausible
+    assert result.low_confidence_landmarks == ()
+    result = quantify(summary, {**landmarks, "left_anterior_clinoid": 9},
+                      QuantifyConfig(landmark_gap_mm=(1.0, 5.9)), probabilities=probs)
+    assert result.low_confidence_landmarks == ("left_petrolingual", "left_anterior_clinoid")
+    assert "landmark_gap_implausible" in result.qc_flags
+    with pytest.raises(ConfigError, match="landmark_gap_mm"):
+        QuantifyConfig(landmark_gap_mm=(10.0, 5.0))
+
+
 def test_left_right_gap_in_mm_uses_the_slice_spacing(grid, side_of, landmarks, blank):
     summary = summarise_calcium(*blank, grid, side_of)
     # the sides are 1 slice = 2 mm apart for every landmark kind
