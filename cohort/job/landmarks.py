@@ -11,10 +11,12 @@ A landmark's probability is what the checkpoint's threshold measures
 (`cohort.model.calibration.CONFIDENCE_MEASURES`): for models trained since Gaussian
 targets, the probability that the true slice lies within one slice of the reported one.
 
-Landmarks are the most probable slices that keep anatomical order on each side
-(`cohort.model.decoding.ordered_slices`); where a landmark's own most probable slice broke
-that order, the row names it in ``reordered_landmarks`` (comma-separated) and the QC flags
-it (`cohort.job.finish`).
+Landmarks are chosen as the checkpoint's decoding says (`cohort.model.decoding`: with
+the shipped model, the mean of the plain and the left-right mirrored pass, moved by the
+location offsets measured on held-out scans, and the slices of least expected error) and
+keep anatomical order on each side (`cohort.model.decoding.ordered_slices`); where a
+landmark's own best slice broke that order, the row names it in ``reordered_landmarks``
+(comma-separated) and the QC flags it (`cohort.job.finish`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError, ErrorCode
 from cohort.job.packing import unpack
 from cohort.model.calibration import landmark_confidence
-from cohort.model.decoding import ordered_slices
+from cohort.model.decoding import MIRRORED, LandmarkDecoding, combine, ordered_slices
 from cohort.model.runtime import autocast, pick_device, set_threads
 from cohort.storage import StorageOptions
 
@@ -102,6 +104,7 @@ class LandmarkPredictor:
                              else np.ones(len(LANDMARKS)))
         self.confidence_threshold = threshold_from_metadata(meta.get("confidence_threshold"))
         self.confidence = confidence_measure(meta.get("confidence_threshold"))
+        self.decoding = LandmarkDecoding.from_metadata(meta.get("decoding"))
         if self.confidence_threshold is None:
             logger.warning("checkpoint %s carries no confidence threshold: the low-confidence "
                            "flag uses QuantifyConfig's fallback (rows: confidence_threshold "
@@ -109,8 +112,9 @@ class LandmarkPredictor:
         self.batch_size = max(1, batch_size)
         logger.info("landmark model %s on %s", model.cfg.name, self.device)
 
-    def predict(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """(H, W, D_b) inputs -> per volume (6, D_b) logits, in batches of similar depth."""
+    def predict(self, arrays: list[np.ndarray], mirror: bool = False) -> list[np.ndarray]:
+        """(H, W, D_b) inputs -> per volume (6, D_b) logits, in batches of similar depth.
+        ``mirror``: of the inputs mirrored left-right, rows back in `LANDMARKS` order."""
         out: list[np.ndarray | None] = [None] * len(arrays)
         left = self.model.cfg.padding == "left"
         for idx in depth_groups([a.shape[-1] for a in arrays], self.batch_size):
@@ -122,14 +126,25 @@ class LandmarkPredictor:
                 start = d_max - d if left else 0
                 x[b, 0, :, :, start:start + d] = torch.from_numpy(arrays[i].astype(np.float32))
             depths = torch.tensor([arrays[i].shape[-1] for i in idx])
+            if mirror:
+                x = torch.flip(x, dims=[3])  # columns run along x: left <-> right
             with torch.no_grad(), autocast(self.device):
                 logits = self.model(x.to(self.device), depths.to(self.device)).landmark_logits
             logits = logits.float().cpu().numpy()
+            if mirror:
+                logits = logits[:, list(MIRRORED)]
             for b, i in enumerate(idx):
                 d = arrays[i].shape[-1]
                 start = d_max - d if left else 0
                 out[i] = logits[b, :, start:start + d]
         return out  # type: ignore[return-value]
+
+    def _both(self, arrays: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Per volume, the plain logits and, when the decoding mirrors, the mirrored ones."""
+        plain = self.predict(arrays)
+        mirrored = self.predict(arrays, mirror=True) if self.decoding.mirror else [None] * len(
+            arrays)
+        return list(zip(plain, mirrored, strict=True))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         t0 = time.perf_counter()
@@ -139,12 +154,12 @@ class LandmarkPredictor:
                 if st == "ok" and mi is not None]
         packed = [unpack(batch["model_input"].iloc[i]) for i in todo]
         try:
-            logits = self.predict([p["x"] for p in packed]) if packed else []
+            logits = self._both([p["x"] for p in packed]) if packed else []
         except Exception:  # noqa: BLE001  (find the series at fault; never fail the batch)
             logits, kept = [], []
             for i, p in zip(todo, packed, strict=True):
                 try:
-                    logits.append(self.predict([p["x"]])[0])
+                    logits.append(self._both([p["x"]])[0])
                     kept.append((i, p))
                 except Exception as e:  # noqa: BLE001
                     logger.exception("inference failed for row %d", i)
@@ -155,9 +170,13 @@ class LandmarkPredictor:
         cols: dict[str, list] = {f"{n}_{c}": [None] * len(batch) for n in LANDMARKS
                                  for c in ("slice", "z_mm", "prob")}
         cols["reordered_landmarks"] = [None] * len(batch)
-        for i, p, lg in zip(todo, packed, logits, strict=True):
-            probs = _softmax(lg, self.temperatures)
-            top, moved = ordered_slices(probs)
+        for i, p, (lg, mlg) in zip(todo, packed, logits, strict=True):
+            z = np.asarray(p["slice_z_mm"], dtype=np.float64)
+            spacing = float(np.median(np.abs(np.diff(z)))) if len(z) > 1 else 0.0
+            probs = combine(_softmax(lg, self.temperatures),
+                            None if mlg is None else _softmax(mlg, self.temperatures),
+                            spacing, self.decoding)
+            top, moved = ordered_slices(probs, self.decoding.rule)
             cols["reordered_landmarks"][i] = ",".join(moved) or None
             conf = landmark_confidence(probs, top, self.confidence)
             for n, name in enumerate(LANDMARKS):

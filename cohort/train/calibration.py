@@ -259,20 +259,33 @@ def youden_threshold(confidence, right) -> float:
 FLAG_FLOOR = 0.3
 
 
-def mostly_wrong_threshold(confidence, right) -> float:
-    """The largest threshold t (one of the scores, or 0) such that the scores below t are
-    wrong at least half the time: flag below it and a flag is right more often than not on
-    these data. 0 (flags nothing) when even the lowest score is right."""
+#: how sure the data must make us that flagged landmarks are wrong more often than not: the
+#: one-sided lower bound, at this level, of the wrong fraction among them (Jeffreys interval
+#: of a binomial) must exceed 1/2. 2 of 2 wrong pass (bound 0.55), 3 of 4 do not (0.43):
+#: thresholds are fitted on the few wrong landmarks of a good model, and a threshold that
+#: is mostly-wrong by luck on them is not on the next cohort
+FLAG_EVIDENCE = 0.9
+
+
+def mostly_wrong_threshold(confidence, right, evidence: float = FLAG_EVIDENCE) -> float:
+    """The largest threshold t (one of the scores, or 0) such that the landmarks scoring
+    below t are, with ``evidence`` confidence, wrong more often than not (see
+    `FLAG_EVIDENCE`): flag below it and a flag is right more often than not. 0 (flags
+    nothing) where no threshold gives that evidence."""
+    from scipy.stats import beta
+
     conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
     wrong = ~np.asarray(right, dtype=bool).reshape(-1)
     order = np.argsort(conf, kind="stable")
     c, w = conf[order], wrong[order]
-    best = 0.0
     cum_wrong = np.cumsum(w)
+    n = np.arange(1, len(c) + 1)
+    sure = beta.ppf(1 - evidence, cum_wrong + 0.5, n - cum_wrong + 0.5) > 0.5  # flag n lowest
+    best = 0.0
     for i in range(1, len(c)):  # flag the i lowest: threshold = c[i] (strictly below)
-        if c[i] > c[i - 1] and cum_wrong[i - 1] * 2 >= i:
+        if c[i] > c[i - 1] and sure[i - 1]:
             best = float(c[i])
-    if len(c) and cum_wrong[-1] * 2 >= len(c):
+    if len(c) and sure[-1]:
         best = float(c[-1]) + 1e-12
     return min(best, 1.0)
 
@@ -281,7 +294,8 @@ def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slic
                              right_within_slices: int = 1,
                              names: Sequence[str] = LANDMARKS, *,
                              confidence: str = "top1",
-                             criterion: str = THRESHOLD_CRITERION) -> ConfidenceThreshold:
+                             criterion: str = THRESHOLD_CRITERION,
+                             chosen_slices=None) -> ConfidenceThreshold:
     """The QC threshold on a calibrated confidence (see module), for all landmarks.
 
     Args:
@@ -292,6 +306,8 @@ def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slic
         names: the landmarks, in the order of the arrays' first axis.
         confidence: what is thresholded (`cohort.model.calibration.CONFIDENCE_MEASURES`).
         criterion: `THRESHOLD_CRITERIA`; ``more_likely_wrong`` needs ``within_1_slice``.
+        chosen_slices: (scans, landmarks) the slices the decoding reports
+            (`cohort.model.decoding`); None: each distribution's argmax.
     """
     if right_within_slices < 0:
         raise ValueError(f"right_within_slices must be >= 0, got {right_within_slices}")
@@ -302,7 +318,7 @@ def fit_confidence_threshold(probabilities_list: Sequence[np.ndarray], true_slic
         raise ValueError("the more_likely_wrong criterion thresholds a probability of being "
                          "right: use confidence='within_1_slice'")
     conf, hit = _top1(probabilities_list, true_slices, names, within=right_within_slices,
-                      measure=confidence)
+                      measure=confidence, chosen=chosen_slices)
     conf, hit = conf.reshape(-1), hit.reshape(-1)
     if criterion == "more_likely_wrong":
         value = 0.5
@@ -443,11 +459,11 @@ def _nll(z: np.ndarray, true: np.ndarray, temperature: float) -> float:
 
 
 def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
-          names: Sequence[str], within: int = 0, measure: str = "top1"
+          names: Sequence[str], within: int = 0, measure: str = "top1", chosen=None
           ) -> tuple[np.ndarray, np.ndarray]:
-    """(scans, landmarks) confidence of the argmax (by ``measure``, top-1 probability by
-    default) and whether the argmax is within ``within`` slices of the true slice (0: is the
-    true slice)."""
+    """(scans, landmarks) confidence of the argmax, or of the ``chosen`` slices (by
+    ``measure``, top-1 probability by default) and whether it is within ``within`` slices of
+    the true slice (0: is the true slice)."""
     n_scans, n_marks = len(probabilities_list), len(names)
     true = np.asarray(true_slices, dtype=np.int64)
     if true.shape != (n_scans, n_marks):
@@ -463,7 +479,7 @@ def _top1(probabilities_list: Sequence[np.ndarray], true_slices,
         if not (0 <= true[s]).all() or not (true[s] < p.shape[1]).all():
             raise ValueError(f"scan {s}: a true slice of {true[s].tolist()} lies outside its "
                              f"{p.shape[1]} slices")
-        pred = np.argmax(p, axis=1)
+        pred = np.argmax(p, axis=1) if chosen is None else np.asarray(chosen[s], dtype=np.int64)
         conf[s] = landmark_confidence(p, pred, measure)
         hit[s] = np.abs(pred - true[s]) <= within
     return conf, hit

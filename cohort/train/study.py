@@ -27,6 +27,7 @@ from cohort.model.calibration import (
     apply_temperatures,
     temperatures_to_metadata,
 )
+from cohort.model.decoding import MIRRORED
 from cohort.model.dst import DepthSequenceTransformer, save_checkpoint
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
@@ -159,15 +160,19 @@ def _arrow_fs(fs):
 
 
 def predict(model: DepthSequenceTransformer, rows: pd.DataFrame, cache_url: str,
-            options: StorageOptions | None = None) -> list[np.ndarray]:
-    """Per scan, the (6, D) landmark logits of ``model`` (one volume at a time)."""
+            options: StorageOptions | None = None, mirror: bool = False) -> list[np.ndarray]:
+    """Per scan, the (6, D) landmark logits of ``model`` (one volume at a time); ``mirror``:
+    of the volume mirrored left-right, rows back in `LANDMARKS` order (as the job does)."""
     model.eval()
     out = []
     with torch.no_grad():
         for row in rows.to_dict("records"):
             x, depths, _ = collate([load_input(cache_url, row["path"], options)],
                                    [targets(row)], model.cfg.padding)
-            out.append(model(x, depths).landmark_logits[0].numpy())
+            if mirror:
+                x = torch.flip(x, dims=[3])
+            logits = model(x, depths).landmark_logits[0].float().numpy()
+            out.append(logits[list(MIRRORED)] if mirror else logits)
     return out
 
 

@@ -102,3 +102,36 @@ def test_landmarks_come_back_in_anatomical_order_and_the_moved_ones_are_named(tm
         "left_petrolingual", "right_petrolingual", "right_anterior_clinoid"}]
     assert flag_reordered({"qc_flags": []}, None) == {"qc_flags": []}
     assert flag_reordered({"qc_flags": []}, float("nan")) == {"qc_flags": []}
+
+
+def test_the_checkpoints_decoding_mirror_offsets_and_median_is_what_the_job_reports(tmp_path):
+    from cohort.anatomy import LANDMARKS
+    from cohort.job.landmarks import _softmax
+    from cohort.model.calibration import landmark_confidence
+    from cohort.model.decoding import MIRRORED, LandmarkDecoding, combine, ordered_slices
+
+    torch.manual_seed(3)
+    path = tmp_path / "m.pt"
+    decoding = LandmarkDecoding(mirror=True, rule="median", fitted_on="a test",
+                                offsets_mm={"mid": {n: 1.0 for n in LANDMARKS}})
+    save_checkpoint(path, build_model("tiny").eval(), model_input={"size": 32},
+                    decoding=decoding.to_metadata(),
+                    confidence_threshold={"value": 0.3, "confidence": "within_1_slice"})
+    rng = np.random.default_rng(5)
+    rows = [_row(d, rng) for d in (20, 26)]
+    predictor = LandmarkPredictor(str(path), batch_size=2)
+    assert predictor.decoding == decoding
+    out = predictor(pd.DataFrame(rows))
+    for i, r in enumerate(rows):
+        x = unpack(r["model_input"])["x"]
+        plain = predictor.predict([x])[0]
+        mirrored = predictor.predict([x], mirror=True)[0]
+        # the mirrored pass is the plain pass of the mirrored volume, sides swapped back
+        flipped = predictor.predict([np.ascontiguousarray(x[:, ::-1])])[0]
+        assert np.allclose(mirrored, flipped[list(MIRRORED)], atol=1e-5)
+        probs = combine(_softmax(plain, predictor.temperatures),
+                        _softmax(mirrored, predictor.temperatures), 2.5, decoding)
+        top, _ = ordered_slices(probs, "median")
+        assert [out.iloc[i][f"{n}_slice"] for n in LANDMARKS] == (top * 2).tolist()
+        conf = landmark_confidence(probs, top, "within_1_slice")
+        assert np.allclose([out.iloc[i][f"{n}_prob"] for n in LANDMARKS], conf)

@@ -238,15 +238,26 @@ def test_temperatures_are_kept_only_when_they_help_on_held_out_validation_scans(
 
 def test_the_mostly_wrong_threshold_keeps_flags_right_more_often_than_not():
     # sorted: 0.1 w, 0.2 r, 0.3 w, 0.4 w, 0.5 r, 0.6 r, 0.9 r: below 0.2: 1/1 wrong;
-    # below 0.3: 1/2; below 0.4: 2/3; below 0.5: 3/4; below 0.6: 3/5; below 0.9: 3/6 -> 0.9
+    # below 0.3: 1/2; below 0.4: 2/3; below 0.5: 3/4; below 0.6: 3/5; below 0.9: 3/6:
+    # mostly wrong, but never with 90% evidence (3 of 4: lower bound 0.43) -> flag nothing
     conf = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     right = [True, False, True, False, False, True, True]
+    assert mostly_wrong_threshold(conf, right) == 0.0
+    # without the evidence rule (level 0.5: the bound is about the median) 3/6 passes
+    assert mostly_wrong_threshold(conf, right, evidence=0.5) >= 0.5
+    # twelve wrong among the 15 lowest, then right ones: flagged up to where it stays sure
+    rng = np.random.default_rng(0)
+    conf = np.sort(rng.random(40))
+    right = np.ones(40, dtype=bool)
+    right[:15] = False
+    right[[2, 7, 11]] = True
     t = mostly_wrong_threshold(conf, right)
-    assert t == 0.9
-    flagged = np.array(conf) < t
-    assert (~np.array(right))[flagged].mean() >= 0.5
+    flagged = conf < t
+    assert flagged.sum() >= 15 and (~right)[flagged].mean() > 0.5
+    assert not (conf[flagged.sum()] < t)  # the next one up is not flagged
     assert mostly_wrong_threshold([0.1, 0.5, 0.6], [True, True, False]) == 0.0  # none
-    assert mostly_wrong_threshold([0.2, 0.4], [False, False]) > 0.4  # all wrong: flag all
+    assert mostly_wrong_threshold([0.2, 0.4], [False, False]) > 0.4  # 2 of 2 wrong: flag both
+    assert mostly_wrong_threshold([0.2], [False]) == 0.0  # one is no evidence
     probs = [_peaked(20, [10] * 6, [0.2, 0.9, 0.9, 0.9, 0.9, 0.9])]
     fit = fit_confidence_threshold(probs, np.array([[10] * 6]), confidence="within_1_slice",
                                    criterion="flagged_mostly_wrong")
