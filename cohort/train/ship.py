@@ -9,8 +9,13 @@ split (`RECIPE.study.only_folds`: fold 0 on a CPU), tests each fold model once o
 unseen patients, and exports the fold model with the best *validation* MAE (never chosen on
 test) as float16 weights, with its calibration (temperatures only where they help on
 held-out validation scans), QC confidence threshold, model input, the recipe, its
-validation curve and the study's Table II metrics in its metadata. Trained on SYNTHETIC
-phantoms: a demonstration of the whole system, not a model for clinical or research use.
+validation curve and the study's Table II metrics in its metadata. Last, on a second
+synthetic cohort never trained on (`ShipRecipe.calibration`: 80 patients, seed 8), it fits
+the checkpoint's landmark decoding (`calibrate_decoding`, `cohort.train.location`: mirrored
+pass, location offsets per band of slice spacing, median rule; kept only where they beat
+the paper's decoding out of sample) and the QC threshold on the slices that decoding
+reports. Trained on SYNTHETIC phantoms: a demonstration of the whole system, not a model
+for clinical or research use.
 
 Where the compute goes, on 2 CPU cores in about 1.1 hours (generation 12 min, input cache
 2 min, training 49 min): the landmarks all lie around the skull base, so the model sees a

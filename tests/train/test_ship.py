@@ -92,3 +92,39 @@ def test_the_recipe_keeps_its_second_stage_only_when_validation_says_so(tmp_path
     assert _best_val_mae(str(tmp_path / "a"), RECIPE, None) == 0.6
     assert _best_val_mae(str(tmp_path / "b"), RECIPE, None) == 0.4
     assert RECIPE.finetune is None  # the second stage tried did not help (docs/landmarks.md)
+
+
+def test_calibrating_the_decoding_writes_it_and_keeps_the_weights_bit_identical(tmp_path):
+    from cohort.anatomy import LANDMARKS
+    from cohort.model.decoding import LandmarkDecoding
+    from cohort.synth.config import SynthConfig
+    from cohort.train.ship import calibrate_decoding
+
+    calib = SynthConfig(patients=6, seed=3, matrix=48, thicknesses_mm=(2.0, 5.0),
+                        localizer_p=0, second_series_p=0, followup_p=0, workers=1)
+    recipe = replace(RECIPE, calibration=calib)
+    torch.manual_seed(0)
+    path = tmp_path / "shipped.pt"
+    save_checkpoint(path, build_model("tiny", max_len=128).half(), fold=0,
+                    temperatures=dict.fromkeys(LANDMARKS, 1.0), model_input={"size": 32},
+                    confidence_threshold={"value": 0.5, "fitted_on": "old"})
+    raw = torch.load(path, weights_only=True)
+    entry = calibrate_decoding(str(path), str(tmp_path / "work"), recipe)
+    after = torch.load(path, weights_only=True)
+    for k, v in raw["state_dict"].items():
+        assert after["state_dict"][k].dtype == v.dtype and torch.equal(after["state_dict"][k], v)
+    meta = after["meta"]
+    assert meta["decoding"] == entry and entry["scans"] == 6
+    assert "seed 3" in entry["fitted_on"] and "never trained on" in entry["fitted_on"]
+    assert set(entry["held_out_mae"]) == {"paper", "candidate"}
+    decoding = LandmarkDecoding.from_metadata(entry)
+    # kept: the candidate's decoding; else the paper's
+    assert decoding.mirror == entry["kept"]
+    assert entry["kept"] == (entry["held_out_mae"]["candidate"] < entry["held_out_mae"]["paper"])
+    # the threshold now belongs to the decoding's slices, on every calibration landmark
+    threshold = meta["confidence_threshold"]
+    assert threshold["fitted_on"] == entry["fitted_on"]
+    assert threshold["n_right"] + threshold["n_wrong"] == 6 * 6
+    assert threshold["confidence"] == "within_1_slice"
+    assert {k: v for k, v in meta.items() if k not in ("decoding", "confidence_threshold")} == {
+        k: v for k, v in raw["meta"].items() if k != "confidence_threshold"}
