@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                          help="where the cohort and the study are written")
     shipped.add_argument("--to", metavar="PATH", help="checkpoint file to write")
     shipped.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
-                         help="cpu: the shipped recipe, about 1.1 h on 2 cores (one fold of "
+                         help="cpu: the shipped recipe, about 1.2 h on 2 cores (one fold of "
                               "200 phantoms at 2 mm pixels); gpu: the same scaled up (1000 "
                               "phantoms, 1 mm pixels, all 5 folds, one GPU per fold)")
     shipped.set_defaults(handler=handle_shipped)

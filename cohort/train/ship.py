@@ -17,7 +17,7 @@ the paper's decoding out of sample) and the QC threshold on the slices that deco
 reports. Trained on SYNTHETIC phantoms: a demonstration of the whole system, not a model
 for clinical or research use.
 
-Where the compute goes, on 2 CPU cores in about 1.1 hours (generation 12 min, input cache
+Where the compute goes, on 2 CPU cores in about 1.2 hours (generation 12 min, input cache
 2 min, training 49 min): the landmarks all lie around the skull base, so the model sees a
 128 mm field of view centred there (2 mm pixels at 64 x 64, where the first recipe spent the
 same pixels on 240 mm, 3.75 mm each); it trains on ~220 scans instead of 47; the targets are
