@@ -115,6 +115,20 @@ def export_best(study_url: str, path: str, recipe: ShipRecipe = RECIPE,
     return meta
 
 
+def update_metadata(path: str, **entries) -> None:
+    """Set ``entries`` in a checkpoint file's metadata; the weights stay bit-identical
+    (checked after writing)."""
+    import torch
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    before = {k: v.clone() for k, v in raw["state_dict"].items()}
+    raw["meta"].update(entries)
+    torch.save(raw, path)
+    after = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    if not all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items()):
+        raise RuntimeError(f"{path}: the weights changed while its metadata was written")
+
+
 #: how far the validation MAE recomputed by `refit_confidence_threshold` may be from the one
 #: stored at training time (float16 export vs float32 training may move an argmax by a slice)
 REFIT_MAE_TOLERANCE = 0.05
@@ -144,7 +158,6 @@ def refit_confidence_threshold(path: str, work_url: str, recipe: ShipRecipe = RE
             and this check refuses them.
     """
     import numpy as np
-    import torch
 
     from cohort.errors import ConfigError
     from cohort.model.calibration import (
@@ -188,12 +201,7 @@ def refit_confidence_threshold(path: str, work_url: str, recipe: ShipRecipe = RE
     entry = {**threshold.to_metadata(),
              "fitted_on": f"validation split of fold {fold} ({len(index)} scans), regenerated "
                           f"from the recipe; validation MAE {mae:.3f} slices as at training"}
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    before = {k: v.clone() for k, v in raw["state_dict"].items()}
-    raw["meta"]["confidence_threshold"] = entry
-    torch.save(raw, path)
-    after = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    update_metadata(path, confidence_threshold=entry)
     logger.info("%s: confidence threshold %.4f (flags %.0f%% of %d wrong and %.0f%% of %d right "
                 "validation landmarks)", path, threshold.value, 100 * threshold.wrong_flagged,
                 threshold.n_wrong, 100 * threshold.right_flagged, threshold.n_right)
@@ -211,7 +219,6 @@ def calibrate_decoding(path: str, work_url: str, recipe: ShipRecipe = RECIPE,
         The decoding's metadata as written.
     """
     import numpy as np
-    import torch
 
     from cohort.errors import ConfigError
     from cohort.model.calibration import temperatures_from_metadata
@@ -241,15 +248,11 @@ def calibrate_decoding(path: str, work_url: str, recipe: ShipRecipe = RECIPE,
                        fitted_on=f"SYNTHETIC calibration cohort, seed {recipe.calibration.seed}, "
                                  f"{len(index)} scans of {index['patient_key'].nunique()} "
                                  "patients, never trained on")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    before = {k: v.clone() for k, v in raw["state_dict"].items()}
-    raw["meta"]["decoding"] = fit.to_metadata()
-    raw["meta"]["confidence_threshold"] = {**fit.threshold.to_metadata(),
-                                           "fitted_on": fit.decoding.fitted_on}
-    torch.save(raw, path)
-    after = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
-    return raw["meta"]["decoding"]
+    decoding = fit.to_metadata()
+    update_metadata(path, decoding=decoding,
+                    confidence_threshold={**fit.threshold.to_metadata(),
+                                          "fitted_on": fit.decoding.fitted_on})
+    return decoding
 
 
 def _best_val_mae(study_url: str, recipe: ShipRecipe, options) -> float:
