@@ -46,6 +46,11 @@ def add_parser(sub) -> None:
     dec.add_argument("checkpoint", metavar="PATH", help="the checkpoint file to calibrate")
     dec.add_argument("--out", required=True, metavar="URL",
                      help="where the calibration cohort and its model inputs are written")
+    dec.add_argument("--patients", type=int, metavar="N",
+                     help="phantoms in the calibration cohort (default: the recipe's, 80)")
+    dec.add_argument("--seed", type=int,
+                     help="its seed (default: the recipe's, 8); never one the model was "
+                          "trained or chosen on")
     dec.set_defaults(handler=handle_decoding)
     loc = train_sub.add_parser(
         "localization", help="the DST landmark study (the paper's Table II, ablations: IV)",
@@ -99,9 +104,17 @@ def handle_shipped(args: argparse.Namespace) -> str:
 
 
 def handle_decoding(args: argparse.Namespace) -> str:
+    from dataclasses import replace
+
     from cohort.train.ship import RECIPE, calibrate_decoding
 
-    d = calibrate_decoding(args.checkpoint, args.out, RECIPE, storage_options(None))
+    calibration = RECIPE.calibration
+    if args.patients is not None:
+        calibration = replace(calibration, patients=args.patients)
+    if args.seed is not None:
+        calibration = replace(calibration, seed=args.seed)
+    d = calibrate_decoding(args.checkpoint, args.out, replace(RECIPE, calibration=calibration),
+                           storage_options(None))
     mae, acc = d["held_out_mae"], d["held_out_acc"]
     offsets = "; ".join(f"{band}: " + ", ".join(f"{n} {v:+.2f}" for n, v in per.items())
                         for band, per in d["offsets_mm"].items()) or "none"

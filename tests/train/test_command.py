@@ -56,3 +56,25 @@ def test_unknown_model(tmp_path, capsys, model):
     assert main(["train", "localization", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--model", model]) == 2
     assert "unknown DST configuration 'huge'" in capsys.readouterr().err
+
+
+def test_train_decoding_command_fits_and_reports(tmp_path, capsys):
+    import torch
+
+    from cohort.anatomy import LANDMARKS
+    from cohort.model.dst import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("tiny", max_len=512).half(), fold=0,
+                    temperatures=dict.fromkeys(LANDMARKS, 1.0), model_input={"size": 32})
+    code = main(["train", "decoding", str(path), "--out", str(tmp_path / "work"),
+                 "--patients", "3", "--seed", "11"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC calibration cohort, seed 11" in printed and "out of sample: MAE" in printed
+    _, meta = load_checkpoint(path)
+    assert meta["decoding"]["fitted_on"].startswith("SYNTHETIC calibration cohort, seed 11")
+    assert meta["confidence_threshold"]["fitted_on"] == meta["decoding"]["fitted_on"]
+    # the cohort the recipe names, with the patients and seed asked for
+    assert (tmp_path / "work" / "calibration-cohort" / "_SUCCESS.json").is_file()
