@@ -66,8 +66,10 @@ class ShipRecipe:
         patients=80, seed=8, workers=0, tilt_p=0.2, stepped_p=0.15))
     #: an optional second stage from each fold's first-stage model (e.g. narrower targets
     #: for thin slices), kept only where it lowers the fold's validation MAE. None (the
-    #: shipped recipe): one stage; 5 epochs at 0.6 mm and lr 1e-4 were measured and did
-    #: not help (validation MAE 0.589 against 0.467, docs/landmarks.md)
+    #: shipped recipe): one stage; 5 epochs at 0.6 mm and lr 1e-4 (validation MAE 0.589
+    #: against 0.467) and a second cosine cycle of 14 epochs at lr 2e-4 (0.494; the training
+    #: loss fell, validation rose: overfitting) were measured and did not help
+    #: (docs/landmarks.md)
     finetune: TrainConfig | None = None
 
 
