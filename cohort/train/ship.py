@@ -17,15 +17,16 @@ the paper's decoding out of sample) and the QC threshold on the slices that deco
 reports. Trained on SYNTHETIC phantoms: a demonstration of the whole system, not a model
 for clinical or research use.
 
-Where the compute goes, on 2 CPU cores in about 1.2 hours (generation 12 min, input cache
-2 min, training 49 min): the landmarks all lie around the skull base, so the model sees a
-128 mm field of view centred there (2 mm pixels at 64 x 64, where the first recipe spent the
-same pixels on 240 mm, 3.75 mm each); it trains on ~220 scans instead of 47; the targets are
-Gaussians of 1.5 mm around the true slice (a neighbouring slice is a small mistake, and
-the width is the same in the head whatever the thickness); AdamW with warm-up and cosine
-decay for 20 epochs. `ShipRecipe.finetune` can add a second stage from each fold's model
-(kept only where it lowers the validation MAE); the one tried, narrower targets for the
-thin slices where the remaining errors lie, did not help and is not in the recipe.
+Where the compute goes, on 2 CPU cores in about 1.2 hours (generation 12 min, input cache 2
+min, training 49 min, calibration cohort and decoding 6 min): the landmarks all lie around
+the skull base, so the model sees a 128 mm field of view centred there (2 mm pixels at 64 x
+64, where the first recipe spent the same pixels on 240 mm, 3.75 mm each); it trains on ~220
+scans instead of 47; the targets are Gaussians of 1.5 mm around the true slice (a
+neighbouring slice is a small mistake, and the width is the same in the head whatever the
+thickness); AdamW with warm-up and cosine decay for 20 epochs. `ShipRecipe.finetune` can add
+a second stage from each fold's model (kept only where it lowers the validation MAE); the
+one tried, narrower targets for the thin slices where the remaining errors lie, did not help
+and is not in the recipe.
 `RECIPE_GPU` scales the same recipe up.
 """
 
