@@ -25,9 +25,9 @@ scans instead of 47; the targets are Gaussians of 1.5 mm around the true slice (
 neighbouring slice is a small mistake, and the width is the same in the head whatever the
 thickness); AdamW with warm-up and cosine decay for 20 epochs. `ShipRecipe.finetune` can add
 a second stage from each fold's model (kept only where it lowers the validation MAE); the
-one tried, narrower targets for the thin slices where the remaining errors lie, did not help
-and is not in the recipe.
-`RECIPE_GPU` scales the same recipe up.
+two tried (narrower targets for the thin slices where the remaining errors lie, and a second
+cosine cycle, which overfits) did not help and are not in the recipe. `RECIPE_GPU` scales
+the same recipe up.
 """
 
 from __future__ import annotations
