@@ -27,7 +27,8 @@ class QCFlag(StrEnum):
     # landmarks it moved as low confidence)
     LANDMARKS_OUT_OF_ORDER = "landmarks_out_of_order"
     LANDMARK_OUTSIDE_SCAN = "landmark_outside_scan"  # a slice index outside 0..n_slices-1
-    LEFT_RIGHT_APART = "left_right_landmarks_apart"  # same landmark, sides too far apart
+    # same landmark, sides too far apart: both are listed as low confidence
+    LEFT_RIGHT_APART = "left_right_landmarks_apart"
     CALCIUM_ABOVE_CLINOID = "calcium_above_clinoid"  # calcium far above a side's clinoid
     CALCIUM_BELOW_CANAL = "calcium_below_canal"  # calcium far below a side's carotid canal
     # reading repaired the stack: duplicate slices dropped, missing ones interpolated, or
@@ -110,6 +111,19 @@ def implausible_landmarks(landmarks: Mapping[str, int], spacing_mm: float,
     return tuple(n for n in LANDMARKS if n in out)
 
 
+def apart_landmarks(landmarks: Mapping[str, int], spacing_mm: float,
+                    config: QuantifyConfig) -> tuple[str, ...]:
+    """Both sides' landmarks of each kind whose left and right lie farther apart than
+    ``config.max_side_gap_mm`` (one of the two is misplaced; which, the geometry cannot
+    say), in the order of `LANDMARKS`."""
+    out: set[str] = set()
+    for kind in LANDMARK_KINDS:
+        if abs(landmarks[f"left_{kind}"] - landmarks[f"right_{kind}"]) * spacing_mm > \
+                config.max_side_gap_mm:
+            out.update((f"left_{kind}", f"right_{kind}"))
+    return tuple(n for n in LANDMARKS if n in out)
+
+
 def qc_flags(summary: CalciumSummary, landmarks: Mapping[str, int],
              low_confidence_landmarks: tuple[str, ...], config: QuantifyConfig) -> tuple[str, ...]:
     """Every flag that applies, in the order of `QCFlag`."""
@@ -132,10 +146,8 @@ def qc_flags(summary: CalciumSummary, landmarks: Mapping[str, int],
                 raised.add(QCFlag.CALCIUM_ABOVE_CLINOID)
             if (min(bounds) - calcified[0]) * spacing > config.max_below_canal_mm:
                 raised.add(QCFlag.CALCIUM_BELOW_CANAL)
-    for kind in LANDMARK_KINDS:
-        gap = abs(landmarks[f"left_{kind}"] - landmarks[f"right_{kind}"]) * spacing
-        if gap > config.max_side_gap_mm:
-            raised.add(QCFlag.LEFT_RIGHT_APART)
+    if apart_landmarks(landmarks, spacing, config):
+        raised.add(QCFlag.LEFT_RIGHT_APART)
     return tuple(flag.value for flag in QCFlag if flag in raised)
 
 

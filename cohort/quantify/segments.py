@@ -15,7 +15,12 @@ import numpy as np
 from cohort.anatomy import LANDMARKS, SEGMENT_KINDS, SEGMENTS, SIDES, segment_of_slices
 from cohort.quantify.boundaries import usable_bounds, validate_landmarks
 from cohort.quantify.config import QuantifyConfig
-from cohort.quantify.qc import implausible_landmarks, low_confidence, qc_flags
+from cohort.quantify.qc import (
+    apart_landmarks,
+    implausible_landmarks,
+    low_confidence,
+    qc_flags,
+)
 from cohort.quantify.risk import risk_group
 from cohort.quantify.summary import CalciumSummary
 
@@ -89,7 +94,8 @@ def quantify(summary: CalciumSummary, landmarks: Mapping[str, int],
     """
     config = config or QuantifyConfig()
     landmarks = validate_landmarks(landmarks)
-    odd = set(implausible_landmarks(landmarks, summary.slice_spacing_mm, config))
+    odd = set(implausible_landmarks(landmarks, summary.slice_spacing_mm, config)) | set(
+        apart_landmarks(landmarks, summary.slice_spacing_mm, config))
     low = tuple(n for n in LANDMARKS if n in set(low_confidence(probabilities, config)) | odd)
     segments: dict[str, SegmentStats | None] = {}
     piece, piece_slice, _ = summary.piece_entries()

@@ -107,8 +107,10 @@ def test_out_of_order_landmarks_are_flagged_not_fatal(grid, side_of, landmarks, 
     # still a result
     wild = {name: v for name, v in zip(landmarks, (12, 5, -1, 20, 9, 0), strict=True)}
     result = quantify(summary, wild)
-    assert result.qc_flags == ("landmarks_out_of_order", "landmark_outside_scan",
-                               "left_right_landmarks_apart")
+    assert result.qc_flags == ("low_landmark_confidence", "landmarks_out_of_order",
+                               "landmark_outside_scan", "left_right_landmarks_apart")
+    # the canals 16 mm apart: both listed, whichever is wrong
+    assert result.low_confidence_landmarks == ("right_carotid_canal", "left_carotid_canal")
     assert sum(_voxels(result).values()) == 2
 
 
@@ -157,8 +159,9 @@ def test_left_right_gap_in_mm_uses_the_slice_spacing(grid, side_of, landmarks, b
     summary = summarise_calcium(*blank, grid, side_of)
     # the sides are 1 slice = 2 mm apart for every landmark kind
     assert quantify(summary, landmarks, QuantifyConfig(max_side_gap_mm=2.0)).qc_flags == ()
-    flags = quantify(summary, landmarks, QuantifyConfig(max_side_gap_mm=1.9)).qc_flags
-    assert flags == ("left_right_landmarks_apart",)
+    result = quantify(summary, landmarks, QuantifyConfig(max_side_gap_mm=1.9))
+    assert result.qc_flags == ("low_landmark_confidence", "left_right_landmarks_apart")
+    assert result.low_confidence_landmarks == tuple(landmarks)  # every kind, both sides
 
 
 def test_calcium_far_above_the_clinoid_or_below_the_canal(grid, side_of, landmarks, blank):
