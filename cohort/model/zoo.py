@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cohort.errors import ConfigError
-from cohort.model import cnn3d, dst
+from cohort.model import cnn3d, dst, segmenter, unet3d
 
 DST_SIZES = {"dst": "paper", "dst-paper": "paper", "dst-small": "small", "dst-tiny": "tiny"}
 _BLOCKS = re.compile(r"^blocks_(\d+)$")
@@ -99,7 +99,8 @@ def save_checkpoint(path, net: nn.Module, **meta) -> None:
 
 
 def load_checkpoint(path, *, map_location: str | torch.device = "cpu"):
-    """(network, meta) from a DST or 3-D CNN checkpoint (``weights_only=True`` either way).
+    """(network, meta) from a DST, 3-D CNN or calcium segmenter checkpoint
+    (``weights_only=True`` in every case).
 
     Raises:
         ConfigError: the file is neither kind, or its weights do not fit.
@@ -113,4 +114,7 @@ def load_checkpoint(path, *, map_location: str | torch.device = "cpu"):
         path.seek(0)
     if fmt in cnn3d.FORMATS:
         return cnn3d.load_checkpoint(path, map_location=map_location)
+    if fmt in (segmenter.FORMAT, unet3d.FORMAT):  # the calcium segmenters
+        module = segmenter if fmt == segmenter.FORMAT else unet3d
+        return module.load_checkpoint(path, map_location=map_location)
     return dst.load_checkpoint(path, map_location=map_location)
