@@ -88,7 +88,8 @@ def check_labels(labels: pd.DataFrame, depths: dict[str, int]) -> None:
         raise ConfigError("the landmark table cannot be used: " + "; ".join(problems))
 
 
-def _read(source: SeriesSource, options: StorageOptions | None):
+def read_source(source: SeriesSource, options: StorageOptions | None):
+    """The volume of one source (DICOM files or a NIfTI file)."""
     if source.nifti:
         return read_nifti(source.nifti, options, series=source.series_uid)
     return read_series(list(source.files), options, series=source.series_uid)
@@ -112,7 +113,7 @@ def build_cache(sources: list[SeriesSource], labels: pd.DataFrame, cache_url: st
     prepared = {}
     for uid in labels["series_uid"]:
         try:
-            volume = _read(by_uid[uid], options)
+            volume = read_source(by_uid[uid], options)
         except SeriesError as e:
             raise SeriesError(e.code, f"a labelled series cannot be read, fix or drop its "
                               f"label: {e.detail}", series=uid, uri=e.uri) from e

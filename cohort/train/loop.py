@@ -20,13 +20,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from cohort.errors import ConfigError
 from cohort.model.zoo import padding_of
 from cohort.storage import StorageOptions
 from cohort.testing.faults import drill
-from cohort.train.data import load_input
 from cohort.train.tasks import TASKS, make_task
 
 logger = logging.getLogger(__name__)
@@ -105,29 +103,6 @@ def lr_factor(epoch: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """(1, H, W, D) -> augmented copy: intensity gain/offset, noise, an in-plane shift, zoom
-    and rotation shared by all slices. Nothing moves along depth, so labels stay valid. The
-    shift (up to 15% of the half-width: 10 mm of a 128 mm skull-base field of view) is what
-    a misplaced centre of the field of view does; the zoom, +-8%, is head size."""
-    gain = 1 + (torch.rand(1, generator=gen).item() - 0.5) * 0.2
-    offset = (torch.rand(1, generator=gen).item() - 0.5) * 0.1
-    noise = torch.rand(1, generator=gen).item() * 0.02
-    angle = math.radians((torch.rand(1, generator=gen).item() - 0.5) * 10)
-    zoom = 1 + (torch.rand(1, generator=gen).item() - 0.5) * 0.16
-    shift = (torch.rand(2, generator=gen) - 0.5) * 0.3
-    c, s = math.cos(angle) * zoom, math.sin(angle) * zoom
-    theta = torch.tensor([[c, -s, shift[0]], [s, c, shift[1]]], dtype=x.dtype)
-    slices = x[0].permute(2, 0, 1)[:, None]  # (D, 1, H, W)
-    grid = F.affine_grid(theta.expand(slices.shape[0], 2, 3), list(slices.shape),
-                         align_corners=False)
-    moved = F.grid_sample(slices, grid, mode="bilinear", padding_mode="zeros",
-                          align_corners=False)
-    out = moved[:, 0].permute(1, 2, 0)[None] * gain + offset
-    out = out + noise * torch.randn(out.shape, generator=gen)
-    return out.clamp(0, 1)
-
-
 def batches_by_depth(rows: list[dict], batch_size: int, rng: np.random.Generator):
     """Rows grouped into batches of similar depth, in a shuffled order."""
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["depth"], rng.random()))
@@ -163,7 +138,7 @@ def train_fold(config: dict) -> None:
     task = make_task(cfg.task, cfg.model, cfg.max_len, cfg.target_sigma_mm)
     net = task.build()
     if cfg.init_weights:  # a resumed run overwrites these with its own below
-        net.load_state_dict(initial_weights(cfg.init_weights.format(fold=config.get("fold")),
+        task.init_from(net, initial_weights(cfg.init_weights.format(fold=config.get("fold")),
                                             options))
     padding = padding_of(net)
     model = ray.train.torch.prepare_model(net)
@@ -193,7 +168,7 @@ def train_fold(config: dict) -> None:
 
     def volume(row):
         if row["path"] not in cache:
-            cache[row["path"]] = load_input(cache_url, row["path"], options)
+            cache[row["path"]] = task.load(cache_url, row["path"], options)
         return cache[row["path"]]
 
     for epoch in range(start, cfg.epochs):
@@ -204,8 +179,8 @@ def train_fold(config: dict) -> None:
         for batch in batches_by_depth(train_rows, cfg.batch_size, rng):
             arrays = [volume(r) for r in batch]
             if cfg.augment:
-                arrays = [augment(torch.as_tensor(a)[None], gen)[0].numpy() for a in arrays]
-            x, depths, y = task.batch(arrays, batch, padding)
+                arrays = [task.augment(a, gen) for a in arrays]
+            x, depths, y = task.batch(arrays, batch, padding, gen)
             loss = task.loss(model(x.to(device), depths.to(device)), y.to(device))
             opt.zero_grad()
             loss.backward()

@@ -12,6 +12,12 @@ build the network, batch cache rows, compute the loss, and score the validation 
   small validation splits it separates checkpoints that accuracy scores alike). Cache rows
   carry the class index in ``label``.
 
+* ``segmentation`` and ``pretrain``: the calcium segmenter (`cohort.train.seg_tasks`).
+
+Every task also says how a cached row is loaded (``load``), augmented (``augment``) and how
+a checkpoint to fine-tune from starts its network (``init_from``); `VolumeTaskMixin` gives
+the whole-volume tasks theirs.
+
 Validation is summed per rank as plain numbers, so the loop all-reduces them and every rank
 takes the same early-stopping decision.
 """
@@ -27,9 +33,10 @@ from cohort.anatomy import LANDMARKS
 from cohort.errors import ConfigError
 from cohort.model import zoo
 from cohort.model.dst import build_model, save_checkpoint
-from cohort.train.data import targets
+from cohort.train.augment import augment
+from cohort.train.data import load_input, targets
 
-TASKS = ("localization", "classification")
+TASKS = ("localization", "classification", "segmentation", "pretrain")
 
 
 def pad_volumes(arrays: list[np.ndarray], padding: str):
@@ -95,7 +102,20 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(torch.where(valid, target * logp, torch.zeros_like(logp))).sum(-1).mean()
 
 
-class LocalizationTask:
+class VolumeTaskMixin:
+    """Loading, augmentation and initialisation of the whole-volume tasks."""
+
+    def load(self, cache_url, rel, options):
+        return load_input(cache_url, rel, options)
+
+    def augment(self, array: np.ndarray, gen: torch.Generator) -> np.ndarray:
+        return augment(torch.as_tensor(array)[None], gen)[0].numpy()
+
+    def init_from(self, net: nn.Module, state: dict) -> None:
+        net.load_state_dict(state)
+
+
+class LocalizationTask(VolumeTaskMixin):
     """Six landmark distributions over the slices (the DST's localization head)."""
 
     metric = "val_mae"  # what early stopping minimises
@@ -108,7 +128,7 @@ class LocalizationTask:
     def build(self) -> nn.Module:
         return build_model(self.model, max_len=self.max_len)
 
-    def batch(self, arrays, rows, padding: str):
+    def batch(self, arrays, rows, padding: str, gen=None):
         x, depths, y = collate(arrays, [targets(r) for r in rows], padding)
         spacing = torch.tensor([float(_get(r, "slice_spacing_mm", 1.0) or 1.0) for r in rows])
         return x, depths, LandmarkTargets(y, spacing)
@@ -136,7 +156,7 @@ class LocalizationTask:
         save_checkpoint(path, net, best_val_mae=best, **meta)
 
 
-class ClassificationTask:
+class ClassificationTask(VolumeTaskMixin):
     """Class logits of a whole volume (the DST's [CLS] head, or a 3-D CNN)."""
 
     metric = "val_loss"
@@ -149,7 +169,7 @@ class ClassificationTask:
     def build(self) -> nn.Module:
         return zoo.build_network(self.model, max_len=self.max_len)
 
-    def batch(self, arrays, rows, padding: str):
+    def batch(self, arrays, rows, padding: str, gen=None):
         x, depths, _ = pad_volumes(arrays, padding)
         return x, depths, torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
 
@@ -172,6 +192,10 @@ class ClassificationTask:
 
 def make_task(task: str, model: str, max_len: int, target_sigma_mm: float = 0.0):
     """The task object ``train_fold`` drives (see module)."""
+    if task in ("segmentation", "pretrain"):
+        from cohort.train.seg_tasks import PretrainTask, SegmentationTask
+
+        return SegmentationTask(model) if task == "segmentation" else PretrainTask(model)
     if task == "localization":
         return LocalizationTask(model, max_len, target_sigma_mm)
     if task == "classification":

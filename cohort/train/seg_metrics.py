@@ -1,0 +1,161 @@
+"""How a calcium segmenter is judged, per series and per cohort: voxel Dice, volume
+agreement (Pearson r of log1p volume, Bland-Altman bias and limits), risk-group agreement
+(weighted kappa), calibration (expected calibration error) and the coverage of the volume
+intervals; all by slice-thickness band too.
+
+A series' predicted volume is the voxels at or above the chosen threshold times the voxel
+volume; its interval is [volume of the voxels with p >= 1 - (1 - level) / 2, volume of
+those with p >= (1 - level) / 2] (`interval_thresholds`): nested masks, the sure calcium
+and everything that may be calcium. With calibrated probabilities a 90% interval should
+hold the true volume of about nine series in ten; `summarise` measures how many it does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.stats import pearsonr
+from sklearn.metrics import cohen_kappa_score
+
+from cohort.quantify.config import QuantifyConfig
+from cohort.quantify.risk import risk_group
+
+#: slice-thickness bands of the tables (mm, upper edges inclusive): thin, medium, thick
+THICKNESS_BANDS = (("<= 1.25 mm", 1.25), ("1.25-3 mm", 3.0), ("> 3 mm", float("inf")))
+#: probabilities below this (and not calcium) are left out of calibration fits and ECE:
+#: the millions of sure-background voxels would make any model look calibrated
+IN_PLAY_P = 0.01
+
+
+def thickness_band(mm: float) -> str:
+    for name, upper in THICKNESS_BANDS:
+        if mm <= upper + 1e-6:
+            return name
+    return THICKNESS_BANDS[-1][0]
+
+
+def interval_thresholds(level: float = 0.9) -> tuple[float, float]:
+    """(lower-bound threshold, upper-bound threshold) of a ``level`` volume interval."""
+    a = (1 - level) / 2
+    return 1 - a, a
+
+
+def dice(pred: np.ndarray, true: np.ndarray) -> float:
+    """Dice of two masks; NaN when both are empty."""
+    p, t = np.count_nonzero(pred), np.count_nonzero(true)
+    if p + t == 0:
+        return float("nan")
+    return 2 * np.count_nonzero(pred & true) / (p + t)
+
+
+def series_row(prob: np.ndarray, true: np.ndarray, threshold: float, voxel_mm3: float,
+               true_outside_voxels: int = 0, level: float = 0.9) -> dict:
+    """Per-series figures of one predicted probability map against its true mask (both on
+    the crop); ``true_outside_voxels``: true calcium outside the crop (counts against the
+    prediction's volume)."""
+    pred = prob >= threshold
+    lo_t, hi_t = interval_thresholds(level)
+    n_true = int(np.count_nonzero(true)) + int(true_outside_voxels)
+    return {"dice": dice(pred, true), "overlap_voxels": int(np.count_nonzero(pred & true)),
+            "pred_voxels": int(np.count_nonzero(pred)), "true_voxels": n_true,
+            "pred_mm3": float(np.count_nonzero(pred) * voxel_mm3),
+            "true_mm3": float(n_true * voxel_mm3),
+            "low_mm3": float(np.count_nonzero(prob >= lo_t) * voxel_mm3),
+            "high_mm3": float(np.count_nonzero(prob >= hi_t) * voxel_mm3)}
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the NLL of sigmoid(logits / T) on voxels in play."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, s) - y * s))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def in_play(prob: np.ndarray, true: np.ndarray) -> np.ndarray:
+    return (prob >= IN_PLAY_P) | true
+
+
+def ece(prob: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error (equal-width bins) of voxel probabilities."""
+    p = np.asarray(prob, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if not len(p):
+        return float("nan")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.sum() * abs(p[sel].mean() - y[sel].mean())
+    return float(total / len(p))
+
+
+#: thresholds `best_threshold` tries
+THRESHOLD_GRID = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.05), 2))
+
+
+def best_threshold(probs: list[np.ndarray], trues: list[np.ndarray],
+                   grid: tuple[float, ...] = THRESHOLD_GRID) -> float:
+    """The probability threshold with the highest pooled Dice on the given series."""
+    best, best_d = 0.5, -1.0
+    for t in grid:
+        inter = sum(int(np.count_nonzero((p >= t) & y)) for p, y in zip(probs, trues,
+                                                                         strict=True))
+        total = sum(int(np.count_nonzero(p >= t)) + int(np.count_nonzero(y))
+                    for p, y in zip(probs, trues, strict=True))
+        d = 2 * inter / total if total else 0.0
+        if d > best_d + 1e-9:
+            best, best_d = float(t), d
+    return best
+
+
+def risk_groups(volumes_mm3, config: QuantifyConfig | None = None) -> list[str]:
+    config = config or QuantifyConfig()
+    return [risk_group(v, config.risk_thresholds_mm3, config.risk_groups) for v in volumes_mm3]
+
+
+def summarise(rows: pd.DataFrame, config: QuantifyConfig | None = None) -> dict:
+    """Cohort figures of per-series rows (`series_row` columns plus ``slice_thickness_mm``)."""
+    config = config or QuantifyConfig()
+    order = {g: i for i, g in enumerate(config.risk_groups)}
+    has = rows[rows["true_voxels"] > 0]
+    pooled = (2 * rows["overlap_voxels"].sum()
+              / max(rows["pred_voxels"].sum() + rows["true_voxels"].sum(), 1))
+    lt, lp = np.log1p(rows["true_mm3"]), np.log1p(rows["pred_mm3"])
+    r = float(pearsonr(lt, lp)[0]) if len(rows) > 2 and lt.std() > 0 and lp.std() > 0 \
+        else float("nan")
+    diff = rows["pred_mm3"] - rows["true_mm3"]
+    gt = [order[g] for g in risk_groups(rows["true_mm3"], config)]
+    gp = [order[g] for g in risk_groups(rows["pred_mm3"], config)]
+    labels = list(range(len(config.risk_groups)))
+    kappa_l = float(cohen_kappa_score(gt, gp, weights="linear", labels=labels)) \
+        if len(set(gt) | set(gp)) > 1 else float("nan")
+    kappa_q = float(cohen_kappa_score(gt, gp, weights="quadratic", labels=labels)) \
+        if len(set(gt) | set(gp)) > 1 else float("nan")
+    covered = (rows["low_mm3"] <= rows["true_mm3"] + 1e-9) & \
+        (rows["true_mm3"] <= rows["high_mm3"] + 1e-9)
+    return {"series": len(rows), "with_calcium": len(has),
+            "dice_mean": float(has["dice"].mean()) if len(has) else float("nan"),
+            "dice_pooled": float(pooled), "pearson_r_log1p": r,
+            "bias_mm3": float(diff.mean()), "loa_low_mm3": float(diff.mean() - 1.96 * diff.std()),
+            "loa_high_mm3": float(diff.mean() + 1.96 * diff.std()),
+            "kappa_linear": kappa_l, "kappa_quadratic": kappa_q,
+            "risk_agreement": float(np.mean(np.array(gt) == np.array(gp))),
+            "interval_coverage": float(covered.mean())}
+
+
+def summary_table(rows: pd.DataFrame, by: tuple[str, ...] = ("variant",),
+                  config: QuantifyConfig | None = None) -> pd.DataFrame:
+    """`summarise` per group of ``by`` (e.g. variant, and thickness band)."""
+    out = []
+    for key, g in rows.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(by, key, strict=True)), **summarise(g, config)})
+    return pd.DataFrame(out)

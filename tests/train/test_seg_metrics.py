@@ -1,0 +1,78 @@
+"""How the segmenter is judged: Dice, intervals, temperature, ECE, cohort agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cohort.train import seg_metrics as M
+
+
+def test_dice_of_masks():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True
+    b[1:3] = True
+    assert M.dice(a, b) == pytest.approx(0.5)
+    assert np.isnan(M.dice(np.zeros(3, bool), np.zeros(3, bool)))
+
+
+def test_interval_thresholds_of_a_level():
+    assert M.interval_thresholds(0.9) == pytest.approx((0.95, 0.05))
+
+
+def test_series_row_counts_calcium_outside_the_crop_as_missed():
+    prob = np.array([0.99, 0.7, 0.3, 0.01])
+    true = np.array([True, True, False, False])
+    row = M.series_row(prob, true, threshold=0.5, voxel_mm3=2.0, true_outside_voxels=1)
+    assert row["pred_mm3"] == 4.0 and row["true_mm3"] == 6.0
+    assert row["low_mm3"] == 2.0 and row["high_mm3"] == 6.0  # p >= .95 and p >= .05
+    assert row["dice"] == 1.0  # inside the crop the masks agree
+
+
+def test_fit_temperature_recovers_an_overconfident_scale():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 200_000)
+    labels = rng.random(200_000) < 1 / (1 + np.exp(-true_logit))
+    t = M.fit_temperature(3 * true_logit, labels)  # logits three times too sure
+    assert t == pytest.approx(3.0, rel=0.05)
+
+
+def test_ece_is_zero_when_frequencies_match_and_large_when_not():
+    p = np.full(10_000, 0.3)
+    y = np.zeros(10_000, bool)
+    y[:3000] = True
+    assert M.ece(p, y) == pytest.approx(0.0, abs=1e-9)
+    assert M.ece(np.full(10_000, 0.9), y) == pytest.approx(0.6, abs=1e-9)
+
+
+def test_best_threshold_picks_the_best_pooled_dice():
+    true = [np.array([True, True, False, False])]
+    prob = [np.array([0.9, 0.6, 0.4, 0.1])]
+    t = M.best_threshold(prob, true)
+    assert 0.4 < t <= 0.6
+
+
+def test_summary_of_a_perfect_and_a_bad_segmenter():
+    vols = np.array([0.0, 5.0, 50.0, 500.0, 0.0, 20.0, 200.0, 1000.0])
+
+    def rows(pred):
+        return pd.DataFrame({"true_mm3": vols, "pred_mm3": pred, "dice": 1.0,
+                             "true_voxels": (vols > 0).astype(int) * 10,
+                             "pred_voxels": (pred > 0).astype(int) * 10,
+                             "overlap_voxels": 10 * ((vols > 0) & (pred > 0)),
+                             "low_mm3": pred * 0.5, "high_mm3": pred * 2,
+                             "slice_thickness_mm": 1.0})
+
+    good = M.summarise(rows(vols))
+    assert good["pearson_r_log1p"] == pytest.approx(1.0)
+    assert good["kappa_linear"] == pytest.approx(1.0) and good["bias_mm3"] == 0.0
+    assert good["interval_coverage"] == 1.0
+    bad = M.summarise(rows(vols[::-1].copy()))
+    assert bad["kappa_linear"] < 0.5 and bad["pearson_r_log1p"] < 0.5
+
+
+def test_thickness_bands():
+    assert [M.thickness_band(t) for t in (0.625, 1.25, 2.5, 5.0)] == [
+        "<= 1.25 mm", "<= 1.25 mm", "1.25-3 mm", "> 3 mm"]
