@@ -44,6 +44,7 @@ from cohort.job.preflight import (
 from cohort.job.prepare import PrepareConfig
 from cohort.job.resources import Request
 from cohort.job.rows import input_rows, not_processed_row, plain
+from cohort.job.segmenter_checkpoint import SegmenterInfo, describe_segmenter
 from cohort.job.stages import finish_stage, prepare_stage
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.quantify import QuantifyConfig
@@ -87,6 +88,11 @@ class RunConfig:
 
     model: str | None = None  # checkpoint path or URL; None: the shipped (synthetic) one
     masks: str | None = None  # folder of <SeriesInstanceUID>.nii.gz calcium masks
+    #: without --masks, the calcium segmenter makes the masks: a checkpoint path or URL;
+    #: None: the shipped (synthetic) one
+    segmenter: str | None = None
+    segment: bool = True  # False (--no-segmenter): landmarks only when no masks are given
+    write_masks: bool = False  # the segmenter's masks as NIfTI on each series' grid
     gpus: int = 0  # inference actors with one GPU each; 0: CPU actors
     cpu_actors: int = 1  # inference actors when gpus == 0
     # CPUs Ray reserves per inference actor; None: 1 with GPUs, 0 on CPU-only clusters (the
@@ -112,6 +118,11 @@ class RunConfig:
     quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
+
+    @property
+    def segmenting(self) -> bool:
+        """Whether the calcium segmenter runs (no external masks, not switched off)."""
+        return self.segment and not self.masks
 
     @property
     def resource_request(self) -> Request:
@@ -147,6 +158,9 @@ class RunConfig:
                               f"{self.mask_problems!r}")
         if self.label_maps and not self.masks:
             raise ConfigError("--label-maps needs --masks: label maps label calcium voxels")
+        if self.write_masks and (self.masks or not self.segment):
+            raise ConfigError("--write-masks writes the segmenter's masks: it needs the "
+                              "segmenter (no --masks, no --no-segmenter)")
         if self.max_series is not None and self.max_series < 1:
             raise ConfigError(f"--max-series must be at least 1, got {self.max_series}")
 
@@ -205,7 +219,7 @@ def load_manifest(input_url: str, index: str | None, out_url: str, config: Index
 
 
 def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
-             finish: FinishConfig, model: ModelInfo):
+             finish: FinishConfig, model: ModelInfo, seg: SegmenterInfo | None = None):
     import ray
 
     from cohort.job.landmarks import LandmarkPredictor  # torch: the actors' import only
@@ -225,6 +239,8 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
                 num_cpus=config.task_cpus, memory=config.task_memory_gb * GiB)
     actors = config.gpus or config.cpu_actors
     actor_cpus = config.reserved_actor_cpus
+    # with the segmenter, its actors and the DST's share each GPU (half each)
+    gpu_share = (0.5 if seg is not None else 1) if config.gpus else 0
     ds = ds.map_batches(
         LandmarkPredictor, batch_size=config.batch_size * 2, batch_format="pandas",
         fn_constructor_kwargs={"model_url": config.model, "sha256": model.sha256,
@@ -233,7 +249,19 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
                                "batch_size": config.batch_size,
                                "prefer_gpu": config.gpus > 0},
         compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=1 if config.gpus else 0, num_cpus=actor_cpus)
+        num_gpus=gpu_share, num_cpus=actor_cpus)
+    if seg is not None:
+        from cohort.job.calcium import CalciumSegmenterStage
+
+        ds = ds.map_batches(
+            CalciumSegmenterStage, batch_size=config.batch_size, batch_format="pandas",
+            fn_constructor_kwargs={"model_url": config.segmenter, "sha256": seg.sha256,
+                                   "storage": prepare.storage,
+                                   "threads": config.actor_threads,
+                                   "prefer_gpu": config.gpus > 0, "run_url": finish.run_url,
+                                   "write_masks": config.write_masks},
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=gpu_share, num_cpus=actor_cpus)
     # the actors hand on one block per batch: no more finish tasks than blocks
     blocks = -(-len(rows) // (2 * config.batch_size))
     return ds.map(finish_stage, fn_kwargs={"config": finish},
@@ -295,6 +323,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
                 raise ConfigError(f"--masks {redact(config.masks)} is not a folder; give the "
                                   "folder of <SeriesInstanceUID>.nii.gz calcium masks")
         model = describe(config.model, options)
+        seg = describe_segmenter(config.segmenter, options) if config.segmenting else None
         identity_known = check_identity(out_url, identity, options)
         index = index_of(input_url, options)  # None: an archive, indexed into OUT/index
         if inside(out_url, input_url, options) and index is None:
@@ -308,7 +337,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         if index is None and config.index.discovery.executor == "ray":
             ray.ensure()  # the indexer's tasks and the job share this one Ray
         report = _run(input_url, index, out_url, config, options, identity, identity_known,
-                      model, run_id, t0, ray)
+                      model, run_id, t0, ray, seg)
         if report is None:
             return _nothing_to_do(out_url, t0)
         return report
@@ -324,7 +353,8 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
 
 def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
          options: StorageOptions | None, identity: IdentityConfig, identity_known: bool,
-         model: ModelInfo, run_id: str, t0: float, ray: RaySession) -> RunReport | None:
+         model: ModelInfo, run_id: str, t0: float, ray: RaySession,
+         seg: SegmenterInfo | None = None) -> RunReport | None:
     """The job once it owns the output; None when there is nothing to do."""
     model_input = ModelInputConfig(**model.model_input) if model.model_input else \
         ModelInputConfig()
@@ -345,7 +375,7 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
                        ", ".join(stale))
     done = finished_keys(
         out_url, options, retry_failed=config.retry_failed, model_sha256=model.sha256,
-        need_volumes=bool(config.masks),
+        need_volumes=bool(config.masks) or seg is not None,
         selected=frozenset(series.loc[series["status"] == "selected", "series_key"]))
     todo = series[~series["series_key"].isin(done)]
     if len(todo) == 0:
@@ -375,6 +405,7 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         writer.add(row)
     prepare = PrepareConfig(read=replace(config.read, rules=config.index.stack),
                             model_input=model_input, masks_url=config.masks,
+                            crop=seg.crop if seg is not None else None,
                             mask_problems=config.mask_problems,
                             timeout_s=config.series_timeout_s, storage=options)
     finish = FinishConfig(quantify=config.quantify, prepare=prepare, run_url=url,
@@ -387,7 +418,8 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         progress_logger.info("run %s: %d series to process (%d finished in earlier runs, %d "
                              "not selected)", run_id, len(selected), counts["finished_earlier"],
                              counts["skipped"] + counts["error"])
-        ds = _dataset(input_rows(selected, common, identity), config, prepare, finish, model)
+        ds = _dataset(input_rows(selected, common, identity), config, prepare, finish, model,
+                      seg)
         progress = Progress(len(selected), every=config.progress_every)
         try:
             for row in ds.iter_rows():
@@ -409,6 +441,11 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
                   "trained_on": model.trained_on, "model_input": asdict(model_input),
                   "calibrated": model.has_temperatures,
                   "confidence_threshold": model.confidence_threshold},
+        "segmenter": None if seg is None else {
+            "source": seg.source, "name": seg.name, "sha256": seg.sha256,
+            "trained_on": seg.trained_on, "temperature": seg.temperature,
+            "threshold": seg.threshold, "interval_level": seg.level, "crop": asdict(seg.crop)},
+        "masks": "external" if config.masks else ("segmenter" if seg else None),
         "code_version": common["code_version"],
         "config": _config_record(config),
         "counts": counts, "series_in_manifest": int(len(series)),
@@ -432,7 +469,7 @@ def _config_record(config: RunConfig) -> dict:
     record = asdict(config)
     record["identity"] = {"salted": bool(config.identity.resolved().salt),
                           "keep_ids": config.identity.keep_ids}
-    for key in ("model", "masks"):
+    for key in ("model", "masks", "segmenter"):
         if record.get(key):
             record[key] = redact(record[key])
     return record

@@ -228,7 +228,21 @@ SERIES = pa.schema(
     + [pa.field(f"{name}_voxels", pa.int64()) for name in SEGMENTS]
     + [pa.field(f"{name}_plaques", pa.int32()) for name in SEGMENTS]
     + [pa.field(f"{name}_peak_hu", pa.float64()) for name in SEGMENTS]
+    # the calcium segmenter's interval of each volume (calibrated probabilities: the
+    # voxels at or above 1 - (1 - level)/2, and at or above (1 - level)/2); null for masks
+    + [pa.field(f"{name}_mm3_low", pa.float64()) for name in SEGMENTS]
+    + [pa.field(f"{name}_mm3_high", pa.float64()) for name in SEGMENTS]
     + [
+        pa.field("total_calcium_mm3_low", pa.float64()),
+        pa.field("total_calcium_mm3_high", pa.float64()),
+        pa.field("calcium_interval_level", pa.float64()),  # e.g. 0.9
+        # where the calcium mask came from: "external" (--masks) or "segmenter <name>
+        # sha256:<12 hex>"; null when no mask was made
+        pa.field("mask_source", pa.string()),
+        # predicted calcium voxels on an inner face of the segmenter's crop (flagged)
+        pa.field("crop_edge_voxels", pa.int64()),
+        pa.field("calcium_mask", pa.string()),  # relative NIfTI of the mask (--write-masks)
+        pa.field("seconds_segment", pa.float64()),
         pa.field("volumes_computed", pa.bool_()),  # false without a calcium mask
         pa.field("total_calcium_mm3", pa.float64()),
         pa.field("total_calcium_voxels", pa.int64()),
@@ -287,6 +301,9 @@ SEGMENT_ROWS = pa.schema(
         pa.field("voxels", pa.int64()),
         pa.field("plaques", pa.int32()),
         pa.field("peak_hu", pa.float64()),
+        pa.field("volume_mm3_low", pa.float64()),  # the segmenter's interval; null for masks
+        pa.field("volume_mm3_high", pa.float64()),
+        pa.field("mask_source", pa.string()),
         pa.field("risk_group", pa.string()),  # the series' group, repeated for easy GROUP BY
     ],
     metadata={"cohort.table": "segments", "cohort.version": RUN_VERSION},

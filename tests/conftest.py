@@ -75,3 +75,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     save_checkpoint(path, build_model("tiny"), model_input={"size": 32}, synthetic=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny calcium segmenter with calibration metadata (temperature 1,
+    threshold 0.5): fast, for the job's mechanics (its masks are arbitrary; accuracy is
+    tested with the shipped segmenter)."""
+    import torch
+
+    from cohort.model.segmenter import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("segmenter") / "tiny-segmenter.pt"
+    save_checkpoint(path, build_model("tiny"), synthetic=True, variant="vit",
+                    calibration={"temperature": 1.0, "threshold": 0.5, "level": 0.9})
+    return path

@@ -10,12 +10,15 @@ from cohort.cli.options import add_index_options, index_config, storage_options
 RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket/prefix, any "
             "fsspec URL; it is indexed first, into OUT/index) or a folder written by "
             "`cohort index`. Each selected series is read, checked, tilt-corrected, split into "
-            "hemispheres; the DST finds its six landmark slices; with --masks, calcium is "
-            "assigned to the eight ICA segments. Results: Parquet tables series / landmarks / "
-            "segments under OUT/runs/<run_id>/, published by a _SUCCESS.json written last. "
+            "hemispheres; the DST finds its six landmark slices; the calcium segmenter (a "
+            "calibrated 3-D ViT on a crop around both ICAs) makes the calcium mask, or "
+            "--masks gives yours; calcium is assigned to the eight ICA segments, with a "
+            "volume interval per segment from the segmenter's calibrated probabilities. "
+            "Results: Parquet tables series / landmarks / segments under OUT/runs/<run_id>/, "
+            "published by a _SUCCESS.json written last. "
             "Re-running the same command processes only series not finished before. Without "
-            "--model the shipped checkpoint is used: trained on SYNTHETIC phantoms, a "
-            "demonstration, not for clinical or research conclusions.")
+            "--model / --segmenter the shipped checkpoints are used: trained on SYNTHETIC "
+            "phantoms, a demonstration, not for clinical or research conclusions.")
 
 
 NAME = "run"
@@ -38,7 +41,15 @@ def add_parser(sub) -> None:
                    "synthetic-phantom checkpoint")
     p.add_argument("--masks", metavar="URL", help="folder of calcium masks named "
                    "<SeriesInstanceUID>.nii.gz on each series' grid (e.g. renamed nnU-Net "
-                   "output); without it, landmarks only")
+                   "output); they win over the segmenter, which then does not run")
+    p.add_argument("--segmenter", metavar="CKPT", help="calcium segmenter checkpoint from "
+                   "`cohort train segmenter` (models/vit-fold-<f>.pt); default: the shipped "
+                   "synthetic-phantom segmenter")
+    p.add_argument("--no-segmenter", action="store_true",
+                   help="without --masks: landmarks only, no calcium volumes")
+    p.add_argument("--write-masks", action="store_true",
+                   help="write the segmenter's calcium masks as NIfTI on each series' grid "
+                   "(runs/<run_id>/masks/)")
     p.add_argument("--gpus", type=int, default=d.gpus, metavar="N",
                    help="inference actors with one GPU each (default %(default)s: CPU actors)")
     p.add_argument("--cpu-actors", type=int, default=d.cpu_actors, metavar="N",
@@ -99,7 +110,9 @@ def handle(args: argparse.Namespace) -> str:
     from cohort.write.identity import IdentityConfig
 
     config = RunConfig(
-        model=args.model, masks=args.masks, gpus=args.gpus, cpu_actors=args.cpu_actors,
+        model=args.model, masks=args.masks, segmenter=args.segmenter,
+        segment=not args.no_segmenter, write_masks=args.write_masks,
+        gpus=args.gpus, cpu_actors=args.cpu_actors,
         actor_cpus=args.actor_cpus, actor_threads=args.actor_threads,
         batch_size=args.batch_size, series_timeout_s=args.timeout,
         task_memory_gb=args.task_memory, task_cpus=args.task_cpus,

@@ -1,5 +1,7 @@
-"""`cohort train localization` (the 5-fold DST study), `cohort train shipped`, and
-`cohort train decoding` (fit a checkpoint's landmark decoding on held-out phantoms)."""
+"""`cohort train localization` (the 5-fold DST study), `cohort train shipped`, `cohort
+train decoding` (fit a checkpoint's landmark decoding on held-out phantoms), and the calcium
+segmenter's `cohort train segmenter` (its 5-fold study with baselines), `cohort train
+pretrain` (MAE on unlabelled series) and `cohort train shipped-segmenter`."""
 
 from __future__ import annotations
 
@@ -93,6 +95,111 @@ def add_parser(sub) -> None:
     add_training_options(loc, d.train, d.splits, threads=d.cpus_per_worker,
                          workers=d.workers)
     loc.set_defaults(handler=handle_localization)
+    add_segmenter_parsers(train_sub)
+
+
+def add_segmenter_parsers(train_sub) -> None:
+    from cohort.train.seg_study import VARIANTS, SegStudyConfig
+
+    d = SegStudyConfig()
+    seg = train_sub.add_parser(
+        "segmenter", help="the calcium segmenter study (ViT with MAE, baselines side by side)",
+        description="The 5-fold patient-level calcium-segmentation study: cuts every "
+                    "labelled series to its arterial crop once, pre-trains the ViT as a "
+                    "masked autoencoder on each fold's training crops, fine-tunes it, "
+                    "calibrates it on the validation split (temperature, threshold, ECE "
+                    "before/after), predicts the test split once, and scores the variants "
+                    "side by side (Dice, volume r and Bland-Altman, risk-group kappa, by "
+                    "slice thickness) under OUT/tables.")
+    seg.add_argument("--data", required=True, metavar="URL",
+                     help="a synthetic cohort (from `cohort synth heads`) or the --out folder "
+                          "of `cohort index`")
+    seg.add_argument("--labels", metavar="URL", help="landmark table (as for `cohort train "
+                     "localization`); a synthetic cohort brings its own")
+    seg.add_argument("--masks", metavar="URL", help="folder of <SeriesInstanceUID>.nii.gz "
+                     "calcium masks; a synthetic cohort brings its own")
+    seg.add_argument("--out", required=True, metavar="URL", help="where the study is written")
+    seg.add_argument("--variants", nargs="+", default=["vit", "threshold_130hu"],
+                     choices=list(VARIANTS), metavar="NAME",
+                     help=f"what to train and score side by side: {', '.join(VARIANTS)} "
+                          "(default: vit threshold_130hu)")
+    seg.add_argument("--only-folds", type=int, nargs="+", default=[], metavar="F",
+                     help="train and test these folds only (default: all)")
+    seg.add_argument("--pretrain-epochs", type=int, default=d.pretrain.epochs,
+                     help="MAE epochs per fold (default %(default)s)")
+    seg.add_argument("--windows-per-crop", type=int, default=d.windows_per_crop,
+                     help="training windows per crop and epoch (default %(default)s)")
+    add_training_options(seg, d.train, d.splits, threads=d.cpus_per_worker,
+                         workers=d.workers)
+    seg.set_defaults(handler=handle_segmenter)
+    pre = train_sub.add_parser(
+        "pretrain", help="MAE pre-training of the segmenter's ViT on unlabelled series",
+        description="Masked-autoencoder pre-training of the calcium segmenter's ViT on the "
+                    "arterial crops of unlabelled series (landmarks from --labels, e.g. a "
+                    "`cohort run`'s, or a synthetic cohort's own); writes "
+                    "OUT/models/pretrained-<model>.pt.")
+    pre.add_argument("--data", required=True, metavar="URL",
+                     help="a synthetic cohort or the --out folder of `cohort index`")
+    pre.add_argument("--labels", metavar="URL", help="landmark table for the crops")
+    pre.add_argument("--out", required=True, metavar="URL")
+    pre.add_argument("--model", default=d.pretrain.model,
+                     help="ViT configuration: default, tiny, paper, +patch16... (default "
+                          "%(default)s)")
+    add_training_options(pre, d.pretrain, d.splits, threads=d.cpus_per_worker,
+                         workers=d.workers)
+    pre.set_defaults(handler=handle_pretrain)
+    ship = train_sub.add_parser(
+        "shipped-segmenter", help="reproduce the shipped calcium segmenter",
+        description="Generate the shipped segmenter's synthetic cohort, run its study (MAE "
+                    "pre-training and fine-tuning of fold 0, the 130 HU rule beside it), "
+                    "and export the calibrated fold model (float16) to --to (default: the "
+                    "package's cohort/model/weights/segmenter-default-synthetic.pt). About "
+                    "two hours on 2 CPU cores. SYNTHETIC phantoms only.")
+    ship.add_argument("--out", required=True, metavar="URL")
+    ship.add_argument("--to", metavar="PATH", help="checkpoint file to write")
+    ship.set_defaults(handler=handle_shipped_segmenter)
+
+
+def handle_segmenter(args: argparse.Namespace) -> str:
+    from dataclasses import replace
+
+    from cohort.train.seg_command import train_segmenter
+    from cohort.train.seg_study import SegStudyConfig
+    from cohort.train.splits import SplitConfig
+
+    d = SegStudyConfig()
+    config = replace(
+        d, train=replace(d.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         patience=args.patience, seed=args.seed),
+        pretrain=replace(d.pretrain, epochs=args.pretrain_epochs, seed=args.seed),
+        splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
+        use_gpu=args.gpus, cpus_per_worker=args.threads, only_folds=tuple(args.only_folds),
+        windows_per_crop=args.windows_per_crop)
+    return train_segmenter(args.data, args.out, config, variants=tuple(args.variants),
+                           labels_url=args.labels, masks_url=args.masks,
+                           options=storage_options(args.s3_endpoint))
+
+
+def handle_pretrain(args: argparse.Namespace) -> str:
+    from dataclasses import replace
+
+    from cohort.train.seg_command import pretrain
+    from cohort.train.seg_study import SegStudyConfig
+
+    train = replace(SegStudyConfig().pretrain, model=args.model, epochs=args.epochs,
+                    batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                    seed=args.seed)
+    return pretrain(args.data, args.out, train, labels_url=args.labels, workers=args.workers,
+                    cpus_per_worker=args.threads, use_gpu=args.gpus,
+                    options=storage_options(args.s3_endpoint))
+
+
+def handle_shipped_segmenter(args: argparse.Namespace) -> str:
+    from cohort.job.segmenter_checkpoint import shipped_segmenter
+    from cohort.train.seg_command import ship_segmenter
+
+    return ship_segmenter(args.out, args.to or shipped_segmenter(),
+                          options=storage_options(None))
 
 
 def handle_shipped(args: argparse.Namespace) -> str:

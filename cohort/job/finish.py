@@ -15,12 +15,12 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
 
-from cohort.anatomy import LANDMARKS
+from cohort.anatomy import LANDMARKS, SEGMENTS
 from cohort.errors import SeriesError
 from cohort.job.packing import unpack
 from cohort.job.prepare import MASK_CODES, PrepareConfig, mask_url, read_mask, run_isolated
@@ -104,6 +104,22 @@ def label_nifti(files: list[str], series_uid: str, landmarks: dict[str, int],
             return f.read()
 
 
+def volume_intervals(packed: bytes, summary: CalciumSummary, landmarks: dict[str, int],
+                     config: QuantifyConfig) -> dict:
+    """``<segment>_mm3_low/_high`` and ``total_calcium_mm3_low/_high`` of the segmenter's
+    interval masks (`cohort.job.calcium`), by the same slice rule as the volumes."""
+    d = unpack(packed)
+    out: dict = {"calcium_interval_level": float(d["level"][0])}
+    for bound in ("low", "high"):
+        s = replace(empty_summary(summary.n_slices, summary.slice_spacing_mm),
+                    voxel_mm3=summary.voxel_mm3, slice_voxels=d[bound].astype(np.int64))
+        got = quantify(s, landmarks, config).as_row()
+        for name in SEGMENTS:
+            out[f"{name}_mm3_{bound}"] = got[f"{name}_mm3"]
+        out[f"total_calcium_mm3_{bound}"] = got["total_calcium_mm3"]
+    return out
+
+
 def finish_row(row: dict, config: FinishConfig) -> dict:
     """Fill segment volumes, risk group, flags and picture links of one ok row."""
     if row.get("status") != "ok":
@@ -132,10 +148,17 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
             row["error_detail"] = f"segment volumes not computed: {problem['detail']}"
             values["qc_flags"] = [*values["qc_flags"], QCFlag.MASK_PROBLEM.value]
         else:
-            row["error_detail"] = ("no calcium mask given (--masks): landmarks only, "
-                                   "segment volumes not computed")
+            row["error_detail"] = ("no calcium mask (no --masks, segmenter switched off): "
+                                   "landmarks only, segment volumes not computed")
     else:
         values["risk_scheme"] = config.quantify.risk_scheme
+        if row.get("calcium_bounds") is not None:
+            values.update(volume_intervals(row["calcium_bounds"], summary, landmarks, qconfig))
+        if row.get("crop_edge_voxels"):
+            values["qc_flags"] = [*values["qc_flags"], QCFlag.CALCIUM_AT_CROP_EDGE.value]
+            row["error_detail"] = _note(row.get("error_detail"), (
+                f"{row['crop_edge_voxels']} calcium voxel(s) on the edge of the segmenter's "
+                "arterial crop: calcium may continue outside it, unmeasured"))
     if row.get("slice_repairs"):
         values["qc_flags"] = [*values["qc_flags"], QCFlag.SLICES_REPAIRED.value]
         row["error_detail"] = "; ".join(

@@ -2,7 +2,9 @@
 tilt, split the hemispheres, summarise the calcium mask by side, and prepare the model input.
 
 `prepare_series` returns only what later stages need, a few megabytes at most: the model
-input (float16, packed), the calcium summary (packed), and plain geometry values. It runs
+input (float16, packed), the calcium summary of an external mask (packed) or, for the
+calcium segmenter, the in-plane arterial slab of CT numbers (float16, packed), and plain
+geometry values. It runs
 inside an `IsolatedReader` process (see `prepare_row`), so a decoder that crashes or a series
 that hangs costs that series, never the Ray worker.
 """
@@ -18,6 +20,7 @@ import numpy as np
 from cohort.errors import CohortError, ErrorCode, SeriesError
 from cohort.geometry import Grid
 from cohort.job.packing import pack
+from cohort.preprocess.arterial_crop import CropConfig, slab_box
 from cohort.preprocess.hemisphere import HemisphereConfig, split_hemispheres
 from cohort.preprocess.model_input import ModelInputConfig, prepare
 from cohort.quantify import summarise_calcium
@@ -38,6 +41,9 @@ class PrepareConfig:
     hemisphere: HemisphereConfig = field(default_factory=HemisphereConfig)
     model_input: ModelInputConfig = field(default_factory=ModelInputConfig)
     masks_url: str | None = None  # folder of <SeriesInstanceUID>.nii.gz calcium masks
+    #: without masks: the arterial crop of the calcium segmenter (its in-plane slab over
+    #: every slice is handed on; the segmenter stage picks the slices); None: no segmenter
+    crop: CropConfig | None = None
     #: a missing or unusable mask: "note" keeps the series' landmarks (volumes not
     #: computed, a mask_* code on the row), "error" makes the series an error row
     mask_problems: str = "note"
@@ -176,6 +182,17 @@ def prepare_series(files: list[str], series_uid: str, config: PrepareConfig) -> 
                 summary = summarise_calcium(mask, volume.array, volume.grid,
                                             split.plane.signed_distance)
                 out["calcium"] = pack(**{k: v for k, v in summary.__dict__.items()})
+                out["mask_source"] = "external"
+        elif config.crop is not None:
+            from cohort.job.calcium import pack_slab
+
+            try:
+                box = slab_box(volume.grid, split.plane.point, split.plane.normal, config.crop)
+            except ValueError as e:
+                out["mask_problem"] = {"code": ErrorCode.PROCESSING_FAILED.value,
+                                       "detail": f"calcium segmenter: {e}"}
+            else:
+                out["seg_slab"] = pack_slab(volume, box)
     except SeriesError:
         raise
     except (CohortError, MemoryError) as e:

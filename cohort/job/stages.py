@@ -27,6 +27,8 @@ STAGE_DEFAULTS = {
     "slice_repairs": None, "seconds_prepare": None, "native_slice": None,
     "confidence_threshold": None,
     "variable_spacing": None, "sparse_slices": None, "mask_problem": None,
+    "mask_source": None, "seg_slab": None, "calcium_bounds": None, "crop_edge_voxels": None,
+    "segmenter_crop": None, "calcium_mask": None, "seconds_segment": None,
 }
 
 
@@ -49,7 +51,7 @@ def prepare_stage(row: dict, config: PrepareConfig) -> dict:
 
 def finish_stage(row: dict, config: FinishConfig) -> dict:
     """Ray Data map: quantification, pictures; only table values leave this stage."""
-    row = {k: plain(v) for k, v in row.items() if k != "model_input"}
+    row = {k: plain(v) for k, v in row.items() if k not in ("model_input", "seg_slab")}
     try:
         row = finish_row(row, config)
     except Exception as e:  # noqa: BLE001
@@ -58,6 +60,7 @@ def finish_stage(row: dict, config: FinishConfig) -> dict:
                    error_detail=f"quantification: {type(e).__name__}: {e}")
     row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
     for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub",
-                  "slice_repairs", "native_slice", "sparse_slices", "mask_problem"):
+                  "slice_repairs", "native_slice", "sparse_slices", "mask_problem",
+                  "seg_slab", "calcium_bounds", "segmenter_crop"):
         row.pop(heavy, None)
     return row

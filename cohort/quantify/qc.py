@@ -45,6 +45,9 @@ class QCFlag(StrEnum):
     # confidence, so a landmark far from the anatomy it names is flagged even when the
     # model was sure of it
     LANDMARK_GAP_IMPLAUSIBLE = "landmark_gap_implausible"
+    # the calcium segmenter found calcium on an inner face of its arterial crop: the plaque
+    # may go on outside the crop, where nothing is measured (volumes are then a lower bound)
+    CALCIUM_AT_CROP_EDGE = "calcium_at_crop_edge"
 
 
 #: where a row's low-confidence threshold came from (``with_model_threshold``)

@@ -177,6 +177,9 @@ def long_rows(row: dict) -> tuple[list[dict], list[dict]]:
                          "voxels": row.get(f"{name}_voxels"),
                          "plaques": row.get(f"{name}_plaques"),
                          "peak_hu": row.get(f"{name}_peak_hu"),
+                         "volume_mm3_low": row.get(f"{name}_mm3_low"),
+                         "volume_mm3_high": row.get(f"{name}_mm3_high"),
+                         "mask_source": row.get("mask_source"),
                          "risk_group": row.get("risk_group")})
     return marks, segs
 

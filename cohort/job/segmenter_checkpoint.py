@@ -1,0 +1,86 @@
+"""Which calcium segmenter the job uses, and what its checkpoint says about itself.
+
+With no ``--segmenter``, the job uses the one shipped in the package (trained on SYNTHETIC
+phantoms by `cohort train shipped-segmenter`; not for clinical use). External masks
+(``--masks``) always win: the segmenter then does not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+from cohort.errors import ConfigError
+from cohort.job.checkpoint import local_copy
+from cohort.preprocess.arterial_crop import CropConfig
+from cohort.storage import StorageOptions, redact
+
+SHIPPED_SEGMENTER = "segmenter-default-synthetic.pt"
+
+VALID_SEGMENTERS = ("give a checkpoint written by `cohort train segmenter --data URL --out DIR` "
+                    "(DIR/models/vit-fold-<f>.pt) or `cohort train shipped-segmenter`, leave "
+                    "--segmenter out to use the shipped one, or give --masks")
+
+
+def shipped_segmenter() -> str:
+    return str(resources.files("cohort.model") / "weights" / SHIPPED_SEGMENTER)
+
+
+@dataclass(frozen=True)
+class SegmenterInfo:
+    """What the rows and the run manifest say about the segmenter."""
+
+    path: str
+    source: str  # what the user gave (redacted), or "shipped"
+    name: str
+    sha256: str
+    trained_on: str
+    temperature: float  # voxel logits are divided by it (1: not calibrated)
+    threshold: float  # calibrated probability at or above which a voxel is calcium
+    level: float  # of the volume intervals
+    crop: CropConfig
+
+    @property
+    def mask_source(self) -> str:
+        """The rows' ``mask_source``: model name and checksum."""
+        return f"segmenter {self.name} sha256:{self.sha256[:12]}"
+
+
+def describe_segmenter(url: str | None, options: StorageOptions | None = None
+                       ) -> SegmenterInfo:
+    """Load the checkpoint once (weights only) to check and describe it.
+
+    Raises:
+        ConfigError: missing, not a segmenter checkpoint, or not calibrated.
+    """
+    from cohort.model.zoo import load_checkpoint
+
+    source = "shipped" if url is None else redact(url)
+    try:
+        path = local_copy(url or shipped_segmenter(), options)
+    except ConfigError:
+        raise ConfigError(f"segmenter checkpoint {source} does not exist; {VALID_SEGMENTERS}"
+                          ) from None
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    try:
+        net, meta = load_checkpoint(path)
+    except ConfigError as e:
+        raise ConfigError(f"{str(e).replace(path, source)}; {VALID_SEGMENTERS}") from None
+    if not hasattr(net, "cfg") or not hasattr(net.cfg, "window"):
+        raise ConfigError(f"{source} is a landmark or classification checkpoint, not a "
+                          f"calcium segmenter; {VALID_SEGMENTERS}")
+    cal = meta.get("calibration") or {}
+    if "threshold" not in cal:
+        raise ConfigError(f"segmenter {source} carries no calibration (temperature and "
+                          "threshold fitted on a validation split); train it with `cohort "
+                          "train segmenter`, which fits both")
+    crop = CropConfig(**meta["crop"]) if meta.get("crop") else CropConfig()
+    name = net.cfg.name if net.cfg.name.startswith("unet") else f"vit-{net.cfg.name}"
+    return SegmenterInfo(path=path, source=source, name=name,
+                         sha256=sha, trained_on="synthetic phantoms" if meta.get("synthetic")
+                         else str(meta.get("trained_on", "unknown")),
+                         temperature=float(cal.get("temperature", 1.0)),
+                         threshold=float(cal["threshold"]), level=float(cal.get("level", 0.9)),
+                         crop=crop)
