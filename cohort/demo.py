@@ -3,10 +3,12 @@
 1. `cohort synth heads`: a synthetic head-CT cohort as DICOM, with masks and ground truth;
 2. `cohort index`: discovery, validation and selection -> manifest.parquet;
 3. `cohort run`: Ray Data streams every selected series through reading, hemisphere
-   separation, the shipped DST checkpoint (trained on synthetic phantoms) and
+   separation, the shipped DST checkpoint, the shipped calcium segmenter (both trained on
+   synthetic phantoms; the cohort's own masks instead with ``masks=True``) and
    quantification -> series / landmarks / segments tables;
-4. DuckDB reads the tables back: volumes by risk group, and the model's landmarks against
-   the generator's ground truth, overall and by acquisition (`cohort.agreement`).
+4. DuckDB reads the tables back: volumes by risk group, the model's landmarks against the
+   generator's ground truth, overall and by acquisition (`cohort.agreement`), and the
+   segmenter's calcium against the true calcium (`cohort.calcium_agreement`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import time
 
 from cohort.agreement import agreement_by_acquisition, landmark_errors, summarise, to_markdown
+from cohort.calcium_agreement import agreement, calcium_rows
 from cohort.discover.index import index_cohort, summarize
 from cohort.pipeline import RunConfig, run_cohort
 from cohort.query import connect
@@ -23,13 +26,14 @@ from cohort.storage import StorageOptions
 from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.synth.summary import describe_cohort
+from cohort.train.tables import to_markdown as to_table
 from cohort.write.identity import IdentityConfig
 
 logger = logging.getLogger(__name__)
 
 
 def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
-             matrix: int = 512, workers: int = 0) -> str:
+             matrix: int = 512, workers: int = 0, masks: bool = False) -> str:
     """Run the demo; return the report to print."""
     out_dir = os.path.abspath(out_dir)
     cohort_dir = os.path.join(out_dir, "synthetic-cohort")
@@ -43,13 +47,16 @@ def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
     t1 = time.perf_counter()
     index = index_cohort(os.path.join(cohort_dir, "dicom"), index_dir)
     report += ["[2/3] " + summarize(index), f"      ({time.perf_counter() - t1:.1f} s)", ""]
-    config = RunConfig(masks=os.path.join(cohort_dir, "masks"),
-                       identity=IdentityConfig(salt="synthetic-demo"))
+    config = RunConfig(masks=os.path.join(cohort_dir, "masks") if masks else None,
+                       write_masks=not masks, identity=IdentityConfig(salt="synthetic-demo"))
     run = run_cohort(index_dir, results_dir, config)
     report.append("[3/3] cohort run: " + run.line())
     trained_on = run.manifest["model"]["trained_on"]
-    report.append(f"      model: shipped checkpoint, trained on {trained_on} (not for clinical "
-                  "use); data: SYNTHETIC")
+    calcium = ("the cohort's own masks" if masks else
+               f"shipped segmenter {run.manifest['segmenter']['name']}, trained on "
+               f"{run.manifest['segmenter']['trained_on']}")
+    report.append(f"      model: shipped checkpoint, trained on {trained_on}; calcium: "
+                  f"{calcium} (not for clinical use); data: SYNTHETIC")
     con = connect(results_dir)
     report.append("\nSegment volumes by risk group (mean mm^3, SYNTHETIC), read back with DuckDB:")
     report.append(str(con.sql("""
@@ -69,6 +76,11 @@ def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
                   f"{100 * overall['top1']:.0f}% on the true slice, over "
                   f"{overall['series']} series x 6 landmarks")
     report.append(to_markdown(agreement_by_acquisition(errors), synthetic=True))
+    if not masks:
+        rows = calcium_rows(series, table.to_pandas(), output_url=results_dir,
+                            truth_root=cohort_dir)
+        report.append(to_table(agreement(rows), "Segmenter calcium against the generator's "
+                               "ground truth", True))
     failed = series[series["status"] == "error"]
     if len(failed):
         report.append(f"failed series: {failed['error_code'].value_counts().to_dict()}")

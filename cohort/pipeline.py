@@ -376,6 +376,7 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
     done = finished_keys(
         out_url, options, retry_failed=config.retry_failed, model_sha256=model.sha256,
         need_volumes=bool(config.masks) or seg is not None,
+        mask_source=seg.mask_source if seg is not None else None,
         selected=frozenset(series.loc[series["status"] == "selected", "series_key"]))
     todo = series[~series["series_key"].isin(done)]
     if len(todo) == 0:

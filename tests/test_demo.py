@@ -29,7 +29,7 @@ def test_shipped_checkpoint_is_labelled_and_calibrated():
 @pytest.mark.timeout(1200)
 def test_demo_runs_the_job_and_agrees_with_ground_truth(tmp_path, ray_local):
     report = run_demo(out_dir=str(tmp_path / "demo"), patients=4, seed=123, matrix=128,
-                      workers=1)
+                      workers=1, masks=True)
     assert "[3/3] cohort run" in report and "SYNTHETIC" in report
     results = tmp_path / "demo" / "results"
     series = connect(str(results)).sql("SELECT * FROM series WHERE status = 'ok'"

@@ -1,4 +1,5 @@
-"""`cohort evaluate landmarks`: a run's landmarks against known ones, by acquisition."""
+"""`cohort evaluate landmarks` / `cohort evaluate calcium`: a run's landmarks or calcium
+against known ones."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 from cohort.cli.options import storage_options
 
 NAME = "evaluate"
-HELP = "a run's landmarks against a truth table, by acquisition"
+HELP = "a run's landmarks or calcium against a truth table"
 
 
 def add_parser(sub) -> None:
@@ -30,6 +31,20 @@ def add_parser(sub) -> None:
                     help="also write the per-landmark errors as Parquet here")
     lm.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
     lm.set_defaults(handler=handle_landmarks)
+    ca = what.add_parser(
+        "calcium", help="calcium volume, Dice and risk-group agreement by slice thickness",
+        description="The calcium of OUTPUT_URL's newest ok series with volumes against a "
+                    "truth table (a synthetic cohort's ground_truth.parquet, or Parquet/CSV "
+                    "with series_uid and total_calcium_mm3, optionally mask_path relative "
+                    "to the table's folder): Pearson r of log1p volume, Bland-Altman bias "
+                    "and limits, risk-group agreement (weighted kappa), coverage of the "
+                    "volume intervals, and voxel Dice where the run wrote its masks "
+                    "(--write-masks); overall and per slice-thickness band.")
+    ca.add_argument("output", metavar="OUTPUT_URL", help="the --out of `cohort run`")
+    ca.add_argument("--truth", required=True, metavar="URL", help="truth table")
+    ca.add_argument("--save", metavar="URL", help="also write the per-series rows as Parquet")
+    ca.add_argument("--s3-endpoint", metavar="URL", help="S3-compatible endpoint")
+    ca.set_defaults(handler=handle_calcium)
 
 
 def handle_landmarks(args: argparse.Namespace) -> str:
@@ -61,3 +76,39 @@ def handle_landmarks(args: argparse.Namespace) -> str:
         errors.to_parquet(buf, index=False)
         write_bytes(args.save, buf.getvalue(), options)
     return to_markdown(agreement_by_acquisition(errors), synthetic=synthetic)
+
+
+def handle_calcium(args: argparse.Namespace) -> str:
+    import io
+    import posixpath
+
+    import pandas as pd
+
+    from cohort.calcium_agreement import agreement, calcium_rows
+    from cohort.errors import ConfigError
+    from cohort.query import connect
+    from cohort.storage import read_bytes, redact, write_bytes
+    from cohort.train.tables import to_markdown
+    from cohort.write.runs import published_runs
+
+    options = storage_options(args.s3_endpoint)
+    if not published_runs(args.output, options):
+        raise ConfigError(f"{redact(args.output)} holds no published run; give the --out of "
+                          "a finished `cohort run`")
+    data = read_bytes(args.truth, options)
+    truth = (pd.read_csv(io.BytesIO(data)) if args.truth.endswith(".csv")
+             else pd.read_parquet(io.BytesIO(data)))
+    series = connect(args.output, options).sql("SELECT * FROM series").df()
+    rows = calcium_rows(series, truth, output_url=args.output,
+                        truth_root=posixpath.dirname(args.truth.rstrip("/")), options=options)
+    if rows.empty:
+        raise ConfigError(f"no ok series with volumes of {redact(args.output)} has a row in "
+                          f"{redact(args.truth)} (matched on series_uid)")
+    synthetic = bool(truth["synthetic"].all()) if "synthetic" in truth else False
+    if args.save:
+        buf = io.BytesIO()
+        rows.to_parquet(buf, index=False)
+        write_bytes(args.save, buf.getvalue(), options)
+    sources = ", ".join(sorted(str(s) for s in rows["mask_source"].dropna().unique()))
+    title = f"Calcium against the truth ({len(rows)} series; masks: {sources or 'unknown'})"
+    return to_markdown(agreement(rows), title, synthetic)

@@ -324,7 +324,7 @@ CONFIGS: dict[str, SegmenterConfig] = {
     # our reading of the paper's size: ViT-B (768 wide, 12 blocks, 12 heads) over small
     # patches, a larger window (the paper's exact window is not in its abstract)
     "paper": SegmenterConfig(name="paper", window=(96, 96, 32), patch=(8, 8, 2), width=768,
-                             depth=12, heads=12, mlp_ratio=4, decoder_channels=(256, 128, 64),
+                             depth=12, heads=12, mlp_ratio=4, decoder_channels=(128, 64, 32),
                              mae_width=384, mae_depth=4),
     # the CPU-sized default (shipped)
     "default": SegmenterConfig(name="default"),

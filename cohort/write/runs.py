@@ -118,8 +118,8 @@ def latest_series(table: pa.Table) -> pa.Table:
 
 def finished_keys(out_url: str, options: StorageOptions | None = None, *,
                   retry_failed: bool = False, model_sha256: str | None = None,
-                  need_volumes: bool = False, selected: frozenset[str] = frozenset()
-                  ) -> set[str]:
+                  need_volumes: bool = False, selected: frozenset[str] = frozenset(),
+                  mask_source: str | None = None) -> set[str]:
     """Series keys that a new run leaves alone, judged by each series' newest published row:
 
     - ``error``: left alone unless ``retry_failed``;
@@ -131,8 +131,12 @@ def finished_keys(out_url: str, options: StorageOptions | None = None, *,
       ``ok`` row whose mask was missing or unusable (a ``mask_*`` code) counts as failed:
       left alone unless ``retry_failed`` (e.g. after fixing the masks).
 
-    So the same command again processes nothing, while a new model, masks added later or a
-    series the index now selects are processed.
+    With the calcium segmenter (``mask_source``, its ``segmenter <name> sha256:...``), an
+    ``ok`` row whose volumes another segmenter made is processed again; volumes from
+    external masks are kept (they win over any segmenter).
+
+    So the same command again processes nothing, while a new model or segmenter, masks
+    added later or a series the index now selects are processed.
     """
     latest = latest_series(read_table(out_url, "series", options))
     keys = latest.column("series_key").to_pylist()
@@ -140,8 +144,11 @@ def finished_keys(out_url: str, options: StorageOptions | None = None, *,
     shas = latest.column("model_sha256").to_pylist()
     volumes = latest.column("volumes_computed").to_pylist()
     codes = latest.column("error_code").to_pylist()
+    sources = (latest.column("mask_source").to_pylist() if "mask_source" in latest.column_names
+               else [None] * len(keys))
     done = set()
-    for key, st, sha, vol, code in zip(keys, status, shas, volumes, codes, strict=True):
+    for key, st, sha, vol, code, src in zip(keys, status, shas, volumes, codes, sources,
+                                            strict=True):
         if st == "error" or (code in MASK_PROBLEM_CODES and not vol):
             keep = not retry_failed
         elif st == "skipped":
@@ -149,6 +156,8 @@ def finished_keys(out_url: str, options: StorageOptions | None = None, *,
         else:
             keep = (model_sha256 is None or sha == model_sha256) and (bool(vol) or
                                                                      not need_volumes)
+            if keep and vol and mask_source and src not in (None, "external", mask_source):
+                keep = False  # volumes of another segmenter: this one measures again
         if keep:
             done.add(key)
     return done

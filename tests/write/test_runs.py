@@ -71,3 +71,19 @@ def test_finished_means_same_model_volumes_when_asked_and_still_not_selected(tmp
     assert finished_keys(out, model_sha256="m1", need_volumes=True) == {"vol", "skip"}
     # another model: every measured series runs again; the index now selects "skip"
     assert finished_keys(out, model_sha256="m2", selected=frozenset({"skip"})) == set()
+
+
+def test_another_segmenter_measures_again_external_masks_stay(tmp_path):
+    out = str(tmp_path)
+    w = RunWriter(out, "20260101T000000Z-aaaaaa")
+    for key, src in (("ext", "external"), ("old", "segmenter vit-default sha256:aaa"),
+                     ("same", "segmenter vit-default sha256:bbb")):
+        w.add({**_row("20260101T000000Z-aaaaaa", key), "model_sha256": "m1",
+               "mask_source": src})
+    w.publish({})
+    done = finished_keys(out, model_sha256="m1", need_volumes=True,
+                         mask_source="segmenter vit-default sha256:bbb")
+    assert done == {"ext", "same"}
+    segs = read_table(out, "segments").to_pandas()
+    assert set(segs["mask_source"]) == {"external", "segmenter vit-default sha256:aaa",
+                                        "segmenter vit-default sha256:bbb"}

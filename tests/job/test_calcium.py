@@ -1,0 +1,31 @@
+"""The segmenter stage's pieces: a crop's calcium summary moved onto the volume's slices is
+the summary of the same mask on the whole volume."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cohort.geometry import Grid
+from cohort.job.calcium import _kji, on_volume
+from cohort.preprocess.arterial_crop import Box
+from cohort.quantify import plane_side, summarise_calcium
+
+
+def test_a_crops_summary_on_the_volume_equals_the_whole_volumes():
+    rng = np.random.default_rng(0)
+    grid = Grid((-40.0, -40.0, -20.0), (0.5, 0, 0), (0, 0.5, 0), (0, 0, 2.0), (30, 160, 160))
+    box = Box((8, 20), (40, 120), (30, 130))
+    crop_mask = rng.random((80, 100, 12)) > 0.995  # (H, W, D)
+    hu = rng.normal(300, 50, grid.shape).astype(np.float32)
+    full = np.zeros(grid.shape, dtype=bool)
+    full[box.k[0]:box.k[1], box.j[0]:box.j[1], box.i[0]:box.i[1]] = _kji(crop_mask)
+    side = plane_side((0.0, 0.0, 0.0), (1.0, 0.0, 0.0))
+    whole = summarise_calcium(full, hu, grid, side)
+    crop_hu = box.take(hu)
+    moved = on_volume(summarise_calcium(_kji(crop_mask), _kji(crop_hu), box.sub_grid(grid),
+                                        side), box.k[0], grid.shape[0])
+    assert moved.n_slices == whole.n_slices
+    assert np.array_equal(moved.slice_voxels, whole.slice_voxels)
+    assert np.allclose(moved.slice_peak_hu, whole.slice_peak_hu, equal_nan=True)
+    assert np.array_equal(np.sort(moved.piece_first_slice), np.sort(whole.piece_first_slice))
+    assert moved.voxel_mm3 == whole.voxel_mm3
