@@ -5,10 +5,14 @@
       -> Ray Data, one row per series:
          map          CPU task per series, 1 CPU, in an isolated process with a time limit:
                       fetch, decode, validate, tilt-correct, hemisphere split, calcium
-                      summary from the user's mask, model input
+                      summary from the user's mask (or the segmenter's arterial slab),
+                      model input
                                                  (cohort.job.stages -> cohort.job.prepare)
          map_batches  DST actors (num_gpus=1 each on GPU nodes, else CPU), batches of
                       similar depth, left-padded                     (cohort.job.landmarks)
+         map_batches  without --masks: calcium segmenter actors (a GPU shared with the
+                      DST's), the arterial crop from the landmarks, calibrated masks and
+                      volume intervals                                 (cohort.job.calcium)
          map          CPU: segment volumes, risk group, QC flags, QC picture for flagged
                       series, optional label maps (cohort.job.stages -> cohort.job.finish)
       -> the driver writes series / landmarks / segments Parquet in parts as rows arrive,
