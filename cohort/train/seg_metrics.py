@@ -65,17 +65,40 @@ def series_row(prob: np.ndarray, true: np.ndarray, threshold: float, voxel_mm3: 
             "high_mm3": float(np.count_nonzero(prob >= hi_t) * voxel_mm3)}
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the NLL of sigmoid(logits / T) on voxels in play."""
-    z = np.asarray(logits, dtype=np.float64)
+def nll(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
+        temperature: float = 1.0) -> float:
+    """Weighted mean negative log-likelihood of sigmoid(logits / T)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
     y = np.asarray(labels, dtype=np.float64)
+    w = np.ones_like(z) if weights is None else np.asarray(weights, dtype=np.float64)
+    return float(np.sum(w * (np.logaddexp(0, z) - y * z)) / max(np.sum(w), 1e-12))
 
-    def nll(log_t: float) -> float:
-        s = z / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0, s) - y * s))
 
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+def fit_temperature(logits: np.ndarray, labels: np.ndarray,
+                    weights: np.ndarray | None = None) -> float:
+    """The temperature T minimising the (weighted) NLL of sigmoid(logits / T).
+
+    Fit it on all voxels, or on a sample that stands for all of them (`voxel_sample`):
+    fitted on the voxels in play alone (a choice made by the model's own probabilities) it
+    leaves out the sure background that argues for confidence, and comes out far too
+    hot."""
+    res = minimize_scalar(lambda log_t: nll(logits, labels, weights, float(np.exp(log_t))),
+                          bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))
+
+
+def voxel_sample(logits: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                 rate: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, labels, weights) standing for all voxels of a crop: every voxel in play
+    (weight 1) and a random ``rate`` of the others (weight 1 / rate)."""
+    z = np.asarray(logits).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    play = in_play(1 / (1 + np.exp(-np.clip(z, -60, 60))), y)
+    rest = np.flatnonzero(~play)
+    take = rest[rng.random(len(rest)) < rate]
+    idx = np.concatenate([np.flatnonzero(play), take])
+    w = np.concatenate([np.ones(int(play.sum())), np.full(len(take), 1 / rate)])
+    return z[idx], y[idx], w
 
 
 def in_play(prob: np.ndarray, true: np.ndarray) -> np.ndarray:

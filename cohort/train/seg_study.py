@@ -115,20 +115,35 @@ def crop_predictions(net, rows: pd.DataFrame, cache_url: str, overlap: float,
     return out
 
 
-def calibrate(val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """Temperature (NLL on the validation voxels in play), ECE before and after, and the
-    threshold with the best pooled validation Dice at that temperature."""
-    z = np.concatenate([lg[M.in_play(segmenter.probabilities(lg), y)] for lg, y in val]) \
-        if val else np.zeros(0)
-    y = np.concatenate([y[M.in_play(segmenter.probabilities(lg), y)] for lg, y in val]) \
-        if val else np.zeros(0, dtype=bool)
-    t = M.fit_temperature(z, y) if len(z) and y.any() and not y.all() else 1.0
+def calibrate(val: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict:
+    """Temperature, ECE before and after, and the threshold with the best pooled validation
+    Dice at that temperature.
+
+    The temperature minimises the NLL of a voxel sample standing for all voxels
+    (`seg_metrics.voxel_sample`) and is kept only when it lowers the NLL of the other half
+    of the validation series in both directions of a two-fold split (as the landmark
+    study does); else T = 1. ECE is reported on the voxels in play."""
+    rng = np.random.default_rng(seed)
+    samples = [M.voxel_sample(lg, y, rng) for lg, y in val]
+
+    def pool(items):
+        if not items:
+            return np.zeros(0), np.zeros(0, bool), np.zeros(0)
+        return tuple(np.concatenate(parts) for parts in zip(*items, strict=True))
+
+    halves = [pool(samples[0::2]), pool(samples[1::2])]
+    helps = all(len(b[0]) and len(a[0]) and b[1].any() and M.nll(
+        *b, M.fit_temperature(*a)) < M.nll(*b) for a, b in (halves, halves[::-1]))
+    z, y, w = pool(samples)
+    t = M.fit_temperature(z, y, w) if helps and y.any() else 1.0
+    play = w == 1.0
     probs = [segmenter.probabilities(lg, t) for lg, _ in val]
     threshold = M.best_threshold(probs, [y for _, y in val]) if val else 0.5
-    return {"temperature": t, "threshold": threshold,
-            "val_ece_before": M.ece(segmenter.probabilities(z), y),
-            "val_ece_after": M.ece(segmenter.probabilities(z, t), y),
-            "val_voxels_in_play": len(z)}
+    return {"temperature": t, "temperature_kept": bool(helps), "threshold": threshold,
+            "val_ece_before": M.ece(segmenter.probabilities(z[play]), y[play]),
+            "val_ece_after": M.ece(segmenter.probabilities(z[play], t), y[play]),
+            "val_nll_before": M.nll(z, y, w), "val_nll_after": M.nll(z, y, w, t),
+            "val_voxels_in_play": int(play.sum())}
 
 
 def score(preds, rows: pd.DataFrame, temperature: float, threshold: float,
@@ -218,24 +233,37 @@ def run_seg_study(index: pd.DataFrame, cache_url: str, out_url: str, config: Seg
                 continue
             net, meta = train_variant(v, fold, index, splits, cache_url, out_url, config,
                                       options)
-            cal = calibrate(crop_predictions(net, val, cache_url, config.overlap, options))
-            got, test_cal = score(crop_predictions(net, test, cache_url, config.overlap,
-                                                   options),
-                                  test, cal["temperature"], cal["threshold"], config.level)
-            rows.append(got.assign(variant=name, fold=fold))
-            calib.append({"variant": name, "fold": fold, **cal, **test_cal})
-            buf = io.BytesIO()
-            save_seg_checkpoint(buf, net, **meta, fold=fold, variant=name, synthetic=synthetic,
-                                calibration={**cal, **test_cal, "level": config.level,
-                                             "fitted_on": f"validation split of fold {fold} "
-                                                          f"({len(val)} series)"},
-                                crop=asdict(config.crop))
-            write_bytes(join(out_url, "models", f"{name}-fold-{fold}.pt"), buf.getvalue(),
-                        options)
-            logger.info("fold %d %s: T %.2f, threshold %.2f, test Dice %.3f", fold, name,
-                        cal["temperature"], cal["threshold"], got["dice"].mean())
+            got, record = evaluate_variant(net, meta, name, fold, val, test, cache_url,
+                                           out_url, config, options, synthetic=synthetic)
+            rows.append(got)
+            calib.append(record)
     return write_seg_tables(join(out_url, "tables"), pd.concat(rows, ignore_index=True),
                             pd.DataFrame(calib), synthetic=synthetic, options=options)
+
+
+def evaluate_variant(net, meta: dict, name: str, fold: int, val: pd.DataFrame,
+                     test: pd.DataFrame, cache_url: str, out_url: str,
+                     config: SegStudyConfig, options: StorageOptions | None = None, *,
+                     synthetic: bool) -> tuple[pd.DataFrame, dict]:
+    """Calibrate a fold's model on its validation split, score its test split once, and
+    write ``models/<variant>-fold-<f>.pt``; (test rows, calibration record)."""
+    cal = calibrate(crop_predictions(net, val, cache_url, config.overlap, options))
+    got, test_cal = score(crop_predictions(net, test, cache_url, config.overlap, options),
+                          test, cal["temperature"], cal["threshold"], config.level)
+    meta = {k: v for k, v in meta.items() if k not in ("calibration", "crop", "fold",
+                                                        "variant", "synthetic")}
+    buf = io.BytesIO()
+    save_seg_checkpoint(buf, net, **meta, fold=fold, variant=name, synthetic=synthetic,
+                        calibration={**cal, **test_cal, "level": config.level,
+                                     "fitted_on": f"validation split of fold {fold} "
+                                                  f"({len(val)} series)"},
+                        crop=asdict(config.crop))
+    write_bytes(join(out_url, "models", f"{name}-fold-{fold}.pt"), buf.getvalue(), options)
+    logger.info("fold %d %s: T %.2f (%s), threshold %.2f, test Dice %.3f", fold, name,
+                cal["temperature"], "kept" if cal["temperature_kept"] else "not kept",
+                cal["threshold"], got["dice"].mean())
+    return got.assign(variant=name, fold=fold), {"variant": name, "fold": fold, **cal,
+                                                 **test_cal}
 
 
 def write_seg_tables(tables_url: str, rows: pd.DataFrame, calib: pd.DataFrame, *,
