@@ -31,6 +31,7 @@ def test_shipped_segmenter_is_labelled_and_calibrated():
     assert info.mask_source.startswith("segmenter vit-default sha256:")
 
 
+@pytest.mark.slow  # three 512 x 512 phantoms through the whole job: about 4 minutes
 @pytest.mark.timeout(1500)
 def test_shipped_segmenter_measures_unseen_phantoms(tmp_path, ray_local):
     root = tmp_path / "cohort"

@@ -76,3 +76,17 @@ def test_summary_of_a_perfect_and_a_bad_segmenter():
 def test_thickness_bands():
     assert [M.thickness_band(t) for t in (0.625, 1.25, 2.5, 5.0)] == [
         "<= 1.25 mm", "<= 1.25 mm", "1.25-3 mm", "> 3 mm"]
+
+
+def test_a_voxel_sample_stands_for_all_voxels_in_the_temperature_fit():
+    """Calibrated logits: the sample's fit stays near T = 1, while a fit on the voxels in
+    play alone (chosen by the model's own probabilities) comes out too hot."""
+    rng = np.random.default_rng(1)
+    z = np.concatenate([rng.normal(-9, 1.5, 2_000_000), rng.normal(0, 3, 20_000)])
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    zs, ys, w = M.voxel_sample(z, y, np.random.default_rng(2), rate=0.02)
+    assert len(zs) < len(z) / 10 and w.max() == pytest.approx(50.0)
+    assert M.fit_temperature(zs, ys, w) == pytest.approx(1.0, abs=0.1)
+    play = M.in_play(1 / (1 + np.exp(-z)), y)
+    assert M.nll(zs, ys, w) == pytest.approx(M.nll(z, y), rel=0.05)
+    assert M.fit_temperature(z[play], y[play]) != pytest.approx(1.0, abs=0.1)
