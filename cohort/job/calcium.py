@@ -21,7 +21,6 @@ like an unusable external mask, never an exception out of the stage.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -32,7 +31,7 @@ import pandas as pd
 import torch
 
 from cohort.anatomy import LANDMARKS
-from cohort.errors import ConfigError, ErrorCode
+from cohort.errors import ErrorCode
 from cohort.geometry import Grid
 from cohort.job.packing import pack, unpack
 from cohort.model.runtime import pick_device, set_threads
@@ -104,20 +103,13 @@ class CalciumSegmenterStage:
                  storage: StorageOptions | None = None, threads: int = 1,
                  prefer_gpu: bool = True, run_url: str | None = None,
                  write_masks: bool = False, windows_per_batch: int = 4):
-        from cohort.job.checkpoint import local_copy
+        from cohort.job.checkpoint import verified_copy
         from cohort.job.segmenter_checkpoint import describe_segmenter, shipped_segmenter
         from cohort.model.zoo import load_checkpoint
 
         set_threads(threads)
         self.device = pick_device(prefer_gpu)
-        path = local_copy(model_url or shipped_segmenter(), storage)
-        if sha256 is not None:
-            with open(path, "rb") as f:
-                found = hashlib.sha256(f.read()).hexdigest()
-            if found != sha256:
-                raise ConfigError(f"the segmenter on this node ({path}) has checksum "
-                                  f"{found[:12]}..., the driver checked {sha256[:12]}...; "
-                                  "install the same cohort version on every node")
+        path = verified_copy(model_url or shipped_segmenter(), storage, sha256, "segmenter")
         self.info = describe_segmenter(path)
         net, _ = load_checkpoint(path)
         self.net = net.to(self.device).eval()

@@ -76,6 +76,21 @@ def local_copy(url: str, options: StorageOptions | None = None) -> str:
     return _COPIES[url]
 
 
+def verified_copy(url: str, options: StorageOptions | None, sha256: str | None,
+                  what: str = "checkpoint") -> str:
+    """`local_copy` of ``url``, refused unless it has the checksum the driver checked
+    (``sha256``; None: not checked), so every node runs the same weights."""
+    path = local_copy(url, options)
+    if sha256 is not None:
+        with open(path, "rb") as f:
+            found = hashlib.sha256(f.read()).hexdigest()
+        if found != sha256:
+            raise ConfigError(f"the {what} on this node ({path}) has checksum {found[:12]}..., "
+                              f"the driver checked {sha256[:12]}...; install the same cohort "
+                              "version on every node")
+    return path
+
+
 def describe(url: str | None, options: StorageOptions | None = None) -> ModelInfo:
     """Load the checkpoint once (weights only) to check it and describe it.
 

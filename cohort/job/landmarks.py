@@ -21,7 +21,6 @@ landmark's own best slice broke that order, the row names it in ``reordered_land
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 
@@ -30,7 +29,7 @@ import pandas as pd
 import torch
 
 from cohort.anatomy import LANDMARKS
-from cohort.errors import ConfigError, ErrorCode
+from cohort.errors import ErrorCode
 from cohort.job.packing import unpack
 from cohort.model.calibration import landmark_confidence
 from cohort.model.decoding import MIRRORED, LandmarkDecoding, combine, ordered_slices
@@ -79,7 +78,7 @@ class LandmarkPredictor:
             sha256: when given, the file found here must have this checksum (the one the
                 driver checked and records in the run manifest).
         """
-        from cohort.job.checkpoint import local_copy, shipped_checkpoint
+        from cohort.job.checkpoint import shipped_checkpoint, verified_copy
         from cohort.model.calibration import (
             confidence_measure,
             temperatures_from_metadata,
@@ -89,14 +88,7 @@ class LandmarkPredictor:
 
         set_threads(threads)
         self.device = pick_device(prefer_gpu)
-        model_path = local_copy(model_url or shipped_checkpoint(), storage)
-        if sha256 is not None:
-            with open(model_path, "rb") as f:
-                found = hashlib.sha256(f.read()).hexdigest()
-            if found != sha256:
-                raise ConfigError(f"the checkpoint on this node ({model_path}) has checksum "
-                                  f"{found[:12]}..., the driver checked {sha256[:12]}...; "
-                                  "install the same cohort version on every node")
+        model_path = verified_copy(model_url or shipped_checkpoint(), storage, sha256)
         model, meta = load_checkpoint(model_path, map_location="cpu")
         self.model = model.to(self.device).eval()
         temps = meta.get("temperatures")

@@ -29,3 +29,19 @@ def test_a_crops_summary_on_the_volume_equals_the_whole_volumes():
     assert np.allclose(moved.slice_peak_hu, whole.slice_peak_hu, equal_nan=True)
     assert np.array_equal(np.sort(moved.piece_first_slice), np.sort(whole.piece_first_slice))
     assert moved.voxel_mm3 == whole.voxel_mm3
+
+
+def test_a_node_with_other_weights_is_refused(tmp_path):
+    import hashlib
+
+    import pytest
+
+    from cohort.errors import ConfigError
+    from cohort.job.checkpoint import verified_copy
+
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"weights")
+    good = hashlib.sha256(b"weights").hexdigest()
+    assert verified_copy(str(path), None, good, "segmenter") == str(path)
+    with pytest.raises(ConfigError, match="the segmenter on this node .* the driver checked"):
+        verified_copy(str(path), None, "0" * 64, "segmenter")
