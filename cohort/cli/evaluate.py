@@ -47,15 +47,19 @@ def add_parser(sub) -> None:
     ca.set_defaults(handler=handle_calcium)
 
 
-def handle_landmarks(args: argparse.Namespace) -> str:
+def series_and_truth(args: argparse.Namespace):
+    """(series table of the run's newest rows, truth table, storage options).
+
+    Raises:
+        ConfigError: OUTPUT_URL holds no published run.
+    """
     import io
 
     import pandas as pd
 
-    from cohort.agreement import agreement_by_acquisition, landmark_errors, to_markdown
     from cohort.errors import ConfigError
     from cohort.query import connect
-    from cohort.storage import read_bytes, redact, write_bytes
+    from cohort.storage import read_bytes, redact
     from cohort.write.runs import published_runs
 
     options = storage_options(args.s3_endpoint)
@@ -65,7 +69,17 @@ def handle_landmarks(args: argparse.Namespace) -> str:
     data = read_bytes(args.truth, options)
     truth = (pd.read_csv(io.BytesIO(data)) if args.truth.endswith(".csv")
              else pd.read_parquet(io.BytesIO(data)))
-    series = connect(args.output, options).sql("SELECT * FROM series").df()
+    return connect(args.output, options).sql("SELECT * FROM series").df(), truth, options
+
+
+def handle_landmarks(args: argparse.Namespace) -> str:
+    import io
+
+    from cohort.agreement import agreement_by_acquisition, landmark_errors, to_markdown
+    from cohort.errors import ConfigError
+    from cohort.storage import redact, write_bytes
+
+    series, truth, options = series_and_truth(args)
     errors = landmark_errors(series, truth)
     if errors.empty:
         raise ConfigError(f"no ok series of {redact(args.output)} has a row in "
@@ -82,23 +96,12 @@ def handle_calcium(args: argparse.Namespace) -> str:
     import io
     import posixpath
 
-    import pandas as pd
-
     from cohort.calcium_agreement import agreement, calcium_rows
     from cohort.errors import ConfigError
-    from cohort.query import connect
-    from cohort.storage import read_bytes, redact, write_bytes
+    from cohort.storage import redact, write_bytes
     from cohort.train.tables import to_markdown
-    from cohort.write.runs import published_runs
 
-    options = storage_options(args.s3_endpoint)
-    if not published_runs(args.output, options):
-        raise ConfigError(f"{redact(args.output)} holds no published run; give the --out of "
-                          "a finished `cohort run`")
-    data = read_bytes(args.truth, options)
-    truth = (pd.read_csv(io.BytesIO(data)) if args.truth.endswith(".csv")
-             else pd.read_parquet(io.BytesIO(data)))
-    series = connect(args.output, options).sql("SELECT * FROM series").df()
+    series, truth, options = series_and_truth(args)
     rows = calcium_rows(series, truth, output_url=args.output,
                         truth_root=posixpath.dirname(args.truth.rstrip("/")), options=options)
     if rows.empty:
