@@ -4,6 +4,7 @@ untrained tiny segmenter; the shipped one's accuracy is in tests/job/test_shippe
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from cohort.anatomy import SEGMENTS
 from cohort.cli import main
+from cohort.cli.evaluate import handle_calcium
 from cohort.query import connect
 from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series
@@ -61,6 +63,13 @@ def test_without_masks_the_segmenter_measures_and_says_so(small_cohort, tiny_che
         assert mask.array.shape == volume.array.shape  # on the series grid
         assert np.allclose(mask.grid.origin, volume.grid.origin, atol=1e-3)
         assert int((mask.array > 0).sum()) == r.total_calcium_voxels
+    # `cohort evaluate calcium` reads the run, its masks and the truth
+    text = handle_calcium(argparse.Namespace(output=str(out), truth=str(
+        small_cohort / "ground_truth.parquet"), save=str(tmp_path / "rows.parquet"),
+        s3_endpoint=None))
+    assert "SYNTHETIC" in text and "segmenter vit-tiny" in text and "| all |" in text
+    saved = pd.read_parquet(tmp_path / "rows.parquet")
+    assert len(saved) == len(rows) and saved["dice"].notna().all()
 
 
 @pytest.mark.timeout(600)
