@@ -1,4 +1,5 @@
-"""The vocabulary of the method: sides, landmarks, segments, label codes, and the boundary rule.
+"""The vocabulary of the method: sides, landmarks, segments, label codes, the boundary rule,
+and the calcium annotation rule (`CALCIUM_HU`).
 
 One place for the names every stage shares (generator, quantification, output tables).
 
@@ -18,6 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the annotation rule of the second paper: calcium is the voxels >= 130 HU inside a circle an
+#: annotator draws around it (single voxels discarded); the generator's truth, the
+#: segmenter's candidate gate and the threshold baseline all use it
+CALCIUM_HU = 130.0
 SIDES: tuple[str, ...] = ("right", "left")
 LANDMARK_KINDS: tuple[str, ...] = ("carotid_canal", "petrolingual", "anterior_clinoid")
 SEGMENT_KINDS: tuple[str, ...] = ("cervical", "petrous", "cavernous", "supraclinoid")

@@ -9,8 +9,8 @@ the row leaves with what the finish stage needs and nothing heavier:
   threshold, on the whole volume's slices (so quantification is the one external masks
   get);
 * ``calcium_bounds``: voxels per side and slice of the interval masks (probability at or
-  above 1 - (1 - level)/2 and (1 - level)/2), from which the finish stage makes each
-  segment's volume interval;
+  above the checkpoint's two interval thresholds, fitted on its validation split), from
+  which the finish stage makes each segment's volume interval;
 * ``crop_edge_voxels``: predicted calcium on an inner face of the crop (calcium may go on
   outside it, unmeasured: the row is flagged), ``mask_source``, ``seconds_segment``, and
   with ``--write-masks`` the mask as NIfTI on the series grid (``calcium_mask``).
@@ -38,7 +38,6 @@ from cohort.model.runtime import pick_device, set_threads
 from cohort.preprocess.arterial_crop import Box, depth_range, edge_voxels
 from cohort.quantify import CalciumSummary, plane_side, summarise_calcium
 from cohort.storage import StorageOptions, join, write_bytes
-from cohort.train.seg_metrics import interval_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ class CalciumSegmenterStage:
         sub = box.sub_grid(grid)
         summary = on_volume(summarise_calcium(_kji(mask), _kji(hu), sub, side), k0,
                             grid.shape[0])
-        lo_t, hi_t = interval_thresholds(self.info.level)
+        lo_t, hi_t = self.info.bounds
         bounds = {}
         for name, t in (("low", lo_t), ("high", hi_t)):
             s = summarise_calcium(_kji(prob >= t), _kji(hu), sub, side)

@@ -15,6 +15,7 @@ from cohort.errors import ConfigError
 from cohort.job.checkpoint import local_copy
 from cohort.preprocess.arterial_crop import CropConfig
 from cohort.storage import StorageOptions, redact
+from cohort.train.seg_metrics import interval_thresholds
 
 SHIPPED_SEGMENTER = "segmenter-default-synthetic.pt"
 
@@ -39,6 +40,9 @@ class SegmenterInfo:
     temperature: float  # voxel logits are divided by it (1: not calibrated)
     threshold: float  # calibrated probability at or above which a voxel is calcium
     level: float  # of the volume intervals
+    #: probabilities at or above which a voxel is in the interval's lower / upper volume
+    #: (fitted on validation; older checkpoints: read off the level)
+    bounds: tuple[float, float]
     crop: CropConfig
 
     @property
@@ -78,9 +82,12 @@ def describe_segmenter(url: str | None, options: StorageOptions | None = None
                           "train segmenter`, which fits both")
     crop = CropConfig(**meta["crop"]) if meta.get("crop") else CropConfig()
     name = net.cfg.name if net.cfg.name.startswith("unet") else f"vit-{net.cfg.name}"
+    level = float(cal.get("level", 0.9))
     return SegmenterInfo(path=path, source=source, name=name,
                          sha256=sha, trained_on="synthetic phantoms" if meta.get("synthetic")
                          else str(meta.get("trained_on", "unknown")),
                          temperature=float(cal.get("temperature", 1.0)),
-                         threshold=float(cal["threshold"]), level=float(cal.get("level", 0.9)),
+                         threshold=float(cal["threshold"]), level=level,
+                         bounds=tuple(float(b) for b in cal.get(
+                             "interval_thresholds", interval_thresholds(level))),
                          crop=crop)

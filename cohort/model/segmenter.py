@@ -37,6 +37,7 @@ from monai.networks.blocks.pos_embed_utils import build_sincos_position_embeddin
 from torch import nn
 from torch.nn import functional as F
 
+from cohort.anatomy import CALCIUM_HU
 from cohort.errors import ConfigError
 
 #: HU window of the network input: [-100, 700] HU -> [0, 1]. Calcium starts at 130 HU
@@ -48,6 +49,12 @@ HU_RANGE = (-100.0, 700.0)
 #: the output bias at initialisation: logit of a 1% prior, so that the loss does not start
 #: by unlearning calcium everywhere (calcium is well under 1% of a crop)
 PRIOR_LOGIT = -4.6
+#: the annotation rule's floor: calcium was annotated by keeping voxels >= 130 HU inside a
+#: circle drawn around it (method.md section 2). The network is asked only which of those
+#: candidate voxels are calcium (``gate_hu``): below it the logit is ``GATED_LOGIT``
+#: (probability ~0 at any temperature), so mask edges are the image's own, as an
+#: annotator's are, and all of the network's capacity goes to telling plaque from bone
+GATED_LOGIT = -40.0
 
 DECODERS = ("interp", "transposed")
 
@@ -76,6 +83,9 @@ class SegmenterConfig:
     mae_width: int = 48  # the MAE decoder (pre-training only); widths divide by 6 (3-D sin-cos)
     mae_depth: int = 2
     mask_ratio: float = 0.75  # fraction of tokens hidden in pre-training
+    #: candidate voxels only (`gate`): the logit is GATED_LOGIT below this CT number;
+    #: None: every voxel is the network's (the ablation)
+    gate_hu: float | None = CALCIUM_HU
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -149,6 +159,21 @@ class Encoder(nn.Module):
 
 
 # --- MAE head (pre-training) -----------------------------------------------------------
+
+
+def gate(logits: torch.Tensor, x: torch.Tensor, gate_hu: float | None) -> torch.Tensor:
+    """Logits of the candidate voxels (scaled CT ``x`` at or above ``gate_hu``), and
+    `GATED_LOGIT` elsewhere; no gradient flows to the gated voxels."""
+    if gate_hu is None:
+        return logits
+    floor = float(scale_hu(np.array([gate_hu], dtype=np.float32))[0])
+    return torch.where(x >= floor, logits, torch.full_like(logits, GATED_LOGIT))
+
+
+def is_gated(logits: np.ndarray) -> np.ndarray:
+    """Voxels `gate` ruled out (blending of overlapping windows keeps them near
+    GATED_LOGIT); calibration leaves them out: they are the rule's, not the network's."""
+    return np.asarray(logits) <= GATED_LOGIT / 2
 
 
 def patchify(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
@@ -285,7 +310,7 @@ class CalciumSegmenter(nn.Module):
     def forward(self, x: torch.Tensor, depths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, H, W, D) scaled CT (`scale_hu`) -> (B, 1, H, W, D) calcium logits.
         ``depths`` is accepted for the training loop's common call and ignored."""
-        return self.decoder(self.encoder(x), x)
+        return gate(self.decoder(self.encoder(x), x), x, self.cfg.gate_hu)
 
     def reconstruct(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """MAE pre-training: (B, N, patch voxels) predicted from the ``keep`` tokens."""
@@ -338,6 +363,7 @@ ABLATIONS: dict[str, dict] = {
     "transposed": {"decoder": "transposed"},
     "patch16": {"patch": (16, 16, 4), "decoder_channels": (32, 24, 16, 8)},
     "patch4": {"patch": (4, 4, 2), "decoder_channels": (32, 16)},
+    "nogate": {"gate_hu": None},
 }
 
 

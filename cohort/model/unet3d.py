@@ -18,6 +18,7 @@ from monai.networks.nets import DynUNet
 from torch import nn
 
 from cohort.errors import ConfigError
+from cohort.model.segmenter import CALCIUM_HU, PRIOR_LOGIT, gate
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class UNetConfig:
     #: per level after the first: (2, 2, 2) halves every axis, (2, 2, 1) in-plane only (as
     #: nnU-Net does for anisotropic voxels)
     strides: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1))
+    #: candidate voxels only, as the ViT (`cohort.model.segmenter.gate`)
+    gate_hu: float | None = CALCIUM_HU
 
     def __post_init__(self) -> None:
         if len(self.filters) != len(self.strides) + 1:
@@ -51,12 +54,11 @@ class UNet3D(nn.Module):
                            upsample_kernel_size=list(cfg.strides), filters=list(cfg.filters),
                            norm_name=("INSTANCE", {"affine": True}),
                            act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}))
-        from cohort.model.segmenter import PRIOR_LOGIT
 
         torch.nn.init.constant_(self.net.output_block.conv.conv.bias, PRIOR_LOGIT)
 
     def forward(self, x: torch.Tensor, depths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x)
+        return gate(self.net(x), x, self.cfg.gate_hu)
 
 
 CONFIGS = {

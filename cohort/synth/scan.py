@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cohort.anatomy import LANDMARK_KINDS, SEGMENTS, SIDES, segment_label, segment_of_slices
+from cohort.anatomy import (
+    CALCIUM_HU,
+    LANDMARK_KINDS,
+    SEGMENTS,
+    SIDES,
+    segment_label,
+    segment_of_slices,
+)
 from cohort.geometry import Grid
 from cohort.read.stack import StackRules
 from cohort.synth.acquisition import Protocol, add_kernel_and_noise
@@ -28,7 +35,6 @@ from cohort.synth.subject import Pose
 #: the noise-free native grid over soft tissue (45 HU), i.e. when the plaque fills at least
 #: (130 - 45) / (plaque HU - 45) of it. Dense plaques bloom by up to a voxel; faint ones
 #: (just above 130 HU) vanish where partial volume on thick slices dilutes them.
-CALCIUM_HU = 130.0
 SOFT_TISSUE_HU = 45.0
 
 

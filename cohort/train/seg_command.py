@@ -19,7 +19,7 @@ from cohort.synth.config import SynthConfig
 from cohort.train.command import sources_and_labels
 from cohort.train.loop import TrainConfig
 from cohort.train.seg_data import build_seg_cache, synthetic_masks
-from cohort.train.seg_study import VARIANTS, SegStudyConfig, read_table, run_seg_study
+from cohort.train.seg_study import SIZES, VARIANTS, SegStudyConfig, read_table, run_seg_study
 from cohort.train.splits import SplitConfig
 from cohort.train.study import StudyConfig, run_fold
 
@@ -58,6 +58,8 @@ def train_segmenter(data_url: str, out_url: str, config: SegStudyConfig, *,
     if bad:
         raise ConfigError(f"unknown variant(s) {', '.join(bad)}; choose from "
                           f"{', '.join(VARIANTS)}")
+    if config.size not in SIZES:
+        raise ConfigError(f"unknown study size {config.size!r}; choose from {', '.join(SIZES)}")
     t0 = time.perf_counter()
     with RaySession() as ray:
         index, synthetic = seg_index(data_url, join(out_url, "cache"), config,

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from cohort.anatomy import CALCIUM_HU
 from cohort.model import segmenter
 from cohort.preprocess.arterial_crop import CropConfig
 from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
@@ -45,7 +46,6 @@ from cohort.train.tables import to_markdown
 
 logger = logging.getLogger(__name__)
 
-CALCIUM_HU = 130.0  # the annotation rule (and the threshold baseline)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,30 @@ class Variant:
     model: str | None
     pretrain: bool = False
 
+    def model_at(self, size: str) -> str | None:
+        """The network at a study size (`SIZES`): ``default+patch16`` at ``tiny`` is
+        ``tiny+patch16``, the U-Net ``unet-tiny``; the ablation stays the same."""
+        if self.model is None or size == "default":
+            return self.model
+        if self.model.startswith("unet"):
+            return SIZES[size]
+        return size + self.model.removeprefix("default")
+
+
+#: study sizes: the ViT configuration, and the U-Net of about the same cost beside it
+SIZES = {"default": "unet", "tiny": "unet-tiny", "paper": "unet"}
+
+
+#: ablations that leave the encoder as it is (the decoder's upsampling, the output gate)
+ENCODER_NEUTRAL = ("transposed", "nogate")
+
+
+def encoder_model(model: str) -> str:
+    """The model whose MAE pre-training a ViT variant starts from: ablations that leave the
+    encoder alone (`ENCODER_NEUTRAL`) share their encoder's pre-training, run once per fold."""
+    base, *parts = model.split("+")
+    return "+".join([base, *(p for p in parts if p not in ENCODER_NEUTRAL)])
+
 
 #: the variants `cohort train segmenter --variants` knows; "vit" is the segmenter itself
 VARIANTS = {
@@ -64,6 +88,7 @@ VARIANTS = {
     "vit_no_mae": Variant("vit_no_mae", "default"),
     "vit_patch16": Variant("vit_patch16", "default+patch16", pretrain=True),
     "vit_transposed": Variant("vit_transposed", "default+transposed", pretrain=True),
+    "vit_no_gate": Variant("vit_no_gate", "default+nogate", pretrain=True),
     "unet": Variant("unet", "unet"),
     "threshold_130hu": Variant("threshold_130hu", None),
 }
@@ -86,6 +111,9 @@ class SegStudyConfig:
     only_folds: tuple[int, ...] = ()
     #: windows drawn per training crop and epoch (a crop holds many windows)
     windows_per_crop: int = 4
+    #: the ViT configuration of every variant (`SIZES`): ``tiny`` runs the full 5-fold
+    #: grid of ablations on 2 CPU cores in an hour or two, ``default`` is the shipped size
+    size: str = "default"
     level: float = 0.9  # of the volume intervals
     overlap: float = 0.25  # of the sliding windows at prediction
 
@@ -115,9 +143,11 @@ def crop_predictions(net, rows: pd.DataFrame, cache_url: str, overlap: float,
     return out
 
 
-def calibrate(val: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict:
-    """Temperature, ECE before and after, and the threshold with the best pooled validation
-    Dice at that temperature.
+def calibrate(val: list[tuple[np.ndarray, np.ndarray]], seed: int = 0,
+              level: float = 0.9) -> dict:
+    """Temperature, ECE before and after, the threshold with the best pooled validation
+    Dice at that temperature, and the thresholds of the ``level`` volume interval
+    (`seg_metrics.fit_interval_thresholds`).
 
     The temperature minimises the NLL of a voxel sample standing for all voxels
     (`seg_metrics.voxel_sample`) and is kept only when it lowers the NLL of the other half
@@ -138,8 +168,11 @@ def calibrate(val: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict:
     t = M.fit_temperature(z, y, w) if helps and y.any() else 1.0
     play = w == 1.0
     probs = [segmenter.probabilities(lg, t) for lg, _ in val]
-    threshold = M.best_threshold(probs, [y for _, y in val]) if val else 0.5
+    trues = [y for _, y in val]
+    threshold = M.best_threshold(probs, trues) if val else 0.5
+    lo, hi = M.fit_interval_thresholds(probs, trues, level)
     return {"temperature": t, "temperature_kept": bool(helps), "threshold": threshold,
+            "level": level, "interval_thresholds": [lo, hi],
             "val_ece_before": M.ece(segmenter.probabilities(z[play]), y[play]),
             "val_ece_after": M.ece(segmenter.probabilities(z[play], t), y[play]),
             "val_nll_before": M.nll(z, y, w), "val_nll_after": M.nll(z, y, w, t),
@@ -147,7 +180,7 @@ def calibrate(val: list[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> dict:
 
 
 def score(preds, rows: pd.DataFrame, temperature: float, threshold: float,
-          level: float) -> tuple[pd.DataFrame, dict]:
+          bounds: tuple[float, float]) -> tuple[pd.DataFrame, dict]:
     """Per-series rows of test predictions, and the test ECE before/after calibration."""
     out, zs, ys = [], [], []
     for (lg, y), r in zip(preds, rows.to_dict("records"), strict=True):
@@ -155,8 +188,9 @@ def score(preds, rows: pd.DataFrame, temperature: float, threshold: float,
         out.append({"series_uid": r["series_uid"], "patient_key": r["patient_key"],
                     "slice_thickness_mm": r["slice_thickness_mm"],
                     **M.series_row(p, y, threshold, r["voxel_mm3"],
-                                   int(r["mask_voxels"]) - int(r["crop_voxels"]), level)})
-        sel = M.in_play(segmenter.probabilities(lg), y)
+                                   int(r["mask_voxels"]) - int(r["crop_voxels"]),
+                                   bounds)})
+        sel = M.in_play(segmenter.probabilities(lg), y) & ~segmenter.is_gated(lg)
         zs.append(lg[sel])
         ys.append(y[sel])
     z, y = (np.concatenate(zs), np.concatenate(ys)) if zs else (np.zeros(0), np.zeros(0))
@@ -165,7 +199,7 @@ def score(preds, rows: pd.DataFrame, temperature: float, threshold: float,
                                                        y)}
 
 
-def threshold_rows(rows: pd.DataFrame, cache_url: str, level: float,
+def threshold_rows(rows: pd.DataFrame, cache_url: str,
                    options: StorageOptions | None = None) -> pd.DataFrame:
     """The 130 HU rule inside each crop, scored like a model (its interval is a point)."""
     out = []
@@ -175,7 +209,7 @@ def threshold_rows(rows: pd.DataFrame, cache_url: str, level: float,
         out.append({"series_uid": r["series_uid"], "patient_key": r["patient_key"],
                     "slice_thickness_mm": r["slice_thickness_mm"],
                     **M.series_row(p, crop[1] > 0.5, 0.5, r["voxel_mm3"],
-                                   int(r["mask_voxels"]) - int(r["crop_voxels"]), level)})
+                                   int(r["mask_voxels"]) - int(r["crop_voxels"]))})
     return pd.DataFrame(out)
 
 
@@ -188,14 +222,16 @@ def train_variant(variant: Variant, fold: int, index: pd.DataFrame, splits: pd.D
                   cache_url: str, out_url: str, config: SegStudyConfig,
                   options: StorageOptions | None):
     """Pre-train (when the variant asks) and fine-tune one fold; (network, meta)."""
-    train_cfg = replace(config.train, model=variant.model, init_weights=None)
+    model = variant.model_at(config.size)
+    train_cfg = replace(config.train, model=model, init_weights=None)
     repeated = _repeat_index(index, splits, fold, config.windows_per_crop)
     if variant.pretrain:
-        pre_url = join(out_url, "models", "pretrained", f"{variant.model}-fold-{fold}.pt")
+        encoder = encoder_model(model)
+        pre_url = join(out_url, "models", "pretrained", f"{encoder}-fold-{fold}.pt")
         if not _exists(pre_url, options):
-            pre = replace(config.pretrain, model=variant.model)
+            pre = replace(config.pretrain, model=encoder)
             net, meta = run_fold(fold, repeated, splits, cache_url,
-                                 join(out_url, "pretrain", variant.model),
+                                 join(out_url, "pretrain", encoder),
                                  _study(config, pre), options)
             buf = io.BytesIO()
             segmenter.save_checkpoint(buf, net, **meta)
@@ -228,7 +264,7 @@ def run_seg_study(index: pd.DataFrame, cache_url: str, out_url: str, config: Seg
         for name in variants:
             v = VARIANTS[name]
             if v.model is None:
-                got = threshold_rows(test, cache_url, config.level, options)
+                got = threshold_rows(test, cache_url, options)
                 rows.append(got.assign(variant=name, fold=fold))
                 continue
             net, meta = train_variant(v, fold, index, splits, cache_url, out_url, config,
@@ -238,7 +274,8 @@ def run_seg_study(index: pd.DataFrame, cache_url: str, out_url: str, config: Seg
             rows.append(got)
             calib.append(record)
     return write_seg_tables(join(out_url, "tables"), pd.concat(rows, ignore_index=True),
-                            pd.DataFrame(calib), synthetic=synthetic, options=options)
+                            pd.DataFrame(calib), synthetic=synthetic, size=config.size,
+                            options=options)
 
 
 def evaluate_variant(net, meta: dict, name: str, fold: int, val: pd.DataFrame,
@@ -247,14 +284,16 @@ def evaluate_variant(net, meta: dict, name: str, fold: int, val: pd.DataFrame,
                      synthetic: bool) -> tuple[pd.DataFrame, dict]:
     """Calibrate a fold's model on its validation split, score its test split once, and
     write ``models/<variant>-fold-<f>.pt``; (test rows, calibration record)."""
-    cal = calibrate(crop_predictions(net, val, cache_url, config.overlap, options))
+    cal = calibrate(crop_predictions(net, val, cache_url, config.overlap, options),
+                    level=config.level)
     got, test_cal = score(crop_predictions(net, test, cache_url, config.overlap, options),
-                          test, cal["temperature"], cal["threshold"], config.level)
+                          test, cal["temperature"], cal["threshold"],
+                          tuple(cal["interval_thresholds"]))
     meta = {k: v for k, v in meta.items() if k not in ("calibration", "crop", "fold",
                                                         "variant", "synthetic")}
     buf = io.BytesIO()
     save_seg_checkpoint(buf, net, **meta, fold=fold, variant=name, synthetic=synthetic,
-                        calibration={**cal, **test_cal, "level": config.level,
+                        calibration={**cal, **test_cal,
                                      "fitted_on": f"validation split of fold {fold} "
                                                   f"({len(val)} series)"},
                         crop=asdict(config.crop))
@@ -267,19 +306,20 @@ def evaluate_variant(net, meta: dict, name: str, fold: int, val: pd.DataFrame,
 
 
 def write_seg_tables(tables_url: str, rows: pd.DataFrame, calib: pd.DataFrame, *,
-                     synthetic: bool, options: StorageOptions | None = None
-                     ) -> dict[str, str]:
+                     synthetic: bool, size: str = "default",
+                     options: StorageOptions | None = None) -> dict[str, str]:
     """Predictions, summaries (overall and per thickness band) and calibration, as Parquet
-    and Markdown."""
+    and Markdown; the titles name the study's size."""
+    at = f" (networks of size {size})"
     rows = rows.assign(thickness_band=[M.thickness_band(t) for t in rows["slice_thickness_mm"]],
                        synthetic=synthetic)
     summary = M.summary_table(rows, ("variant",))
     bands = M.summary_table(rows, ("variant", "thickness_band"))
     written = {}
     for name, df, title in (("seg_predictions", rows, None),
-                            ("seg_summary", summary, "Calcium segmentation, test splits"),
-                            ("seg_by_thickness", bands, "By slice thickness, test splits"),
-                            ("seg_calibration", calib, "Calibration (voxels in play)")):
+                            ("seg_summary", summary, "Calcium segmentation, test splits" + at),
+                            ("seg_by_thickness", bands, "By slice thickness, test splits" + at),
+                            ("seg_calibration", calib, "Calibration (voxels in play)" + at)):
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         url = join(tables_url, f"{name}.parquet")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cohort.errors import ConfigError
-from cohort.model import segmenter
+from cohort.model import segmenter, unet3d
 from cohort.model.segmenter import (
     build_config,
     build_model,
@@ -139,3 +139,41 @@ def test_checkpoints_of_other_kinds_are_refused(tmp_path):
     torch.save({"format": segmenter.FORMAT, "config": object()}, pickled)
     with pytest.raises(ConfigError, match="weights_only=True"):
         load_checkpoint(pickled)
+
+
+@pytest.mark.parametrize("build", [lambda: build_model("tiny"),
+                                   lambda: unet3d.build_model("unet-tiny")])
+def test_the_gate_leaves_only_candidate_voxels_to_the_network(build):
+    """Below 130 HU the logit is GATED_LOGIT and no gradient reaches the network through
+    those voxels; at or above it the network decides (ViT and U-Net alike)."""
+    torch.manual_seed(0)
+    net = build()
+    hu = torch.full((1, 1, *net.cfg.window), 40.0)
+    hu[..., 4:9, 4:9, 2:5] = 600.0  # a bright block: candidates
+    hu[..., 20, 20, 1] = 129.0  # just under the rule
+    x = segmenter.scale_hu(hu).requires_grad_(True)
+    out = net(x)
+    bright = hu >= segmenter.CALCIUM_HU
+    assert torch.all(out[~bright] == segmenter.GATED_LOGIT)
+    assert torch.all(out[bright] > segmenter.GATED_LOGIT / 2)
+    assert not segmenter.is_gated(out[bright].detach().numpy()).any()
+    out[~bright].sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in net.parameters())
+
+
+def test_the_ungated_ablation_decides_every_voxel():
+    net = build_model("tiny+nogate").eval()
+    x = segmenter.scale_hu(torch.full((1, 1, *net.cfg.window), 40.0))
+    assert not segmenter.is_gated(net(x).detach().numpy()).any()
+
+
+def test_gated_voxels_stay_gated_through_window_blending():
+    """Overlapping windows blend logits; a voxel under 130 HU is gated in every window, so
+    its blended logit still reads as gated and the probability is ~0 at any temperature."""
+    net = build_model("tiny").eval()
+    crop = np.full((45, 70, 11), 40.0, dtype=np.float32)
+    crop[10:20, 30:40, 3:6] = 500.0
+    z = crop_logits(net, crop)
+    gated = segmenter.is_gated(z)
+    assert np.array_equal(gated, crop < segmenter.CALCIUM_HU)
+    assert probabilities(z[gated], 5.0).max() < 1e-3

@@ -90,3 +90,49 @@ def test_a_voxel_sample_stands_for_all_voxels_in_the_temperature_fit():
     play = M.in_play(1 / (1 + np.exp(-z)), y)
     assert M.nll(zs, ys, w) == pytest.approx(M.nll(z, y), rel=0.05)
     assert M.fit_temperature(z[play], y[play]) != pytest.approx(1.0, abs=0.1)
+
+
+def test_the_voxel_sample_leaves_out_voxels_the_gate_ruled_out():
+    """A true voxel under 130 HU carries GATED_LOGIT: it is the rule's miss, not the
+    network's confidence, and would drag the temperature up if it stayed in the fit."""
+    from cohort.model.segmenter import GATED_LOGIT
+
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.normal(-9, 1.5, 200_000), rng.normal(0, 3, 20_000)])
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    gated = np.zeros(len(z), bool)
+    gated[:2000] = True  # gated, half of them true (missed by the rule)
+    z[gated] = GATED_LOGIT
+    y[:1000] = True
+    zs, ys, w = M.voxel_sample(z, y, np.random.default_rng(2), rate=0.02)
+    assert (zs > GATED_LOGIT / 2).all()
+    assert M.fit_temperature(zs, ys, w) == pytest.approx(1.0, abs=0.1)
+
+
+def test_interval_thresholds_fitted_on_validation_hold_its_volumes():
+    """Probabilities that are too sure (true volumes spread beyond what the level's own
+    thresholds give): the fitted thresholds widen the interval until, on these series, each
+    bound misses no more than the level allows; the level's own thresholds miss more."""
+    rng = np.random.default_rng(5)
+    probs, trues = [], []
+    for _ in range(30):
+        p = np.zeros(4000)
+        p[:400] = rng.uniform(0.0, 1.0, 400)  # the uncertain edge of a plaque
+        p[400:600] = 0.999  # its sure core
+        n = 200 + int(rng.integers(0, 380))  # the true plaque covers some of the edge
+        t = np.zeros(4000, bool)
+        t[np.argsort(-p)[:n]] = True
+        probs.append(p)
+        trues.append(t)
+    lo, hi = M.fit_interval_thresholds(probs, trues, 0.9)
+    assert lo > 0.95 or hi < 0.05
+    allowed = int(0.05 * 31)
+
+    def misses(lo_t, hi_t):
+        below = sum(np.count_nonzero(p >= lo_t) > t.sum() for p, t in zip(probs, trues))
+        above = sum(np.count_nonzero(p >= hi_t) < t.sum() for p, t in zip(probs, trues))
+        return below, above
+
+    assert max(misses(lo, hi)) <= allowed
+    assert max(misses(*M.interval_thresholds(0.9))) > allowed
+    assert M.fit_interval_thresholds([], [], 0.8) == pytest.approx((0.9, 0.1))

@@ -17,9 +17,27 @@ from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.train import seg_study
 from cohort.train.seg_command import train_segmenter
-from cohort.train.seg_study import SegStudyConfig, Variant
+from cohort.train.seg_study import SegStudyConfig
 from cohort.train.seg_tasks import AIR_HU, PretrainTask, SegmentationTask, take_window
 from cohort.train.splits import SplitConfig
+
+
+def test_variants_scale_to_the_study_size_and_share_encoder_pretraining():
+    vs = seg_study.VARIANTS
+    assert vs["vit_patch16"].model_at("tiny") == "tiny+patch16"
+    assert vs["vit"].model_at("default") == "default"
+    assert vs["unet"].model_at("tiny") == "unet-tiny"
+    assert vs["threshold_130hu"].model_at("tiny") is None
+    assert seg_study.encoder_model("tiny+transposed") == "tiny"
+    assert seg_study.encoder_model("default+nogate+patch16") == "default+patch16"
+
+
+def test_an_unknown_study_size_is_refused(tmp_path):
+    from cohort.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="study size 'huge'.*tiny"):
+        train_segmenter(str(tmp_path), str(tmp_path / "o"), replace(SegStudyConfig(),
+                                                                     size="huge"))
 
 
 def test_windows_are_padded_with_air_and_clamped_inside():
@@ -64,31 +82,36 @@ def tiny_cohort(tmp_path_factory):
 
 
 @pytest.mark.timeout(900)
-def test_study_of_tiny_networks(tiny_cohort, ray_local, tmp_path, monkeypatch):
-    monkeypatch.setitem(seg_study.VARIANTS, "tiny", Variant("tiny", "tiny", pretrain=True))
-    monkeypatch.setitem(seg_study.VARIANTS, "unet_tiny", Variant("unet_tiny", "unet-tiny"))
+def test_study_of_tiny_networks(tiny_cohort, ray_local, tmp_path):
+    """The study's own variants at ``size="tiny"``; the transposed-decoder ablation starts
+    from the same pre-trained encoder as the ViT (one MAE run per fold)."""
     d = SegStudyConfig()
     config = replace(d, train=replace(d.train, epochs=2), pretrain=replace(d.pretrain,
                                                                           epochs=1),
                      splits=SplitConfig(folds=3, validation_fraction=0.3), only_folds=(0,),
-                     windows_per_crop=1)
+                     windows_per_crop=1, size="tiny")
     out = tmp_path / "study"
-    report = train_segmenter(str(tiny_cohort), str(out), config,
-                             variants=("tiny", "unet_tiny", "threshold_130hu"))
+    variants = ("vit", "vit_transposed", "threshold_130hu")
+    report = train_segmenter(str(tiny_cohort), str(out), config, variants=variants)
     assert report.startswith("SYNTHETIC segmentation study: 6 series, 6 patients")
     rows = pd.read_parquet(out / "tables" / "seg_predictions.parquet")
     tests = rows.groupby("variant")["series_uid"].apply(frozenset)
     assert len(set(tests)) == 1 and len(tests) == 3  # the same test series for all
     assert rows["synthetic"].all()
-    assert (out / "models" / "pretrained" / "tiny-fold-0.pt").exists()
-    for variant in ("tiny", "unet_tiny"):
+    assert sorted(p.name for p in (out / "models" / "pretrained").iterdir()) == [
+        "tiny-fold-0.pt"]
+    for variant, network in (("vit", "tiny"), ("vit_transposed", "tiny+transposed")):
         data = (out / "models" / f"{variant}-fold-0.pt").read_bytes()
         net, meta = load_checkpoint(io.BytesIO(data))
+        assert net.cfg.name == network
         cal = meta["calibration"]
         assert cal["temperature"] > 0 and 0.1 <= cal["threshold"] <= 0.9
         assert meta["synthetic"] and meta["crop"]["lateral_mm"] > 0
+    assert load_checkpoint(io.BytesIO((out / "models" / "vit_transposed-fold-0.pt")
+                                      .read_bytes()))[0].cfg.decoder == "transposed"
     summary = (out / "tables" / "seg_summary.md").read_text()
     assert "SYNTHETIC" in summary and "threshold_130hu" in summary
+    assert "networks of size tiny" in summary
     by = pd.read_parquet(out / "tables" / "seg_by_thickness.parquet")
     assert set(by["thickness_band"]) == {"1.25-3 mm"}
     # the 130 HU rule takes bone inside the crop: far more than the calcium
