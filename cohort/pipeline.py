@@ -112,6 +112,10 @@ class RunConfig:
     qc: str = "flagged"  # QC pictures for: flagged | all | none
     qc_series: tuple[str, ...] = ()  # series keys or UIDs that get a picture in any case
     label_maps: bool = False  # NIfTI segment label maps (needs --masks)
+    #: a DICOM SEG + SR (TID 1500) per series with volumes, under dicom/<series>/
+    dicom_seg: bool = False
+    #: push the run's SEG and SR to this DICOMweb root after publishing (STOW-RS)
+    dicomweb: str | None = None
     #: a missing or unusable mask: "note" (landmarks kept, volumes not computed, mask_*
     #: code on the row) or "error" (an error row, as for a failed image)
     mask_problems: str = "note"
@@ -165,6 +169,11 @@ class RunConfig:
         if self.write_masks and (self.masks or not self.segment):
             raise ConfigError("--write-masks writes the segmenter's masks: it needs the "
                               "segmenter (no --masks, no --no-segmenter)")
+        if self.dicomweb and not self.dicom_seg:
+            raise ConfigError("--dicomweb pushes the run's DICOM SEG and SR: add --dicom-seg")
+        if self.dicom_seg and not (self.masks or self.segment):
+            raise ConfigError("--dicom-seg labels calcium voxels: it needs --masks or the "
+                              "segmenter (not --no-segmenter)")
         if self.max_series is not None and self.max_series < 1:
             raise ConfigError(f"--max-series must be at least 1, got {self.max_series}")
 
@@ -263,7 +272,7 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
                                    "storage": prepare.storage,
                                    "threads": config.actor_threads,
                                    "prefer_gpu": config.gpus > 0, "run_url": finish.run_url,
-                                   "write_masks": config.write_masks},
+                                   "write_masks": config.write_masks or config.dicom_seg},
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=gpu_share, num_cpus=actor_cpus)
     # the actors hand on one block per batch: no more finish tasks than blocks
@@ -276,7 +285,7 @@ def finish_heavy(config: RunConfig) -> bool:
     """Whether the finish stage reads full-resolution data for most series (a QC picture
     for every series, or label maps); otherwise it is light: quantification of the calcium
     summary (milliseconds) and pictures for the few flagged series."""
-    return config.qc == "all" or config.label_maps
+    return config.qc == "all" or config.label_maps or config.dicom_seg
 
 
 def finish_resources(config: RunConfig, max_tasks: int | None = None) -> dict:
@@ -415,7 +424,8 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
                             timeout_s=config.series_timeout_s, storage=options)
     finish = FinishConfig(quantify=config.quantify, prepare=prepare, run_url=url,
                           qc=config.qc, qc_series=frozenset(config.qc_series),
-                          label_maps=config.label_maps)
+                          label_maps=config.label_maps, dicom_seg=config.dicom_seg,
+                          keep_ids=identity.keep_ids)
     stats = ""
     flag_rows: list[dict] = []  # what the QC summary needs of each row, a few values
     t_stream = time.perf_counter()
@@ -460,9 +470,27 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         "ray_data_stats": stats,
     }
     writer.publish(payload)
+    if config.dicomweb and counts["ok"]:
+        push_run(config.dicomweb, url, options)  # after publishing: the files stay local
     report = RunReport(run_id, url, counts, seconds, rate, payload, qc_lines=qc.lines())
     logger.info(report.line())
     return report
+
+
+def push_run(dicomweb: str, url: str, options: StorageOptions | None) -> int:
+    """Store a published run's SEG and SR files (``dicom/*/*.dcm``) at a DICOMweb server.
+
+    Raises:
+        DicomWebError: the server cannot be reached or refuses (the run stays published).
+    """
+    from cohort.export.dicomweb import DicomWebConfig, push
+
+    fs, path = filesystem(join(url, "dicom"), options)
+    if not fs.exists(path):
+        return 0
+    found = sorted(fs.glob(f"{path}/*/*.dcm"))
+    urls = [join(url, "dicom", *p[len(path) + 1:].split("/")) for p in found]
+    return push(DicomWebConfig(dicomweb), urls, options)
 
 
 def _nothing_to_do(out_url: str, t0: float) -> RunReport:

@@ -80,6 +80,14 @@ def add_parser(sub) -> None:
                    help="series (UIDs or keys) that get a QC picture whatever their flags")
     p.add_argument("--label-maps", action="store_true",
                    help="write NIfTI segment label maps (needs --masks), for 3D Slicer / ITK-SNAP")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="write a DICOM SEG (calcium by ICA segment) and a DICOM SR (TID 1500: "
+                   "volumes, plaques, peak HU, total, risk group, landmarks) per series "
+                   "under RUN/dicom/<series>/ (highdicom; de-identified like the tables)")
+    p.add_argument("--dicomweb", metavar="URL",
+                   help="after the run, store its SEG and SR at this DICOMweb root "
+                   "(STOW-RS), e.g. http://pacs:8042/dicom-web; credentials from "
+                   "COHORT_DICOMWEB_USER / COHORT_DICOMWEB_PASSWORD; needs --dicom-seg")
     p.add_argument("--salt", help="secret for pseudonymous patient/study keys (or set "
                    "COHORT_SALT); never written anywhere")
     p.add_argument("--keep-ids", action="store_true",
@@ -118,6 +126,7 @@ def handle(args: argparse.Namespace) -> str:
         task_memory_gb=args.task_memory, task_cpus=args.task_cpus,
         finish_tasks=args.finish_tasks, retry_failed=args.retry_failed, qc=args.qc,
         qc_series=tuple(args.qc_series), label_maps=args.label_maps,
+        dicom_seg=args.dicom_seg, dicomweb=args.dicomweb,
         max_series=args.max_series, mask_problems="error" if args.mask_errors else "note",
         quantify=_quantify_config(args),
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),

@@ -44,6 +44,8 @@ class FinishConfig:
     qc: str = "flagged"  # which series get a QC picture: flagged | all | none
     qc_series: frozenset[str] = frozenset()  # series keys or UIDs that get one in any case
     label_maps: bool = False  # write NIfTI segment label maps (needs masks)
+    dicom_seg: bool = False  # write a DICOM SEG and SR per series under dicom/<series>/
+    keep_ids: bool = False  # identifiers as they are (--keep-ids): the exports' study UID
 
 
 def safe_name(key: str) -> str:
@@ -102,6 +104,23 @@ def label_nifti(files: list[str], series_uid: str, landmarks: dict[str, int],
         sitk.WriteImage(image, path, useCompression=True)
         with open(path, "rb") as f:
             return f.read()
+
+
+def dicom_export(files: list[str], series_uid: str, landmarks: dict[str, int],
+                 plane: tuple[list, list], row: dict, config: FinishConfig) -> dict[str, bytes]:
+    """SEG and SR bytes of a finished row (`cohort.export.series`), from its calcium mask
+    (the external one, or the segmenter's written under the run's masks/) labelled by
+    segment on the mask's grid, the read volume's."""
+    from cohort.export.series import ExportConfig, export_series
+
+    if config.prepare.masks_url:
+        url = mask_url(config.prepare.masks_url, series_uid)
+    else:
+        url = join(config.run_url, row["calcium_mask"])
+    mask = read_nifti(url, config.prepare.storage, series=series_uid)
+    labels = label_map(mask.array > 0, mask.grid, landmarks, plane_side(*plane))
+    return export_series(files, labels.astype(np.uint8), mask.grid, row,
+                         ExportConfig(keep_ids=config.keep_ids), config.prepare.storage)
 
 
 def volume_intervals(packed: bytes, summary: CalciumSummary, landmarks: dict[str, int],
@@ -198,7 +217,19 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
         except Exception as e:  # noqa: BLE001  (as the picture: a note, not an error row)
             logger.warning("series %s: no label map (%s)", row["series_key"], type(e).__name__)
             row["error_detail"] = _note(row.get("error_detail"), f"no label map: {e}")
-    to_native(row)
+    to_native(row)  # the SR reports the landmarks as the tables do (native slices)
+    if config.dicom_seg and calcium is not None:
+        try:
+            got = run_isolated(dicom_export, list(row["files"]), uid, landmarks, plane,
+                               {k: v for k, v in row.items() if k != "calcium"}, config,
+                               timeout_s=timeout, series=uid)
+            for file_name, data in got.items():
+                write_bytes(join(config.run_url, f"dicom/{name}/{file_name}"), data,
+                            config.prepare.storage)
+        except Exception as e:  # noqa: BLE001  (as the picture: a note, not an error row)
+            logger.warning("series %s: no DICOM SEG/SR (%s)", row["series_key"],
+                           type(e).__name__)
+            row["error_detail"] = _note(row.get("error_detail"), f"no DICOM SEG/SR: {e}")
     row["seconds_quantify"] = round(time.perf_counter() - t0, 3)
     return row
 
