@@ -129,8 +129,8 @@ def test_interval_thresholds_fitted_on_validation_hold_its_volumes():
     allowed = int(0.05 * 31)
 
     def misses(lo_t, hi_t):
-        below = sum(np.count_nonzero(p >= lo_t) > t.sum() for p, t in zip(probs, trues))
-        above = sum(np.count_nonzero(p >= hi_t) < t.sum() for p, t in zip(probs, trues))
+        below = sum(np.count_nonzero(p >= lo_t) > t.sum() for p, t in zip(probs, trues, strict=True))
+        above = sum(np.count_nonzero(p >= hi_t) < t.sum() for p, t in zip(probs, trues, strict=True))
         return below, above
 
     assert max(misses(lo, hi)) <= allowed
