@@ -129,8 +129,9 @@ def test_interval_thresholds_fitted_on_validation_hold_its_volumes():
     allowed = int(0.05 * 31)
 
     def misses(lo_t, hi_t):
-        below = sum(np.count_nonzero(p >= lo_t) > t.sum() for p, t in zip(probs, trues, strict=True))
-        above = sum(np.count_nonzero(p >= hi_t) < t.sum() for p, t in zip(probs, trues, strict=True))
+        pairs = list(zip(probs, trues, strict=True))
+        below = sum(np.count_nonzero(p >= lo_t) > t.sum() for p, t in pairs)
+        above = sum(np.count_nonzero(p >= hi_t) < t.sum() for p, t in pairs)
         return below, above
 
     assert max(misses(lo, hi)) <= allowed
