@@ -178,7 +178,7 @@ class _StudyContext:
         truth_grid = grid.axial_equivalent()
         n_sub = subsamples(p.slice_thickness_mm)
         truth = scan_truth(self.phantom, self.placement, truth_grid, n_sub,
-                           occ if truth_grid is grid else None)
+                           occ if truth_grid is grid else None, acquired=grid)
         rows = []
         wants_localizer = self.rng.random() < cfg.localizer_p
         wants_second = self.rng.random() < cfg.second_series_p
@@ -196,7 +196,7 @@ class _StudyContext:
                              grid.row_step, tuple(step * m), (nk // m, *grid.shape[1:]))
                 pt = thick_variant(p, p.slice_thickness_mm * m)
                 ttruth = scan_truth(self.phantom, self.placement, tgrid.axial_equivalent(),
-                                    subsamples(pt.slice_thickness_mm))
+                                    subsamples(pt.slice_thickness_mm), acquired=tgrid)
                 rows.append(self.write_series(
                     3, "thick", [(finish_image(thick_clean, pt, self.rng), tgrid, pt)], ttruth))
             else:

@@ -179,10 +179,27 @@ def landmark_truth(phantom: Phantom, placement: Placement, grid: Grid):
     return slices, zs
 
 
+def observed_rows(acquired: Grid, axial: Grid) -> np.ndarray:
+    """(slices, rows) of the ``axial`` grid a reader's tilt correction can fill from the
+    ``acquired`` (tilted) stack: its source point lies between the first and last acquired
+    slice. Elsewhere the corrected volume is air (`cohort.read.resample`), and calcium
+    there was never imaged."""
+    kk, jj = np.meshgrid(np.arange(axial.shape[0], dtype=float),
+                         np.arange(axial.shape[1], dtype=float), indexing="ij")
+    k_src = acquired.index(axial.world(np.zeros_like(jj), jj, kk))[..., 2]
+    return (k_src >= -1e-6) & (k_src <= acquired.shape[0] - 1 + 1e-6)
+
+
 def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
-               occupancies: list[Occupancy | None] | None = None) -> ScanTruth:
-    """Landmarks, calcium mask and segment labels on ``grid`` (must be axial)."""
+               occupancies: list[Occupancy | None] | None = None,
+               acquired: Grid | None = None) -> ScanTruth:
+    """Landmarks, calcium mask and segment labels on ``grid`` (must be axial); with the
+    ``acquired`` grid of a tilted stack, only calcium in the part it imaged
+    (`observed_rows`)."""
     assert grid.tilt_deg < 1e-6, "ground truth lives on an axial grid"
+    seen = None
+    if acquired is not None and acquired.tilt_deg >= 1e-6:
+        seen = observed_rows(acquired, grid)
     slices, zs = landmark_truth(phantom, placement, grid)
     if occupancies is None:
         occupancies = plaque_occupancy(phantom.plaques, placement, grid, n_sub=n_sub,
@@ -200,6 +217,8 @@ def scan_truth(phantom: Phantom, placement: Placement, grid: Grid, n_sub: int,
         if occ is None:
             continue
         sel = calcium_voxels(occ.fraction, plaque.hu)
+        if seen is not None:
+            sel &= seen[occ.window[0], occ.window[1]][:, :, None]
         if not sel.any():
             continue
         found.add(owner)
