@@ -69,7 +69,7 @@ def fit_interval_thresholds(probs: list[np.ndarray], trues: list[np.ndarray],
     lo = next((t for t in INTERVAL_GRID if misses(t, True) <= allowed), INTERVAL_GRID[-1])
     hi = next((1 - t for t in INTERVAL_GRID if misses(1 - t, False) <= allowed),
               1 - INTERVAL_GRID[-1])
-    return float(lo), float(hi)
+    return round(float(lo), 6), round(float(hi), 6)
 
 
 def dice(pred: np.ndarray, true: np.ndarray) -> float:
