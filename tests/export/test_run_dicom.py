@@ -43,6 +43,7 @@ def test_dicomweb_needs_dicom_seg():
         RunConfig(masks="m", dicomweb="http://x/dicom-web")
 
 
+@pytest.mark.slow
 def test_unreachable_server_fails_after_publishing(export_cohort, tiny_checkpoint, ray_local,
                                                    tmp_path):
     out, _ = export_cohort
