@@ -18,7 +18,8 @@ from monai.networks.nets import DynUNet
 from torch import nn
 
 from cohort.errors import ConfigError
-from cohort.model.segmenter import CALCIUM_HU, PRIOR_LOGIT, gate
+from cohort.model.segmenter import (CALCIUM_HU, HU_KNOTS, LEGACY_HU_KNOTS, PRIOR_LOGIT,
+                                    check_knots, gate)
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,11 @@ class UNetConfig:
     strides: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1))
     #: candidate voxels only, as the ViT (`cohort.model.segmenter.gate`)
     gate_hu: float | None = CALCIUM_HU
+    #: the input map (`cohort.model.segmenter.scale_hu`), as the ViT's
+    hu_knots: tuple[tuple[float, float], ...] = HU_KNOTS
 
     def __post_init__(self) -> None:
+        check_knots(self.hu_knots)
         if len(self.filters) != len(self.strides) + 1:
             raise ConfigError(f"{len(self.strides)} down-sampling steps need "
                               f"{len(self.strides) + 1} filter counts, got {self.filters}")
@@ -58,7 +62,7 @@ class UNet3D(nn.Module):
         torch.nn.init.constant_(self.net.output_block.conv.conv.bias, PRIOR_LOGIT)
 
     def forward(self, x: torch.Tensor, depths: torch.Tensor | None = None) -> torch.Tensor:
-        return gate(self.net(x), x, self.cfg.gate_hu)
+        return gate(self.net(x), x, self.cfg.gate_hu, self.cfg.hu_knots)
 
 
 CONFIGS = {
@@ -99,7 +103,9 @@ def load_checkpoint(path, *, map_location: str | torch.device = "cpu"):
         raise ConfigError(f"{path} is not a cohort U-Net checkpoint ({FORMAT!r})")
     c = ckpt["config"]
     cfg = UNetConfig(name=c["name"], window=tuple(c["window"]), filters=tuple(c["filters"]),
-                     strides=tuple(tuple(s) for s in c["strides"]))
+                     strides=tuple(tuple(s) for s in c["strides"]),
+                     gate_hu=c.get("gate_hu", CALCIUM_HU),
+                     hu_knots=tuple(tuple(k) for k in c.get("hu_knots", LEGACY_HU_KNOTS)))
     net = UNet3D(cfg)
     net.load_state_dict(ckpt["state_dict"])
     return net, dict(ckpt.get("meta", {}))

@@ -123,7 +123,8 @@ class SegmentationTask:
 
     def __init__(self, model: str):
         self.model = model
-        self.window = build_seg_network(model).cfg.window  # fails early on a bad name
+        cfg = build_seg_network(model).cfg  # fails early on a bad name
+        self.window, self.knots = cfg.window, cfg.hu_knots
 
     def build(self) -> nn.Module:
         return build_seg_network(self.model)
@@ -161,7 +162,7 @@ class SegmentationTask:
                                 window_centre(a, rng, rng.random() < POSITIVE_P))
                 windows.append(jitter(w, rng))
         w = torch.as_tensor(np.stack(windows))
-        x = segmenter.scale_hu(w[:, :1])
+        x = segmenter.scale_hu(w[:, :1], self.knots)
         y = (w[:, 1:] > 0.5).float()
         return x, torch.zeros(len(x), dtype=torch.long), y
 
@@ -234,7 +235,7 @@ class PretrainTask:
             rng = np.random.default_rng(seed)
             w = take_window(a, self.cfg.window, window_centre(a, rng, False))
             windows.append(w if gen is None else jitter(w, rng))
-        x = segmenter.scale_hu(torch.as_tensor(np.stack(windows))[:, :1])
+        x = segmenter.scale_hu(torch.as_tensor(np.stack(windows))[:, :1], self.cfg.hu_knots)
         g = torch.Generator().manual_seed(
             _seed_of("".join(r["series_uid"] for r in rows)) if gen is None
             else int(torch.randint(2**31, (1,), generator=gen)))

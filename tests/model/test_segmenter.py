@@ -177,3 +177,46 @@ def test_gated_voxels_stay_gated_through_window_blending():
     gated = segmenter.is_gated(z)
     assert np.array_equal(gated, crop < segmenter.CALCIUM_HU)
     assert probabilities(z[gated], 5.0).max() < 1e-3
+
+
+def test_the_input_map_keeps_dense_plaque_apart_from_cortical_bone():
+    hu = np.array([-1000.0, -100.0, 45.0, 130.0, 700.0, 900.0, 1300.0, 1800.0, 3000.0])
+    x = segmenter.scale_hu(hu)
+    assert np.all(np.diff(x) >= 0) and x[0] == 0 and x[-1] == 1
+    assert x[5] < x[6] < x[7]  # a 900 HU plaque, 1300 HU bone: no longer both saturated
+    assert x[3] - x[2] > 0.07  # the 130 HU rule's neighbourhood keeps most of its contrast
+    t = segmenter.scale_hu(torch.as_tensor(hu))
+    np.testing.assert_allclose(t.numpy(), x, atol=1e-6)
+    legacy = segmenter.scale_hu(hu, segmenter.LEGACY_HU_KNOTS)
+    assert legacy[5] == legacy[6] == 1.0
+
+
+@pytest.mark.parametrize("knots", [((0.0, 0.0),), ((700.0, 0.0), (100.0, 1.0)),
+                                   ((0.0, 1.0), (100.0, 0.0))])
+def test_bad_input_maps_are_refused(knots):
+    with pytest.raises(ConfigError, match="hu_knots"):
+        segmenter.build_model("tiny", hu_knots=knots)
+
+
+@pytest.mark.parametrize("kind", ["vit", "unet"])
+def test_checkpoints_carry_their_input_map_and_old_ones_keep_theirs(kind):
+    if kind == "vit":
+        net, mod = segmenter.build_model("tiny", hu_knots=((-200.0, 0.0), (900.0, 1.0))), \
+            segmenter
+    else:
+        net, mod = unet3d.build_model("unet-tiny", hu_knots=((-200.0, 0.0), (900.0, 1.0))), \
+            unet3d
+    buf = io.BytesIO()
+    mod.save_checkpoint(buf, net)
+    buf.seek(0)
+    back, _ = mod.load_checkpoint(buf)
+    assert back.cfg.hu_knots == ((-200.0, 0.0), (900.0, 1.0))
+    # a checkpoint written before the knots existed reads CT through the old window
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    del ckpt["config"]["hu_knots"]
+    old = io.BytesIO()
+    torch.save(ckpt, old)
+    old.seek(0)
+    back, _ = mod.load_checkpoint(old)
+    assert back.cfg.hu_knots == segmenter.LEGACY_HU_KNOTS
