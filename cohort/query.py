@@ -7,6 +7,9 @@ Views, each over every published run (runs without their marker are invisible):
     landmarks    six rows per ok series, from the run of its newest series row
     segments     eight rows per ok series with volumes, likewise
     runs         one row per published run: id, counts, model, code version, seconds
+    patient_changes
+                 change over time: one row per patient and segment for every patient with
+                 two or more dated studies measured (`PATIENT_CHANGES`)
 
 In the series views, ``qc_picture`` and ``label_map`` are relative to the output URL
 (``runs/<run_id>/qc/<series>.png``); the tables store them relative to their run folder.
@@ -27,10 +30,71 @@ import pyarrow.compute as pc
 from cohort.storage import StorageOptions
 from cohort.write.runs import RUNS, latest_series, published_runs, read_table, run_manifest
 
-VIEWS = ("series", "series_all", "landmarks", "segments", "runs")
+VIEWS = ("series", "series_all", "landmarks", "segments", "runs", "patient_changes")
 RUN_FILES = ("qc_picture", "label_map")  # series columns stored relative to their run folder
 _NESTED = {"list", "struct", "map", "array", "union"}  # DuckDB type ids JSON writes as such
 _FLOATS = {"double", "float"}
+
+
+#: Change over time, per patient and segment, from the newest series rows. A study counts
+#: once it has a study date and volumes (an ok series with a calcium mask); a study measured
+#: by several series (re-runs keep only the newest row; several selected stacks) counts its
+#: first series key. The first and the last study by date are compared:
+#:
+#: * ``years``: days between them / 365.25; ``annual_rate_mm3_per_year`` is null when both
+#:   lie on the same day;
+#: * ``same_model``: the same landmark model (sha256) and the same mask source (segmenter
+#:   name and checksum, or external masks) measured both; a change measured by two models
+#:   mixes biological change with the models' difference;
+#: * ``change_low_mm3`` / ``change_high_mm3``: the widest change the two volume intervals
+#:   allow (segmenter masks only; null for external masks), and
+#:   ``change_beyond_intervals``: the intervals do not overlap, i.e. the sign of the change
+#:   holds whatever the measurement uncertainty.
+PATIENT_CHANGES = """
+WITH measured AS (
+    SELECT s.patient_key, s.study_key, s.series_key,
+           COALESCE(TRY_STRPTIME(s.study_date, '%Y%m%d'),
+                    TRY_STRPTIME(s.study_date, '%Y-%m-%d'),
+                    TRY_STRPTIME(s.study_date, '%Y.%m.%d'))::DATE AS study_date,
+           s.model_name, s.model_sha256, g.mask_source,
+           g.segment, g.side, g.kind, g.volume_mm3, g.volume_mm3_low, g.volume_mm3_high
+    FROM segments AS g JOIN series AS s USING (run_id, series_key)
+    WHERE s.status = 'ok' AND s.patient_key IS NOT NULL AND g.volume_mm3 IS NOT NULL
+), per_study AS (
+    SELECT * FROM measured WHERE study_date IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY patient_key, COALESCE(study_key, series_key),
+                               segment ORDER BY series_key) = 1
+), ranked AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY patient_key, segment
+                              ORDER BY study_date, series_key) AS from_first,
+           row_number() OVER (PARTITION BY patient_key, segment
+                              ORDER BY study_date DESC, series_key DESC) AS from_last,
+           count(*) OVER (PARTITION BY patient_key, segment) AS n_studies
+    FROM per_study
+)
+SELECT f.patient_key, f.segment, f.side, f.kind, f.n_studies,
+       f.study_date AS first_study_date, l.study_date AS last_study_date,
+       (l.study_date - f.study_date) / 365.25 AS years,
+       f.volume_mm3 AS first_volume_mm3, l.volume_mm3 AS last_volume_mm3,
+       l.volume_mm3 - f.volume_mm3 AS change_mm3,
+       CASE WHEN l.study_date > f.study_date
+            THEN (l.volume_mm3 - f.volume_mm3) / ((l.study_date - f.study_date) / 365.25)
+       END AS annual_rate_mm3_per_year,
+       l.volume_mm3_low - f.volume_mm3_high AS change_low_mm3,
+       l.volume_mm3_high - f.volume_mm3_low AS change_high_mm3,
+       CASE WHEN f.volume_mm3_low IS NOT NULL AND l.volume_mm3_low IS NOT NULL
+            THEN l.volume_mm3_low > f.volume_mm3_high OR l.volume_mm3_high < f.volume_mm3_low
+       END AS change_beyond_intervals,
+       f.model_sha256 IS NOT DISTINCT FROM l.model_sha256
+           AND f.mask_source IS NOT DISTINCT FROM l.mask_source AS same_model,
+       f.series_key AS first_series_key, l.series_key AS last_series_key,
+       f.model_name AS first_model, l.model_name AS last_model,
+       f.mask_source AS first_mask_source, l.mask_source AS last_mask_source
+FROM ranked AS f JOIN ranked AS l USING (patient_key, segment)
+WHERE f.from_first = 1 AND l.from_last = 1 AND f.n_studies >= 2
+ORDER BY f.patient_key, f.side, f.kind
+"""
 
 
 def connect(out_url: str, options: StorageOptions | None = None) -> duckdb.DuckDBPyConnection:
@@ -67,6 +131,7 @@ def connect(out_url: str, options: StorageOptions | None = None) -> duckdb.DuckD
                         ("model_trained_on", pa.string()), ("code_version", pa.string()),
                         ("seconds", pa.float64()), ("scans_per_minute", pa.float64())])
     con.register("runs", pa.Table.from_pylist(records, schema=schema))
+    con.execute(f"CREATE VIEW patient_changes AS {PATIENT_CHANGES}")
     return con
 
 

@@ -62,7 +62,8 @@ def test_errors_keep_duckdbs_whole_message_and_name_the_views(out, capsys, sql, 
     code, stdout, err = _query(capsys, out, sql)
     assert code == 2 and stdout == ""
     assert err.startswith("cohort: error: query failed: ") and says in err
-    assert err.rstrip().endswith("views: series, series_all, landmarks, segments, runs")
+    assert err.rstrip().endswith("views: series, series_all, landmarks, segments, runs, "
+                                "patient_changes")
     assert "Traceback" not in err
 
 
