@@ -13,13 +13,14 @@ import logging
 import sys
 
 from cohort import __version__
-from cohort.cli import benchmark, demo, evaluate, index, query, run, synth, train
+from cohort.cli import benchmark, demo, evaluate, index, query, report, run, synth, train
 from cohort.errors import CohortError, ConfigError, StorageError
 
 EPILOG = """\
 Commands: `synth heads` (a synthetic head-CT cohort as DICOM, with ground truth), `index`
 (discover the series of a DICOM archive, select one per study, write the manifest), `run`
 (the cohort job: landmarks and segment calcium -> Parquet), `query` (SQL over its tables),
+`report` (an HTML report of its tables: flow, volumes, risk groups, change, QC, provenance),
 `evaluate landmarks` (a run's landmarks against a truth table, by acquisition),
 `train localization` (the 5-fold DST study), `train shipped` (reproduce the shipped
 checkpoint), `synth ccccii` and `benchmark ccccii` (the Clean-CC-CCII benchmark) and `demo`
@@ -28,7 +29,7 @@ All data written by `synth` is synthetic (phantoms, not patient data).
 """
 
 
-COMMANDS = (synth, index, run, query, evaluate, train, benchmark, demo)
+COMMANDS = (synth, index, run, query, report, evaluate, train, benchmark, demo)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
