@@ -8,7 +8,8 @@
    quantification -> series / landmarks / segments tables;
 4. DuckDB reads the tables back: volumes by risk group, the model's landmarks against the
    generator's ground truth, overall and by acquisition (`cohort.agreement`), and the
-   segmenter's calcium against the true calcium (`cohort.calcium_agreement`).
+   segmenter's calcium against the true calcium (`cohort.calcium_agreement`);
+5. `cohort report`: the HTML report of the run (`results/report/index.html`), SYNTHETIC.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cohort.calcium_agreement import agreement, calcium_rows
 from cohort.discover.index import index_cohort, summarize
 from cohort.pipeline import RunConfig, run_cohort
 from cohort.query import connect
+from cohort.report import ReportConfig, write_report
 from cohort.storage import StorageOptions
 from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
@@ -86,4 +88,7 @@ def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
         report.append(f"failed series: {failed['error_code'].value_counts().to_dict()}")
     report.append(f"\nResults: {results_dir} (query them: cohort query {results_dir} "
                   "\"SELECT status, count(*) FROM series GROUP BY ALL\")")
+    page = write_report(results_dir, config=ReportConfig(synthetic_data=True))
+    report.append(f"Report (SYNTHETIC): {page} (open it in a browser; `cohort report "
+                  f"{results_dir}` redraws it)")
     return "\n".join(report)

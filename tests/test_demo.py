@@ -32,6 +32,11 @@ def test_demo_runs_the_job_and_agrees_with_ground_truth(tmp_path, ray_local):
                       workers=1, masks=True)
     assert "[3/3] cohort run" in report and "SYNTHETIC" in report
     results = tmp_path / "demo" / "results"
+    # the demo ends by writing the report of its run (tests/report check its content)
+    page = results / "report" / "index.html"
+    assert f"Report (SYNTHETIC): {page}" in report
+    html = page.read_text(encoding="utf-8")
+    assert "the images are synthetic phantoms" in html and "Cohort flow" in html
     series = connect(str(results)).sql("SELECT * FROM series WHERE status = 'ok'"
                                        ).to_arrow_table().to_pandas()
     truth = pd.read_parquet(tmp_path / "demo" / "synthetic-cohort" / "ground_truth.parquet")
