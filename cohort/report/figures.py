@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
 from matplotlib.ticker import FuncFormatter
+from PIL import Image
 
 from cohort.anatomy import LANDMARK_KINDS, SEGMENT_KINDS, SIDES
 from cohort.report import labels
@@ -25,6 +26,7 @@ from cohort.write.reformat import SEGMENT_COLOURS
 
 WIDTH_IN = 11.5
 SIDE_COLOURS = {"right": "#4477aa", "left": "#cc6677"}  # Paul Tol's bright scheme
+ROSE, FELL = "#d55e00", "#009e73"  # change over time (Okabe-Ito): apart from the sides'
 RISK_COLOURS = ("#bbbbbb", "#f2c14e", "#e07b39", "#b8293d", "#6b1020", "#3a0a12")
 INK = "#222222"
 MUTED = "#666666"
@@ -64,9 +66,15 @@ def _plain_numbers(axis) -> None:
 
 
 def _png(fig: Figure, dpi: int) -> bytes:
+    """The figure as a palette PNG: a plot's few colours and their anti-aliased edges keep
+    in 256 colours, and the file is a third of the RGB one."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
-    return buf.getvalue()
+    image = Image.open(buf).convert("RGB")
+    out = io.BytesIO()
+    image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(out, format="PNG",
+                                                                      optimize=True)
+    return out.getvalue()
 
 
 def _rgb(kind: str) -> tuple[float, float, float]:
@@ -137,8 +145,8 @@ def flow_diagram(flow: Flow, *, dpi: int, synthetic: bool) -> bytes:
         cx = main_x + main_w / 2
         ax.text(cx, top - 0.22, title, ha="center", va="top", fontsize=10.5,
                 fontweight="bold")
-        ax.text(cx, top - 0.22 - LINE_IN * 1.15, count, ha="center", va="top",
-                fontsize=14, fontweight="bold", color="#1d3f6e")
+        ax.text(cx, top - 0.2 - LINE_IN * 1.05, count, ha="center", va="top",
+                fontsize=15, fontweight="bold", color="#1d3f6e")
         ax.text(cx, top - box_h + 0.1, detail, ha="center", va="bottom", fontsize=8.8,
                 color=MUTED)
         y = top - box_h
@@ -206,6 +214,9 @@ def segment_volumes(segments: pd.DataFrame, *, dpi: int, synthetic: bool) -> byt
         names.append(labels.kind(kind))
     ax.set_yscale("log")
     _plain_numbers(ax.yaxis)
+    positive = segments["volume_mm3"][segments["volume_mm3"] > 0]
+    if len(positive):  # room below the smallest volume for the counts
+        ax.set_ylim(bottom=positive.min() / 4)
     ax.set_xticks(ticks, names)
     for tick, kind in zip(ax.get_xticklabels(), SEGMENT_KINDS, strict=True):
         tick.set_color(_rgb(kind) if kind != "cervical" else "#2e8b45")
@@ -369,7 +380,7 @@ def change_over_time(trajectories: pd.DataFrame, changes: pd.DataFrame, *, max_p
     for key in patients:
         d = trajectories[trajectories["patient_key"] == key].sort_values("study_date")
         v = d["total_calcium_mm3"].to_numpy(dtype=float)
-        colour = "#b8293d" if v[-1] > v[0] else ("#4477aa" if v[-1] < v[0] else "#888888")
+        colour = ROSE if v[-1] > v[0] else (FELL if v[-1] < v[0] else "#888888")
         ax.plot(pd.to_datetime(d["study_date"]), v, "-o", color=colour, lw=1.2, ms=4,
                 alpha=0.8)
     ax.set_yscale("symlog", linthresh=1, linscale=0.4)
@@ -378,7 +389,7 @@ def change_over_time(trajectories: pd.DataFrame, changes: pd.DataFrame, *, max_p
     ax.set_ylabel("total ICA calcium (mm³)")
     ax.set_xlabel("study date")
     ax.set_title(f"Patients with two or more studies ({len(patients)}): "
-                 "red rose, blue fell", loc="left")
+                 "orange rose, green fell", loc="left")
     if right is not None:
         bx = right.add_subplot()
         rng = np.random.default_rng(2)
@@ -393,10 +404,15 @@ def change_over_time(trajectories: pd.DataFrame, changes: pd.DataFrame, *, max_p
                     bx.hlines(np.median(r), x - 0.35, x + 0.35, color=INK, lw=1.6)
         bx.axhline(0, color="#555555", lw=0.9)
         bx.set_yscale("symlog", linthresh=1, linscale=0.4)
+        rates = changes["annual_rate_mm3_per_year"].dropna().abs()
+        if len(rates):  # headroom above the points for the legend
+            top = max(3.0, float(rates.max()))
+            bx.set_ylim(-2 * top, 10 * top)
         _plain_numbers(bx.yaxis)
         bx.set_xticks([i * 3 + 0.5 for i in range(len(SEGMENT_KINDS))],
                       [labels.kind(k) for k in SEGMENT_KINDS], fontsize=9)
         bx.set_ylabel("change (mm³ per year)")
         bx.set_title("Annualised change by segment (bar: median)", loc="left")
-        bx.legend(loc="upper right", fontsize=8.5, scatterpoints=1)
+        bx.legend(loc="upper right", fontsize=8.5, scatterpoints=1, ncols=2, frameon=True,
+                  framealpha=0.9, edgecolor="none")
     return _png(fig, dpi)

@@ -147,14 +147,17 @@ def _headline(d: ReportData) -> str:
     total = vol["total_calcium_mm3"].to_numpy(dtype=float)
     anyc = int((total > 0).sum())
     failed = sum(f.run_failed.values()) + sum(f.index_failed.values())
+    dates = pd.to_datetime(d.ok["study_date"], format="%Y%m%d", errors="coerce").dropna()
+    span = f", {dates.min():%Y}-{dates.max():%Y}" if len(dates) else ""
     cards = [
-        ("Patients", _n(f.patients), f"{_n(f.studies)} studies analysed"),
+        ("Patients", _n(f.patients), f"{_n(f.studies)} studies analysed{span}"),
         ("Series analysed", _n(f.analysed), f"of {_n(f.selected)} selected, "
                                             f"{_n(f.series)} found"),
         ("Any ICA calcium", _pct(anyc, len(vol)), f"{_n(anyc)} of {_n(len(vol))} series "
                                                   "with volumes"),
         ("Median total calcium", _mm3(np.median(total[total > 0])) + " mm³" if anyc else "-",
-         "among series with calcium"),
+         "among series with calcium" + (", IQR {}-{}".format(
+             *(_mm3(q) for q in np.percentile(total[total > 0], [25, 75]))) if anyc else "")),
         ("Flagged for review", _n(len(d.flagged)), _pct(len(d.flagged), f.analysed)
          + " of analysed series"),
         ("Failed", _n(failed), "series with an error code" if failed else "no series failed"),
@@ -225,6 +228,9 @@ def _volumes(d: ReportData, figures: set[str]) -> str:
                          _mm3(float(np.nanmax(vol))) if len(vol) else "-",
                          _mm3(float(np.nanmedian(width))) if np.isfinite(width).any()
                          else "-"])
+    levels = d.with_volumes["calcium_interval_level"].dropna()
+    width_head = (f"median width of the {100 * levels.iloc[0]:.0f}% interval, mm³"
+                  if len(levels) else "median interval width mm³")
     sources = d.with_volumes["mask_source"].fillna("unknown").value_counts()
     src = ", ".join(f"{_code(k)} ({_n(v)} series)" for k, v in sources.items()) or "none"
     return _section(
@@ -235,7 +241,7 @@ def _volumes(d: ReportData, figures: set[str]) -> str:
         _img("volumes", figures, "segment volumes", "Volumes on a log axis among series with "
              "calcium in the segment; the numbers at the bottom give how many have any."),
         _table(["segment", "side", "series", "any calcium", "median (IQR) mm³ if any",
-                "max mm³", "median interval width mm³"], rows))
+                "max mm³", width_head], rows))
 
 
 def _risk(d: ReportData, figures: set[str]) -> str:
