@@ -231,7 +231,11 @@ def _volumes(d: ReportData, figures: set[str]) -> str:
     levels = d.with_volumes["calcium_interval_level"].dropna()
     width_head = (f"median width of the {100 * levels.iloc[0]:.0f}% interval, mm³"
                   if len(levels) else "median interval width mm³")
-    sources = d.with_volumes["mask_source"].fillna("unknown").value_counts()
+    recorded = {r.run_id: "external" if (r.manifest.get("masks") or (
+        r.manifest.get("config") or {}).get("masks")) not in (None, "segmenter")
+        else "not recorded" for r in d.runs}  # runs written before mask_source
+    sources = d.with_volumes["mask_source"].fillna(
+        d.with_volumes["run_id"].map(recorded)).fillna("not recorded").value_counts()
     src = ", ".join(f"{_code(k)} ({_n(v)} series)" for k, v in sources.items()) or "none"
     return _section(
         "volumes", "Calcium by segment and side",
@@ -320,11 +324,12 @@ def _change(d: ReportData, figures: set[str]) -> str:
             for side in SIDES:
                 g = c[(c["kind"] == kind) & (c["side"] == side)]
                 beyond = g["change_beyond_intervals"].fillna(False).astype(bool)
+                known = g["change_beyond_intervals"].notna().any()  # external masks: none
                 rows.append([escape(labels.kind(kind)), side, _n(len(g)),
                              _mm3(float(g["annual_rate_mm3_per_year"].median()))
                              if g["annual_rate_mm3_per_year"].notna().any() else "-",
-                             _n(int((beyond & (g["change_mm3"] > 0)).sum())),
-                             _n(int((beyond & (g["change_mm3"] < 0)).sum())),
+                             _n(int((beyond & (g["change_mm3"] > 0)).sum())) if known else "-",
+                             _n(int((beyond & (g["change_mm3"] < 0)).sum())) if known else "-",
                              _n(int((~g["same_model"].fillna(False).astype(bool)).sum()))])
         parts.append("<h3>By segment (first to last study)</h3>" + _table(
             ["segment", "side", "patients", "median mm³ / year", "rose beyond intervals",

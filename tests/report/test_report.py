@@ -75,6 +75,7 @@ def test_every_section_with_its_numbers_and_the_synthetic_banner(report):
     # the flow as a table, with each reason's words and code
     assert "localizer (scout) <code>localizer</code></td><td>2<" in page
     assert "too few slices <code>too_few_slices</code></td><td>1<" in page
+    assert "Calcium masks: <code>segmenter tiny sha256:aaaaaaaaaaaa</code> (6 series)" in page
     # risk groups: the placeholder warning; change over time: patients A and C
     assert "placeholder" in page
     assert "2 patients have two or more dated studies with volumes" in page
