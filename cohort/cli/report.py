@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
                     "images) are. Prints where it is.")
     p.add_argument("output", metavar="OUTPUT_URL", help="the --out of `cohort run`")
     p.add_argument("--to", metavar="URL",
-                   help="folder to write the report to (default: OUTPUT_URL/report); its "
-                        "index.html, figures/ and qc/ are replaced")
+                   help="folder to write the report to (default: OUTPUT_URL/report); an "
+                        "earlier report's pictures there are replaced")
     p.add_argument("--gallery", type=int, default=d.max_gallery, metavar="N",
                    help="flagged series shown as pictures, most flags first (default "
                         "%(default)s; all are listed in a table)")
