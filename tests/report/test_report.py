@@ -14,6 +14,7 @@ from cohort.cli import main
 from cohort.errors import ConfigError
 from cohort.query import query
 from cohort.report import ReportConfig, write_report
+from cohort.report.build import _remove_previous
 from cohort.report.data import gather
 from cohort.report.html import FIGURES
 from cohort.write.runs import RunWriter
@@ -171,7 +172,8 @@ def test_a_new_report_replaces_the_old_pictures(run_output, tmp_path):
     mine = tmp_path / "mine"  # a folder another program made is left alone
     (mine / "qc").mkdir(parents=True)
     (mine / "qc" / "keep.png").write_bytes(b"x")
-    write_report(run_output, config=QUICK, report_url=str(mine))
+    (mine / "index.html").write_text("<html>someone else's page</html>")
+    _remove_previous(str(mine), None)
     assert (mine / "qc" / "keep.png").exists()
 
 
