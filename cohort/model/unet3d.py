@@ -18,8 +18,14 @@ from monai.networks.nets import DynUNet
 from torch import nn
 
 from cohort.errors import ConfigError
-from cohort.model.segmenter import (CALCIUM_HU, HU_KNOTS, LEGACY_HU_KNOTS, PRIOR_LOGIT,
-                                    check_knots, gate)
+from cohort.model.segmenter import (
+    CALCIUM_HU,
+    HU_KNOTS,
+    LEGACY_HU_KNOTS,
+    PRIOR_LOGIT,
+    check_knots,
+    gate,
+)
 
 
 @dataclass(frozen=True)
