@@ -62,6 +62,7 @@ from cohort.synth.scan import (
     sample_coverage,
     scan_truth,
     stepped_grids,
+    stepped_regular_grid,
     stepped_truth_grid,
     subsamples,
 )
@@ -215,8 +216,10 @@ class _StudyContext:
         cleans = [render_scan(self.phantom, self.placement, g, q, cfg.render_scale,
                               self.artefacts)[0]
                   for g, q in zip(grids, protocols, strict=True)]
+        # a tilted stepped stack images only what its sheared slices reach, as a regular one
         truth = scan_truth(self.phantom, self.placement, stepped_truth_grid(grids),
-                           subsamples(p.slice_thickness_mm))
+                           subsamples(p.slice_thickness_mm),
+                           acquired=stepped_regular_grid(grids))
         rows = []
         wants_localizer = self.rng.random() < cfg.localizer_p
         wants_second = self.rng.random() < cfg.second_series_p

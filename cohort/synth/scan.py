@@ -123,17 +123,22 @@ def stepped_grids(phantom: Phantom, placement: Placement, coverage: Coverage,
                  (0.0, 0.0, upper), (n2, nj, ni))]
 
 
-def stepped_truth_grid(blocks: list[Grid]) -> Grid:
-    """The regular axial grid the reader puts a stepped stack on: the lower (finest)
-    block's spacing from its first slice, up to the last whole step below the top slice
-    (`cohort.read.stack.check_stack`)."""
+def stepped_regular_grid(blocks: list[Grid]) -> Grid:
+    """The regular grid the reader resamples a stepped stack to, in the stack's own (maybe
+    tilted) frame: the lower (finest) block's spacing from its first slice, up to the last
+    whole step below the top slice (`cohort.read.stack.check_stack`)."""
     first, last = blocks[0], blocks[-1]
     step = first.slice_step[2]
     extent = last.origin[2] + (last.shape[0] - 1) * last.slice_step[2] - first.origin[2]
     nk = int(np.floor(extent / step + StackRules().uneven_tol)) + 1
-    grid = Grid(first.origin, first.col_step, first.row_step, first.slice_step,
+    return Grid(first.origin, first.col_step, first.row_step, first.slice_step,
                 (nk, *first.shape[1:]))
-    return grid.axial_equivalent()
+
+
+def stepped_truth_grid(blocks: list[Grid]) -> Grid:
+    """The regular axial grid the reader puts a stepped stack on (`stepped_regular_grid`,
+    tilt corrected)."""
+    return stepped_regular_grid(blocks).axial_equivalent()
 
 
 def native_centres(blocks: list[Grid], thicknesses_mm: list[float], tilt_deg: float

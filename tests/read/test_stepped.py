@@ -112,3 +112,22 @@ def test_tilt_corrected_stepped_volume_matches_an_exact_resampling(stepped_cohor
     a, b = vol.array[both] - vol.array[both].mean(), ref[both] - ref[both].mean()
     ncc = float(a @ b / np.sqrt((a @ a) * (b @ b)))
     assert ncc >= 0.98, ncc
+
+
+def test_truth_of_tilted_stepped_series_holds_only_imaged_calcium(stepped_cohort, truth):
+    """The tilt correction leaves air (whole rows) where no sheared slice reaches; calcium
+    there was never imaged, so the truth mask must not hold it (as for regular stacks,
+    `cohort.synth.scan.observed_rows`)."""
+    from cohort.read.resample import AIR_HU
+
+    root, _ = stepped_cohort
+    tilted = truth[truth["gantry_tilt_deg"] != 0]
+    assert len(tilted) >= 2
+    unseen_total = 0
+    for t in tilted.itertuples():
+        vol = read_series(_files(root, t.dicom_dir), series=t.series_instance_uid)
+        mask = read_nifti(str(root / t.mask_path)).array > 0
+        air_rows = (vol.array == AIR_HU).all(axis=2)  # (slices, rows) never imaged
+        assert air_rows.any()  # a tilted stack leaves some
+        unseen_total += int(mask[air_rows].sum())
+    assert unseen_total == 0
