@@ -89,9 +89,9 @@ VARIANTS = {
     "vit_patch16": Variant("vit_patch16", "default+patch16", pretrain=True),
     "vit_transposed": Variant("vit_transposed", "default+transposed", pretrain=True),
     "vit_no_gate": Variant("vit_no_gate", "default+nogate", pretrain=True),
-    # the input map that keeps 700-1800 HU (its own MAE pre-training: the encoder's input
-    # changes)
-    "vit_wide_hu": Variant("vit_wide_hu", "default+widehu", pretrain=True),
+    # the first segmenters' [-100, 700] HU input window (its own MAE pre-training: the
+    # encoder's input changes)
+    "vit_window_hu": Variant("vit_window_hu", "default+windowhu", pretrain=True),
     "unet": Variant("unet", "unet"),
     "threshold_130hu": Variant("threshold_130hu", None),
 }

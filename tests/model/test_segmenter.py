@@ -179,16 +179,15 @@ def test_gated_voxels_stay_gated_through_window_blending():
     assert probabilities(z[gated], 5.0).max() < 1e-3
 
 
-def test_the_wide_input_map_keeps_dense_plaque_apart_from_cortical_bone():
+def test_the_input_map_keeps_dense_plaque_apart_from_cortical_bone():
     hu = np.array([-1000.0, -100.0, 45.0, 130.0, 700.0, 900.0, 1300.0, 1800.0, 3000.0])
-    wide = segmenter.build_config("tiny+widehu").hu_knots
-    x = segmenter.scale_hu(hu, wide)
+    x = segmenter.scale_hu(hu)  # the default map
     assert np.all(np.diff(x) >= 0) and x[0] == 0 and x[-1] == 1
     assert x[5] < x[6] < x[7]  # a 900 HU plaque, 1300 HU bone: no longer both saturated
     assert x[3] - x[2] > 0.07  # the 130 HU rule's neighbourhood keeps most of its contrast
-    t = segmenter.scale_hu(torch.as_tensor(hu), wide)
+    t = segmenter.scale_hu(torch.as_tensor(hu))
     np.testing.assert_allclose(t.numpy(), x, atol=1e-6)
-    window = segmenter.scale_hu(hu)  # the default: a [-100, 700] HU window
+    window = segmenter.scale_hu(hu, segmenter.build_config("tiny+windowhu").hu_knots)
     assert window[5] == window[6] == 1.0 and window[1] == 0.0
     np.testing.assert_allclose(window[3], (130 + 100) / 800, atol=1e-6)
 
