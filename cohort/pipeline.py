@@ -1,8 +1,12 @@
 """The main job, `cohort run`, stage by stage.
 
     manifest (cohort index, run here when the input is not indexed yet)
-      -> series already finished in published runs are left alone (resume)
-      -> Ray Data, one row per series:
+      -> series already finished in published runs are left alone (resume: two arrays of
+         keys, judged in DuckDB over the published rows' few columns)
+      -> the driver scans the manifest in bounded batches: counts, and the rows of series
+         the index did not select (they need no processing)     (cohort.job.manifest_stream)
+      -> Ray Data reads the manifest (read_parquet, filtered in the read tasks), one row per
+         series; the file lists never pass through the driver:
          map          CPU task per series, 1 CPU, in an isolated process with a time limit:
                       fetch, decode, validate, tilt-correct, hemisphere split, calcium
                       summary from the user's mask (or the segmenter's arterial slab),
@@ -30,13 +34,17 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-import pandas as pd
-
 from cohort import __version__
 from cohort.config import IndexConfig
 from cohort.errors import ConfigError, StorageError
 from cohort.job.checkpoint import ModelInfo, describe
 from cohort.job.finish import QC_CHOICES, FinishConfig
+from cohort.job.manifest_stream import (
+    manifest_patient_ids,
+    not_processed_rows,
+    scan_manifest,
+    series_dataset,
+)
 from cohort.job.preflight import (
     check_masks,
     check_resources,
@@ -47,12 +55,12 @@ from cohort.job.preflight import (
 )
 from cohort.job.prepare import PrepareConfig
 from cohort.job.resources import Request
-from cohort.job.rows import input_rows, not_processed_row, plain
+from cohort.job.rows import plain
 from cohort.job.segmenter_checkpoint import SegmenterInfo, describe_segmenter
 from cohort.job.stages import finish_stage, prepare_stage
 from cohort.preprocess.model_input import ModelInputConfig
 from cohort.quantify import QuantifyConfig
-from cohort.quantify.qc import summarise_flags
+from cohort.quantify.qc import FlagCounter
 from cohort.ray_session import RaySession
 from cohort.read.series import ReadConfig
 from cohort.storage import (
@@ -72,7 +80,7 @@ from cohort.write.ownership import (
 from cohort.write.progress import Progress
 from cohort.write.runs import (
     RunWriter,
-    finished_keys,
+    finished,
     new_run_id,
     remove_unfinished,
     run_url,
@@ -80,8 +88,6 @@ from cohort.write.runs import (
 
 logger = logging.getLogger(__name__)
 progress_logger = logging.getLogger("cohort.progress")
-#: what the run's QC summary reads of each row (cohort.quantify.qc.summarise_flags)
-_FLAG_KEYS = ("status", "qc_flags", "low_confidence_landmarks", "confidence_threshold_source")
 
 GiB = 1024**3
 
@@ -216,23 +222,24 @@ def code_version() -> str:
         return __version__
 
 
-def load_manifest(input_url: str, index: str | None, out_url: str, config: IndexConfig,
-                  options: StorageOptions | None) -> tuple[pd.DataFrame, str]:
-    """The input's manifest: the published ``index`` when the input is one (`index_of`),
-    else a fresh index of the archive under ``<out>/index``."""
+def ensure_index(input_url: str, index: str | None, out_url: str, config: IndexConfig,
+                 options: StorageOptions | None) -> str:
+    """The URL of the input's manifest: the published ``index`` when the input is one
+    (`index_of`), else a fresh index of the archive under ``<out>/index``."""
     from cohort.discover.index import index_cohort
-    from cohort.discover.manifest import read_manifest
 
     if index is not None:
-        return read_manifest(index, options).to_pandas(), index
+        return index
     index_url = join(out_url, "index")
     logger.info("indexing %s into %s", redact(input_url), redact(index_url))
     index_cohort(input_url, index_url, config, options)
-    return read_manifest(index_url, options).to_pandas(), index_url
+    return index_url
 
 
-def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
+def _dataset(source, n_series: int, config: RunConfig, prepare: PrepareConfig,
              finish: FinishConfig, model: ModelInfo, seg: SegmenterInfo | None = None):
+    """The job's stages over ``source``, a dataset of ``n_series`` input rows, one per
+    block (`cohort.job.manifest_stream.series_dataset`)."""
     import ray
 
     from cohort.job.landmarks import LandmarkPredictor  # torch: the actors' import only
@@ -245,7 +252,7 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         # its notice that we switched the bars off
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 10_000)))
+    ds = source
     # worker deaths are retried by Ray Data's defaults (tasks and actor restarts); failures
     # of a series never raise out of a stage
     ds = ds.map(prepare_stage, fn_kwargs={"config": prepare},
@@ -276,7 +283,7 @@ def _dataset(rows: list[dict], config: RunConfig, prepare: PrepareConfig,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=gpu_share, num_cpus=actor_cpus)
     # the actors hand on one block per batch: no more finish tasks than blocks
-    blocks = -(-len(rows) // (2 * config.batch_size))
+    blocks = -(-n_series // (2 * config.batch_size))
     return ds.map(finish_stage, fn_kwargs={"config": finish},
                   **finish_resources(config, max_tasks=blocks))
 
@@ -373,37 +380,32 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         ModelInputConfig()
     # deeper series are decimated by a whole factor (recorded), never refused by the model
     model_input = replace(model_input, max_len=min(model_input.max_len, model.max_len))
-    manifest, index_url = load_manifest(input_url, index, out_url, config.index, options)
-    series = manifest[manifest["kind"] == "series"]
-    if len(series) == 0:
-        raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
-                          f"{redact(index_url)} lists why each object was not used: "
-                          "objects.parquet); give a folder or prefix of DICOM files")
-    if not identity_known:
-        check_written_keys(out_url, series, identity, options)
+    index_url = ensure_index(input_url, index, out_url, config.index, options)
     stale = remove_unfinished(out_url, options)
     if stale:
         logger.warning("removed %d unfinished run folder(s) of runs stopped before they "
                        "published (nothing in them was ever visible): %s", len(stale),
                        ", ".join(stale))
-    done = finished_keys(
-        out_url, options, retry_failed=config.retry_failed, model_sha256=model.sha256,
-        need_volumes=bool(config.masks) or seg is not None,
-        mask_source=seg.mask_source if seg is not None else None,
-        selected=frozenset(series.loc[series["status"] == "selected", "series_key"]))
-    todo = series[~series["series_key"].isin(done)]
-    if len(todo) == 0:
+    # the driver holds key arrays and counts, never the manifest's or the outputs' rows
+    # (cohort.job.manifest_stream)
+    done = finished(out_url, options, retry_failed=config.retry_failed,
+                    model_sha256=model.sha256,
+                    need_volumes=bool(config.masks) or seg is not None,
+                    mask_source=seg.mask_source if seg is not None else None)
+    plan = scan_manifest(index_url, options, done, config.max_series,
+                         want_uids=bool(config.masks))
+    if plan.series == 0:
+        raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
+                          f"{redact(index_url)} lists why each object was not used: "
+                          "objects.parquet); give a folder or prefix of DICOM files")
+    if not identity_known:
+        check_written_keys(out_url, manifest_patient_ids(index_url, options), identity,
+                           options)
+    if plan.todo == 0:
         return None
-    selected = todo[todo["status"] == "selected"]
-    later = 0
-    if config.max_series is not None:
-        later = max(0, len(selected) - config.max_series)
-        selected = selected.head(config.max_series)
-    if config.masks and len(selected):
-        check_masks(config.masks, [u or k for u, k in zip(selected["series_uid"],
-                                                          selected["series_key"], strict=True)],
-                    options)
-    if len(selected):  # before anything is written: a job Ray cannot schedule would wait
+    if config.masks and plan.to_process:
+        check_masks(config.masks, list(plan.uids), options)
+    if plan.to_process:  # before anything is written: a job Ray cannot schedule would wait
         ray.ensure()
         check_resources(config.resource_request)
     record_identity(out_url, identity, options)
@@ -411,10 +413,9 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
     writer = RunWriter(out_url, run_id, options, config.part_rows)
     common = {"run_id": run_id, "model_name": model.name, "model_sha256": model.sha256,
               "model_trained_on": model.trained_on, "code_version": code_version()}
-    counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": len(series) - len(todo),
-              "left_for_later": later}
-    for r in todo[todo["status"] != "selected"].itertuples(index=False):
-        row = not_processed_row(r, common, identity)
+    counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": plan.finished_earlier,
+              "left_for_later": plan.left_for_later}
+    for row in not_processed_rows(index_url, options, done, common, identity):
         counts[row["status"]] += 1
         writer.add(row)
     prepare = PrepareConfig(read=replace(config.read, rules=config.index.stack),
@@ -427,28 +428,28 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
                           label_maps=config.label_maps, dicom_seg=config.dicom_seg,
                           keep_ids=identity.keep_ids)
     stats = ""
-    flag_rows: list[dict] = []  # what the QC summary needs of each row, a few values
+    flags = FlagCounter()  # the run's QC summary, in constant memory
     t_stream = time.perf_counter()
-    if len(selected):
+    if plan.to_process:
         progress_logger.info("run %s: %d series to process (%d finished in earlier runs, %d "
-                             "not selected)", run_id, len(selected), counts["finished_earlier"],
+                             "not selected)", run_id, plan.to_process, counts["finished_earlier"],
                              counts["skipped"] + counts["error"])
-        ds = _dataset(input_rows(selected, common, identity), config, prepare, finish, model,
-                      seg)
-        progress = Progress(len(selected), every=config.progress_every)
+        source = series_dataset(index_url, options, done, plan, common, identity)
+        ds = _dataset(source, plan.to_process, config, prepare, finish, model, seg)
+        progress = Progress(plan.to_process, every=config.progress_every)
         try:
             for row in ds.iter_rows():
                 row = {k: plain(v) for k, v in row.items()}
                 counts[row["status"]] += 1
                 writer.add(row)
                 progress.update(row["status"])
-                flag_rows.append({k: row.get(k) for k in _FLAG_KEYS})
+                flags.add(row)
         finally:
             progress.close()
         stats = ds.stats()
     seconds = time.perf_counter() - t0
-    rate = len(selected) / max(1e-9, time.perf_counter() - t_stream) * 60
-    qc = summarise_flags(flag_rows)
+    rate = plan.to_process / max(1e-9, time.perf_counter() - t_stream) * 60
+    qc = flags.summary()
     payload = {
         "what": "cohort run", "run_id": run_id, "input": redact(input_url),
         "index": redact(index_url), "output": redact(out_url),
@@ -464,7 +465,7 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         "masks": "external" if config.masks else ("segmenter" if seg else None),
         "code_version": common["code_version"],
         "config": _config_record(config),
-        "counts": counts, "series_in_manifest": int(len(series)),
+        "counts": counts, "series_in_manifest": plan.series,
         "seconds": round(seconds, 1), "scans_per_minute": round(rate, 2),
         "qc": asdict(qc),
         "ray_data_stats": stats,

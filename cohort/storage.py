@@ -96,6 +96,29 @@ class StorageOptions:
 
     __str__ = __repr__
 
+    def arrow_s3(self):
+        """The same endpoint and credentials as a `pyarrow.fs.S3FileSystem` (what Ray Data's
+        readers take; it pickles to workers without a live client)."""
+        from urllib.parse import urlparse
+
+        from pyarrow.fs import AwsStandardS3RetryStrategy, S3FileSystem
+
+        kwargs: dict = {"anonymous": self.anon,
+                        "retry_strategy": AwsStandardS3RetryStrategy(
+                            max_attempts=S3_MAX_ATTEMPTS)}
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            kwargs["endpoint_override"] = parsed.netloc or self.endpoint_url
+            kwargs["scheme"] = parsed.scheme or "https"
+            kwargs["force_virtual_addressing"] = False
+        if self.region:
+            kwargs["region"] = self.region
+        if not self.anon and self.key is not None and self.secret is not None:
+            kwargs.update(access_key=self.key, secret_key=self.secret)
+            if self.token is not None:
+                kwargs["session_token"] = self.token
+        return S3FileSystem(**kwargs)
+
     def s3fs_kwargs(self) -> dict:
         """Keyword arguments for `s3fs.S3FileSystem` (they include the secrets: never log)."""
         client_kwargs: dict = {}

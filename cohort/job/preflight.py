@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import os
 
-import pandas as pd
-
 from cohort.errors import ConfigError
 from cohort.job.resources import Request, cluster_nodes, resource_problems
 from cohort.job.rows import text_value
@@ -43,8 +41,8 @@ def index_of(input_url: str, options: StorageOptions | None) -> str | None:
     return None
 
 
-def check_written_keys(out_url: str, series: pd.DataFrame, identity: IdentityConfig,
-                       options: StorageOptions | None) -> None:
+def check_written_keys(out_url: str, patient_ids: dict[str, str | None],
+                       identity: IdentityConfig, options: StorageOptions | None) -> None:
     """For outputs written before cohort recorded its identity file: the patient keys
     already published must be the keys this run computes for the same series.
 
@@ -55,8 +53,10 @@ def check_written_keys(out_url: str, series: pd.DataFrame, identity: IdentityCon
         return
     from cohort.write.runs import latest_series, read_table
 
-    written = latest_series(read_table(out_url, "series", options)).to_pandas()
-    ids = dict(zip(series["series_key"], series["patient_id"], strict=True))
+    written = latest_series(read_table(out_url, "series", options,
+                                       columns=("run_id", "series_key", "patient_key")))
+    written = written.to_pandas()
+    ids = patient_ids
     pairs = [(key, pseudonym(text_value(ids.get(s)), identity))
              for s, key in zip(written["series_key"], written["patient_key"], strict=True)
              if s in ids]

@@ -22,6 +22,8 @@ def plain(value):
         return value.item()
     if isinstance(value, float) and value != value:  # NaN from pandas -> null
         return None
+    if value is pd.NA or value is pd.NaT:  # pandas' own missing values -> null
+        return None
     return value
 
 

@@ -198,29 +198,44 @@ class FlagSummary:
         return out
 
 
+class FlagCounter:
+    """`summarise_flags` one row at a time, in constant memory (a run of 100,000 series
+    adds its rows as they arrive)."""
+
+    def __init__(self) -> None:
+        self.series = self.flagged = 0
+        self.by_flag = {flag.value: 0 for flag in QCFlag}
+        self.by_landmark = dict.fromkeys(LANDMARKS, 0)
+        self.sources: dict[str, int] = {}
+
+    def add(self, row: Mapping) -> None:
+        if row.get("status", "ok") != "ok":
+            return
+        self.series += 1
+        flags = _as_list(row.get("qc_flags"))
+        self.flagged += bool(flags)
+        for flag in dict.fromkeys(flags):  # a flag listed twice counts once per series
+            self.by_flag[flag] = self.by_flag.get(flag, 0) + 1
+        for name in dict.fromkeys(_as_list(row.get("low_confidence_landmarks"))):
+            self.by_landmark[name] = self.by_landmark.get(name, 0) + 1
+        source = row.get("confidence_threshold_source")
+        if isinstance(source, str):
+            self.sources[source] = self.sources.get(source, 0) + 1
+
+    def summary(self) -> FlagSummary:
+        return FlagSummary(series=self.series, flagged=self.flagged, by_flag=dict(self.by_flag),
+                           low_confidence_by_landmark=dict(self.by_landmark),
+                           threshold_sources=dict(self.sources))
+
+
 def summarise_flags(rows: Iterable[Mapping]) -> FlagSummary:
     """Count, over output rows with status "ok", the series flagged and the series per flag,
     per low-confidence landmark and per source of the confidence threshold
     (``confidence_threshold_source``, where the rows carry it)."""
-    series = flagged = 0
-    by_flag = {flag.value: 0 for flag in QCFlag}
-    by_landmark = dict.fromkeys(LANDMARKS, 0)
-    sources: dict[str, int] = {}
+    counter = FlagCounter()
     for row in rows:
-        if row.get("status", "ok") != "ok":
-            continue
-        series += 1
-        flags = _as_list(row.get("qc_flags"))
-        flagged += bool(flags)
-        for flag in dict.fromkeys(flags):  # a flag listed twice counts once per series
-            by_flag[flag] = by_flag.get(flag, 0) + 1
-        for name in dict.fromkeys(_as_list(row.get("low_confidence_landmarks"))):
-            by_landmark[name] = by_landmark.get(name, 0) + 1
-        source = row.get("confidence_threshold_source")
-        if isinstance(source, str):
-            sources[source] = sources.get(source, 0) + 1
-    return FlagSummary(series=series, flagged=flagged, by_flag=by_flag,
-                       low_confidence_by_landmark=by_landmark, threshold_sources=sources)
+        counter.add(row)
+    return counter.summary()
 
 
 def _as_list(value) -> list:

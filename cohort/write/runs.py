@@ -22,7 +22,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,9 +88,13 @@ def run_manifest(out_url: str, run_id: str, options: StorageOptions | None = Non
 
 
 def read_table(out_url: str, table: str, options: StorageOptions | None = None,
-               runs: Iterable[str] | None = None) -> pa.Table:
-    """One table over the published runs (all rows, every run), with its schema."""
+               runs: Iterable[str] | None = None,
+               columns: Sequence[str] | None = None) -> pa.Table:
+    """One table over the published runs (all rows, every run), with its schema; only
+    ``columns`` of it when given (what a caller needs of 100,000 rows, not all of them)."""
     schema = TABLES[table]
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     parts = []
     fs, _ = filesystem(out_url, options)
     for run_id in (published_runs(out_url, options) if runs is None else runs):
@@ -99,8 +104,21 @@ def read_table(out_url: str, table: str, options: StorageOptions | None = None,
         for path in sorted(fs.find(folder)):
             if path.endswith(".parquet"):
                 with fs.open(path, "rb") as f:
-                    parts.append(pq.read_table(f, schema=schema))
+                    parts.append(_read_part(f, schema))
     return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def _read_part(f, schema: pa.Schema) -> pa.Table:
+    """A part's columns of ``schema``; a column a part written by an older version lacks is
+    null."""
+    have = set(pq.read_schema(f).names)
+    f.seek(0)
+    table = pq.read_table(f, columns=[n for n in schema.names if n in have])
+    for name in schema.names:
+        if name not in have:
+            table = table.append_column(schema.field(name),
+                                        pa.nulls(table.num_rows, schema.field(name).type))
+    return table.select(schema.names).cast(schema)
 
 
 def latest_series(table: pa.Table) -> pa.Table:
@@ -116,15 +134,42 @@ def latest_series(table: pa.Table) -> pa.Table:
                       ORDER BY series_key""").to_arrow_table()
 
 
-def finished_keys(out_url: str, options: StorageOptions | None = None, *,
-                  retry_failed: bool = False, model_sha256: str | None = None,
-                  need_volumes: bool = False, selected: frozenset[str] = frozenset(),
-                  mask_source: str | None = None) -> set[str]:
-    """Series keys that a new run leaves alone, judged by each series' newest published row:
+#: what `finished` reads of the published series rows
+_FINISHED_COLUMNS = ("run_id", "series_key", "status", "model_sha256", "volumes_computed",
+                     "error_code", "mask_source")
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Series keys a new run leaves alone, as two key arrays (a few MB at 100,000 series,
+    never the rows): ``done`` whatever the index says now, and ``skipped``, left alone while
+    the current index still does not select them (`todo` needs the index's status)."""
+
+    done: pa.Array
+    skipped: pa.Array
+
+    def todo(self, keys: pa.Array, statuses: pa.Array) -> pa.Array:
+        """Which of the manifest rows (``series_key``, ``status``) still need doing."""
+        import pyarrow.compute as pc
+
+        if len(keys) == 0:
+            return pa.array([], pa.bool_())
+        left_alone = pc.or_(pc.is_in(keys, value_set=self.done),
+                            pc.and_(pc.is_in(keys, value_set=self.skipped),
+                                    pc.not_equal(statuses, "selected")))
+        return pc.invert(pc.fill_null(left_alone, False))
+
+    def __len__(self) -> int:
+        return len(self.done) + len(self.skipped)
+
+
+def finished(out_url: str, options: StorageOptions | None = None, *,
+             retry_failed: bool = False, model_sha256: str | None = None,
+             need_volumes: bool = False, mask_source: str | None = None) -> Finished:
+    """The series a new run leaves alone, judged by each series' newest published row:
 
     - ``error``: left alone unless ``retry_failed``;
-    - ``skipped``: left alone while the current index still does not select it (not in
-      ``selected``);
+    - ``skipped``: left alone while the current index still does not select it;
     - ``ok``: left alone when it was made by the same model (``model_sha256``, None: any)
       and, when this run has masks (``need_volumes``), has its volumes. A row with volumes
       also serves a run without masks: a forgotten ``--masks`` never replaces volumes. An
@@ -136,31 +181,44 @@ def finished_keys(out_url: str, options: StorageOptions | None = None, *,
     external masks are kept (they win over any segmenter).
 
     So the same command again processes nothing, while a new model or segmenter, masks
-    added later or a series the index now selects are processed.
+    added later or a series the index now selects are processed. Only the columns the rule
+    needs are read, and the rule runs in DuckDB.
     """
-    latest = latest_series(read_table(out_url, "series", options))
-    keys = latest.column("series_key").to_pylist()
-    status = latest.column("status").to_pylist()
-    shas = latest.column("model_sha256").to_pylist()
-    volumes = latest.column("volumes_computed").to_pylist()
-    codes = latest.column("error_code").to_pylist()
-    sources = (latest.column("mask_source").to_pylist() if "mask_source" in latest.column_names
-               else [None] * len(keys))
-    done = set()
-    for key, st, sha, vol, code, src in zip(keys, status, shas, volumes, codes, sources,
-                                            strict=True):
-        if st == "error" or (code in MASK_PROBLEM_CODES and not vol):
-            keep = not retry_failed
-        elif st == "skipped":
-            keep = key not in selected
-        else:
-            keep = (model_sha256 is None or sha == model_sha256) and (bool(vol) or
-                                                                     not need_volumes)
-            if keep and vol and mask_source and src not in (None, "external", mask_source):
-                keep = False  # volumes of another segmenter: this one measures again
-        if keep:
-            done.add(key)
-    return done
+    import duckdb
+
+    table = read_table(out_url, "series", options, columns=_FINISHED_COLUMNS)
+    con = duckdb.connect()
+    con.register("all_rows", table)
+    problems = ", ".join(f"'{c}'" for c in sorted(MASK_PROBLEM_CODES))
+    failed = (f"(status = 'error' OR (error_code IN ({problems}) "
+              "AND NOT coalesce(volumes_computed, false)))")
+    ok_kept = ("((CAST($sha AS VARCHAR) IS NULL OR model_sha256 = $sha) "
+               "AND (coalesce(volumes_computed, false) OR NOT $need) "
+               "AND NOT (coalesce(volumes_computed, false) AND CAST($src AS VARCHAR) IS NOT NULL "
+               "AND mask_source IS NOT NULL AND mask_source NOT IN ('external', $src)))")
+    latest = ("SELECT * FROM all_rows QUALIFY row_number() OVER "
+              "(PARTITION BY series_key ORDER BY run_id DESC) = 1")
+    params = {"sha": model_sha256, "need": need_volumes, "src": mask_source,
+              "retry": retry_failed}
+    done = con.sql(f"""SELECT series_key FROM ({latest}) WHERE series_key IS NOT NULL AND
+        CASE WHEN {failed} THEN NOT $retry WHEN status = 'skipped' THEN false
+             ELSE {ok_kept} END""", params=params).to_arrow_table().column(0)
+    skipped = con.sql(f"""SELECT series_key FROM ({latest})
+        WHERE status = 'skipped' AND NOT {failed}""").to_arrow_table().column(0)
+    return Finished(done.combine_chunks() if done.num_chunks else pa.array([], pa.string()),
+                    skipped.combine_chunks() if skipped.num_chunks
+                    else pa.array([], pa.string()))
+
+
+def finished_keys(out_url: str, options: StorageOptions | None = None, *,
+                  retry_failed: bool = False, model_sha256: str | None = None,
+                  need_volumes: bool = False, selected: frozenset[str] = frozenset(),
+                  mask_source: str | None = None) -> set[str]:
+    """`finished` as a set of keys, ``selected`` being the keys the index selects now
+    (for small outputs and tests; the job uses `Finished.todo` on the manifest's rows)."""
+    f = finished(out_url, options, retry_failed=retry_failed, model_sha256=model_sha256,
+                 need_volumes=need_volumes, mask_source=mask_source)
+    return set(f.done.to_pylist()) | (set(f.skipped.to_pylist()) - set(selected))
 
 
 def long_rows(row: dict) -> tuple[list[dict], list[dict]]:
