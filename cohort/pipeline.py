@@ -354,6 +354,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         if ownership.took_over:
             logger.warning("run %s on this output was stopped before it ended; taking over",
                            ownership.took_over.get("run_id"))
+        ownership.keep_alive()  # a restarted head on another host can take over once it stops
         if index is None and config.index.discovery.executor == "ray":
             ray.ensure()  # the indexer's tasks and the job share this one Ray
         report = _run(input_url, index, out_url, config, options, identity, identity_known,

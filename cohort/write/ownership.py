@@ -6,10 +6,13 @@ Two small files at the root of the output, beside ``index/`` and ``runs/``:
                      the salt (an HMAC of a fixed text under the salt, never the salt), or
                      ``keep_ids``. A run with another salt or mode would give one patient two
                      keys; it stops before any work, saying what differs.
-    _owner.json      the run that writes here now (host, process, run id), removed when it
-                     ends. A second run on the same output stops while that process lives; the
-                     owner file of a run that was killed is taken over, and its unpublished
-                     run folder is cleaned up.
+    _owner.json      the run that writes here now (host, process, run id, heartbeat),
+                     removed when it ends. A second run on the same output stops while that
+                     process lives; the owner file of a run that was killed is taken over, and
+                     its unpublished run folder is cleaned up. A run on another host (a
+                     cluster's head pod restarted elsewhere) can't see that process: it takes
+                     over once the owner's heartbeat, renewed every `HEARTBEAT_S`, is older
+                     than `LEASE_S`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -31,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "_identity.json"
 OWNER_FILE = "_owner.json"
+#: a running job renews its owner file's heartbeat this often (seconds)
+HEARTBEAT_S = 60.0
+#: an owner on another host whose heartbeat is older than this (seconds) was killed
+LEASE_S = 10 * 60.0
 _FINGERPRINT_TEXT = b"cohort: fingerprint of the identity salt, v1"
 
 
@@ -99,8 +107,42 @@ class Ownership:
     run_id: str
     options: StorageOptions | None
     took_over: dict | None  # the owner record of a dead run this claim replaced
+    record: dict | None = None  # what this claim wrote
+    _stop: threading.Event | None = None
+
+    def beat(self) -> None:
+        """Renew the heartbeat (while the owner file is still ours)."""
+        if self.record is None:
+            return
+        try:
+            current = json.loads(read_bytes(join(self.out_url, OWNER_FILE), self.options))
+        except (OSError, ValueError):
+            return
+        if current.get("run_id") != self.run_id:
+            return
+        self.record = {**self.record, "heartbeat": time.time()}
+        write_bytes(join(self.out_url, OWNER_FILE), json.dumps(self.record, indent=1).encode(),
+                    self.options)
+
+    def keep_alive(self, every_s: float = HEARTBEAT_S) -> None:
+        """Renew the heartbeat every ``every_s`` seconds in a thread until `release`."""
+        if self._stop is not None:
+            return
+        self._stop = threading.Event()
+
+        def loop(stop: threading.Event) -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.beat()
+                except Exception as e:  # noqa: BLE001  (a missed beat must not stop the job)
+                    logger.warning("could not renew the owner file's heartbeat: %s", e)
+
+        threading.Thread(target=loop, args=(self._stop,), daemon=True,
+                         name="cohort-owner-heartbeat").start()
 
     def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
         fs, path = filesystem(join(self.out_url, OWNER_FILE), self.options)
         try:
             current = json.loads(read_bytes(join(self.out_url, OWNER_FILE), self.options))
@@ -120,12 +162,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(out_url: str, run_id: str, options: StorageOptions | None = None) -> Ownership:
+def claim(out_url: str, run_id: str, options: StorageOptions | None = None,
+          lease_s: float = LEASE_S) -> Ownership:
     """Take the output folder for this run.
 
     Raises:
         ConfigError: another run that still lives (same host, process alive) or that runs
-            on another host writes there.
+            on another host and renewed its heartbeat within ``lease_s`` writes there (or
+            one of an older version, without a heartbeat).
     """
     host = socket.gethostname()
     previous = None
@@ -141,12 +185,19 @@ def claim(out_url: str, run_id: str, options: StorageOptions | None = None) -> O
             raise ConfigError(
                 f"another cohort run (process {pid}, run {previous.get('run_id')}) is writing "
                 f"to {redact(out_url)}; wait for it to finish, or give another --out")
-        if not same_host:
+        beat = previous.get("heartbeat")
+        silent = time.time() - float(beat) if isinstance(beat, int | float) else None
+        if not same_host and (silent is None or silent < lease_s):
+            since = ("" if silent is None else
+                     f"; its last heartbeat was {silent:.0f} s ago, and a run silent for "
+                     f"{lease_s:.0f} s is taken over")
             raise ConfigError(
                 f"a cohort run on host {previous.get('host')} (run {previous.get('run_id')}, "
-                f"started {previous.get('started')}) claims {redact(out_url)}; wait for it, or, "
-                f"if it was killed, delete {redact(join(out_url, OWNER_FILE))} and run again")
+                f"started {previous.get('started')}) claims {redact(out_url)}{since}; wait "
+                f"for it, or, if it was killed, delete {redact(join(out_url, OWNER_FILE))} and "
+                "run again")
     record = {"host": host, "pid": os.getpid(), "run_id": run_id,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "heartbeat": time.time()}
     write_bytes(join(out_url, OWNER_FILE), json.dumps(record, indent=1).encode(), options)
-    return Ownership(out_url, run_id, options, previous)
+    return Ownership(out_url, run_id, options, previous, record)
