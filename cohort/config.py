@@ -91,6 +91,10 @@ class DiscoveryConfig:
     io_threads: int = 32  # concurrent reads inside a task (object storage is latency-bound)
     header_block_bytes: int = 64 * 1024  # first byte range read per object (then doubles)
     max_header_bytes: int = 64 * 1024**2  # a header longer than this is unreadable
+    list_page_objects: int = 1000  # objects per listing page (S3 pages 1000 keys per request)
+    # objects whose header rows one grouping task holds: the driver never holds them, and
+    # an archive of N objects is grouped and selected in ceil(N / this) tasks
+    objects_per_group_task: int = 20_000
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -102,6 +106,12 @@ class DiscoveryConfig:
             raise ConfigError(f"--files-per-task must lie in 1-100000, got {self.files_per_task}")
         if not 1 <= self.io_threads <= 256:
             raise ConfigError(f"--io-threads must lie in 1-256, got {self.io_threads}")
+        if not 1 <= self.list_page_objects <= 100_000:
+            raise ConfigError(f"list_page_objects must lie in 1-100000, got "
+                              f"{self.list_page_objects}")
+        if self.objects_per_group_task < 1:
+            raise ConfigError(f"objects_per_group_task must be 1 or more, got "
+                              f"{self.objects_per_group_task}")
         if not 512 <= self.header_block_bytes <= self.max_header_bytes:
             raise ConfigError(f"header block must lie in 512 bytes .. max_header_bytes "
                               f"({self.max_header_bytes}), got {self.header_block_bytes}")

@@ -54,7 +54,7 @@ def iter_series(objects: pa.Table) -> Iterator[tuple[str, list[dict]]]:
     """``(series key, OBJECTS rows)`` per SeriesInstanceUID, sorted by key and URI: the UID
     for rows that have one, `fallback_key` for usable images that have none. Only one series
     at a time is turned into Python objects."""
-    keys = _group_keys(objects)
+    keys = group_keys(objects)
     if keys.null_count == len(keys):
         return
     grouped = objects.append_column("_group", keys).filter(pc.is_valid(keys))
@@ -67,7 +67,7 @@ def iter_series(objects: pa.Table) -> Iterator[tuple[str, list[dict]]]:
         yield str(groups[start]), grouped.slice(int(start), int(end - start)).to_pylist()
 
 
-def _group_keys(objects: pa.Table) -> pa.Array:
+def group_keys(objects: pa.Table) -> pa.Array:
     """Per row: its SeriesInstanceUID; `fallback_key` for a usable image without one; null
     for the other rows (their objects are reported one by one)."""
     uids = objects["series_uid"].combine_chunks()

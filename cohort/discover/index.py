@@ -7,30 +7,59 @@ and publish the manifest.
 Problems in the data never raise: every object and every series ends as a manifest row.
 Only problems with the job itself raise (the input does not exist, the output cannot be
 written).
+
+The driver holds neither the listing nor the rows: pages of the listing go to header tasks
+as they come, and the rows go through a staging folder (`cohort.discover.staged`), so its
+memory is the same for a thousand objects as for millions.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
+import operator
+import os
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from cohort import __version__
 from cohort.config import IndexConfig
-from cohort.discover.grouping import iter_series, split_stacks, stack_of
-from cohort.discover.headers import lost_row, read_headers
-from cohort.discover.listing import check_input, list_objects
-from cohort.discover.manifest import counts, manifest_table, object_row, write_index
+from cohort.discover.listing import check_input, iter_object_pages
+from cohort.discover.manifest import (
+    MANIFEST_FILE,
+    OBJECTS_FILE,
+    add_counts,
+    manifest_order,
+    publish_index,
+    unpublish_index,
+)
 from cohort.discover.parallel import Runner
-from cohort.discover.selection import select_series
-from cohort.discover.series import describe_stack, describe_unusable_series
-from cohort.schemas import OBJECTS
-from cohort.storage import StorageOptions, check_writable, is_local, redact
+from cohort.discover.staged import (
+    STATS,
+    LostRows,
+    Stage,
+    batches_of,
+    buckets_for,
+    group_bucket,
+    merge_parts,
+    select_bucket,
+    stage_headers,
+)
+from cohort.schemas import MANIFEST, OBJECTS
+from cohort.storage import StorageOptions, check_writable, is_local, join, read_bytes, redact
 
 logger = logging.getLogger(__name__)
+
+#: name of the staging folder `index_cohort` makes (and removes) under its output
+STAGING_PREFIX = "_staging-"
 
 
 @dataclass(frozen=True)
@@ -50,18 +79,43 @@ class ScanStats:
 
 @dataclass(frozen=True)
 class IndexResult:
-    """What `index_cohort` produced."""
+    """What `index_cohort` (or `build_index`) produced.
+
+    The tables are not held: `manifest` and `objects` read them on first use (from
+    ``manifest_url`` and ``objects_url``; `build_index` hands them over read). For an
+    archive of millions of objects read them in pieces instead (pyarrow, DuckDB).
+    """
 
     input_url: str
     manifest_url: str | None  # None when nothing was written (`build_index`)
-    manifest: pa.Table  # MANIFEST schema
-    objects: pa.Table  # OBJECTS schema
+    objects_url: str | None
     stats: ScanStats
+    counts: dict  # `cohort.discover.manifest.by_kind_counts` of the manifest
+    options: StorageOptions | None = field(default=None, repr=False)
+    _tables: dict = field(default_factory=dict, repr=False, compare=False)  # read so far
+
+    @property
+    def manifest(self) -> pa.Table:
+        """The manifest (MANIFEST schema), read on first use."""
+        return self._table("manifest", self.manifest_url)
+
+    @property
+    def objects(self) -> pa.Table:
+        """Every listed object (OBJECTS schema), sorted by URI, read on first use."""
+        return self._table("objects", self.objects_url)
+
+    def _table(self, name: str, url: str | None) -> pa.Table:
+        if name not in self._tables:
+            assert url is not None, "build_index hands its tables over"
+            self._tables[name] = pq.read_table(io.BytesIO(read_bytes(url, self.options)))
+        return self._tables[name]
 
 
 def build_index(input_url: str, cfg: IndexConfig | None = None,
                 options: StorageOptions | None = None) -> IndexResult:
-    """List ``input_url``, read the headers, group, check geometry and select; write nothing.
+    """List ``input_url``, read the headers, group, check geometry and select; publish
+    nothing (the parts go through a temporary folder on this machine) and return the
+    tables read, for archives that fit in memory.
 
     Raises:
         StorageError: the input does not exist or cannot be listed.
@@ -70,104 +124,116 @@ def build_index(input_url: str, cfg: IndexConfig | None = None,
     check_input(input_url, options)  # before starting Ray: a wrong URL fails in a second
     runner = Runner(cfg.discovery)
     try:
-        return _build(input_url, cfg, options, runner)
+        with tempfile.TemporaryDirectory(prefix="cohort-index-") as tmp:
+            stats, tally = _build(input_url, Stage(os.path.join(tmp, "stage")), tmp, cfg,
+                                  options, runner)
+            tables = {"manifest": pq.read_table(os.path.join(tmp, MANIFEST_FILE)),
+                      "objects": pq.read_table(os.path.join(tmp, OBJECTS_FILE))}
     finally:
         runner.close()
+    return IndexResult(input_url, None, None, stats, tally, options, tables)
 
 
 def index_cohort(input_url: str, out_url: str, cfg: IndexConfig | None = None,
                  options: StorageOptions | None = None) -> IndexResult:
-    """`build_index`, then publish manifest.parquet and objects.parquet under ``out_url``.
+    """List, read the headers, group, check geometry and select (as `build_index`), then
+    publish manifest.parquet and objects.parquet under ``out_url``. The driver's memory does
+    not grow with the archive: rows go through a staging folder under ``out_url``.
 
     Raises:
         StorageError: the input does not exist, or ``out_url`` cannot be written.
     """
+    cfg = cfg or IndexConfig()
     check_writable(out_url, options)  # before any work
-    result = build_index(input_url, cfg, options)
-    t0 = time.perf_counter()
+    check_input(input_url, options)
+    stage = Stage(join(out_url, f"{STAGING_PREFIX}{uuid.uuid4().hex}"), options)
+    runner = Runner(cfg.discovery)
+    try:
+        stats, tally = _build(input_url, stage, out_url, cfg, options, runner, publish=True)
+    finally:
+        runner.close()
+        stage.remove()
     payload = {"what": "cohort index manifest", "input": redact(input_url),
-               "cohort_version": __version__, **counts(result.manifest),
-               "n_objects": result.stats.objects, "object_bytes": result.stats.object_bytes,
-               "header_bytes_read": result.stats.header_bytes_read}
-    url = write_index(out_url, result.manifest, result.objects, payload, options)
-    seconds = {**result.stats.seconds, "write": round(time.perf_counter() - t0, 3)}
-    stats = ScanStats(result.stats.objects, result.stats.object_bytes,
-                      result.stats.header_bytes_read, result.stats.range_requests, seconds)
-    return IndexResult(input_url, url, result.manifest, result.objects, stats)
+               "cohort_version": __version__, **tally["all"],
+               "n_objects": stats.objects, "object_bytes": stats.object_bytes,
+               "header_bytes_read": stats.header_bytes_read}
+    url = publish_index(out_url, payload, options)
+    return IndexResult(input_url, url, join(out_url, OBJECTS_FILE), stats, tally, options)
 
 
-def _build(input_url: str, cfg: IndexConfig, options: StorageOptions | None,
-           runner: Runner) -> IndexResult:
-    seconds = {}
+def _build(input_url: str, stage: Stage, out_url: str, cfg: IndexConfig,
+           options: StorageOptions | None, runner: Runner, *, publish: bool = False
+           ) -> tuple[ScanStats, dict]:
+    """The index of ``input_url`` through ``stage``, merged into manifest.parquet and
+    objects.parquet under ``out_url``: its stats and `by_kind_counts`."""
+    d = cfg.discovery
+    # a local staging folder is seen by this machine's workers only
+    pin = is_local(stage.url)
+    seconds = {"list": 0.0}
     t0 = time.perf_counter()
     # a local folder lists faster here than tasks start; object stores list in parallel
-    parallel = None if is_local(input_url) else runner.map
-    objects = list_objects(input_url, options, parallel_map=parallel, slots=runner.slots)
-    seconds["list"] = round(time.perf_counter() - t0, 3)
+    parallel = None if is_local(input_url) else functools.partial(runner.map, pin=pin)
+    pages = _timed(iter_object_pages(input_url, options, page_objects=d.list_page_objects,
+                                     parallel_map=parallel, slots=runner.slots,
+                                     stage_url=stage.url), seconds)
+    totals = dict.fromkeys(STATS.names, 0)
 
-    t0 = time.perf_counter()
-    n = cfg.discovery.files_per_task
-    batches = [objects[i:i + n] for i in range(0, len(objects), n)]
-    logger.info("reading %d headers in %d tasks", len(objects), len(batches))
-    headers = runner.run_batches(read_headers, (input_url, options, cfg.discovery), batches,
-                                 lost_row, OBJECTS, what="header batches")
+    def add(_: int, table: pa.Table) -> None:
+        for name in STATS.names:
+            totals[name] += int(pc.sum(table[name]).as_py() or 0)
+
+    n_batches = runner.for_each_batch(
+        stage_headers, (input_url, options, d, stage), batches_of(pages, d.files_per_task),
+        LostRows(stage), STATS, add, what="header batches", pin=pin)
+    seconds["list"] = round(seconds["list"], 3)
     seconds["headers"] = round(time.perf_counter() - t0, 3)
+    logger.info("read %d headers in %d tasks", totals["objects"], n_batches)
 
     t0 = time.perf_counter()
-    rows, key_of = _series_rows(headers, cfg)
-    select_series(rows, cfg.selection)
-    rows += [object_row(r) for r in _unusable(headers)]
-    manifest = manifest_table(rows)
-    headers = headers.set_column(
-        OBJECTS.get_field_index("series_key"), OBJECTS.field("series_key"),
-        pa.array([key_of.get(u) for u in headers["uri"].to_pylist()], pa.string()))
+    n = buckets_for(totals["objects"], d)
+    context = (stage, cfg, n)
+    # in tasks even for one bucket: the driver never holds a bucket's rows
+    tally = functools.reduce(add_counts, [
+        *runner.map(group_bucket, context, list(range(n)), pin=pin, here_if_one=False),
+        *runner.map(select_bucket, context, list(range(n)), pin=pin, here_if_one=False)])
     seconds["group"] = round(time.perf_counter() - t0, 3)
 
-    stats = ScanStats(
-        objects=len(objects), object_bytes=sum(o.size for o in objects),
-        header_bytes_read=int(pc.sum(headers["bytes_read"]).as_py() or 0),
-        range_requests=int(pc.sum(headers["range_requests"]).as_py() or 0),
-        seconds=seconds)
-    logger.info("indexed %d objects into %d manifest rows", len(objects), manifest.num_rows)
-    return IndexResult(input_url, None, manifest, headers, stats)
+    t0 = time.perf_counter()
+    if publish:
+        unpublish_index(out_url, options)
+    merge_parts(stage.parts("objects"), join(out_url, OBJECTS_FILE), OBJECTS,
+                operator.itemgetter("uri"), options)
+    merge_parts(stage.parts("manifest"), join(out_url, MANIFEST_FILE), MANIFEST,
+                manifest_order, options)
+    seconds["write"] = round(time.perf_counter() - t0, 3)
+
+    stats = ScanStats(objects=totals["objects"], object_bytes=totals["object_bytes"],
+                      header_bytes_read=totals["header_bytes_read"],
+                      range_requests=totals["range_requests"], seconds=seconds)
+    logger.info("indexed %d objects into %d manifest rows in %d bucket(s)", stats.objects,
+                tally["all"]["rows"], n)
+    return stats, tally
 
 
-def _series_rows(headers: pa.Table, cfg: IndexConfig) -> tuple[list[dict], dict[str, str]]:
-    """Manifest rows of every stack, and the stack key of every usable image's URI."""
-    rows: list[dict] = []
-    key_of: dict[str, str] = {}
-    for uid, files in iter_series(headers):
-        usable = [f for f in files if f["error_code"] is None]
-        if not usable:  # still one series row; its objects are reported one by one too
-            rows.append(describe_unusable_series(uid, files))
-            continue
-        stacks = split_stacks(uid, usable, orientation_tol=cfg.stack.orientation_tol)
-        excluded: dict[str, list[dict]] = {s.key: [] for s in stacks}
-        for f in files:
-            if f["error_code"] is not None:
-                excluded[stack_of(stacks, f, orientation_tol=cfg.stack.orientation_tol).key
-                         ].append(f)
-        for stack in stacks:
-            rows.append(describe_stack(stack, cfg.stack, cfg.selection, excluded[stack.key]))
-            key_of.update((f["uri"], stack.key) for f in stack.files)
-    return rows, key_of
-
-
-def _unusable(headers: pa.Table) -> list[dict]:
-    bad = headers.filter(pc.is_valid(headers["error_code"]))
-    return bad.to_pylist()
+def _timed(pages: Iterator[list], seconds: dict) -> Iterator[list]:
+    """``pages``, adding the time spent listing to ``seconds["list"]``."""
+    while True:
+        t0 = time.perf_counter()
+        page = next(pages, None)
+        seconds["list"] += time.perf_counter() - t0
+        if page is None:
+            return
+        yield page
 
 
 def summarize(result: IndexResult) -> str:
     """A short human summary: objects, rows by status and code, where the manifest is."""
-    c = counts(result.manifest)
+    c, sc = result.counts["all"], result.counts["series"]
     s = result.stats
-    series = result.manifest.filter(pc.equal(result.manifest["kind"], "series"))
-    sc = counts(series)
     lines = [
         f"cohort index: {s.objects} objects ({_size(s.object_bytes)}) under "
         f"{redact(result.input_url)}",
-        f"  series: {series.num_rows} ("
+        f"  series: {sc['rows']} ("
         + ", ".join(f"{k} {v}" for k, v in sc["by_status"].items()) + ")",
     ]
     for status in ("not_selected", "failed"):
@@ -177,15 +243,14 @@ def summarize(result: IndexResult) -> str:
             lines.append(f"    {status}: " + ", ".join(f"{k} {v}" for k, v in codes.items()))
     other = c["by_kind"].get("object", 0)
     if other:
-        obj = result.manifest.filter(pc.equal(result.manifest["kind"], "object"))
-        oc = counts(obj)["by_status_and_code"]
+        oc = result.counts["object"]["by_status_and_code"]
         lines.append(f"  other objects: {other} ("
                      + ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in oc.items()) + ")")
     lines.append(f"  headers: {_size(s.header_bytes_read)} read of {_size(s.object_bytes)} "
                  f"({100 * s.read_fraction:.1f}%) in {s.range_requests} range requests, "
                  + ", ".join(f"{k} {v:.1f} s" for k, v in s.seconds.items()))
     where = result.manifest_url or "(not written)"
-    lines.append(f"  manifest: {redact(where)} ({result.manifest.num_rows} rows)")
+    lines.append(f"  manifest: {redact(where)} ({c['rows']} rows)")
     return "\n".join(lines)
 
 

@@ -6,9 +6,10 @@ Layout under the output URL (a folder or a prefix):
     objects.parquet     OBJECTS schema: every listed object's header fields or error code
     _SUCCESS.json       written last: counts, input, version; the manifest is complete
 
-Both tables are written whole and atomically (a temporary name renamed into place on
-filesystems, one PUT on object stores) and the marker after them; an old marker is removed
-first, so a reader never trusts a folder that is being rewritten.
+Both tables are written atomically (a temporary name renamed into place on filesystems,
+one PUT or one multipart upload on object stores) and the marker after them; an old marker
+is removed first, so a reader never trusts a folder that is being rewritten. `cohort index`
+writes them in pieces (`cohort.discover.staged`); `write_index` writes tables held whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cohort.discover.headers import fit_integers
@@ -66,7 +68,12 @@ def object_row(obj: dict) -> dict:
 
 def manifest_table(rows: list[dict]) -> pa.Table:
     """``rows`` as a MANIFEST table: series by patient, study and SeriesNumber, then
-    objects by URI.
+    objects by URI (`annotate` first)."""
+    return pa.Table.from_pylist(sorted(annotate(rows), key=manifest_order), schema=MANIFEST)
+
+
+def annotate(rows: list[dict]) -> list[dict]:
+    """``rows``, ready for the MANIFEST schema (changed in place).
 
     A series row without SeriesInstanceUID (its images have none; grouped by study,
     SeriesNumber and folder) gets the note ``no_series_uid``; an integer too large for its
@@ -79,12 +86,15 @@ def manifest_table(rows: list[dict]) -> pa.Table:
                          f"{r['series_key']}")
         if notes:
             r["notes"] = [*(r["notes"] or []), *notes]
+    return rows
 
-    def order(r: dict) -> tuple:
-        return (r["kind"] != "series", r["patient_id"] or "", r["study_uid"] or "",
-                r["series_number"] is None, r["series_number"] or 0, r["series_key"] or "",
-                r["files"][0] if r["files"] else "")
-    return pa.Table.from_pylist(sorted(rows, key=order), schema=MANIFEST)
+
+def manifest_order(r: dict) -> tuple:
+    """The sort key of a manifest row: series before objects, then by patient, study,
+    SeriesNumber and key, objects by URI."""
+    return (r["kind"] != "series", r["patient_id"] or "", r["study_uid"] or "",
+            r["series_number"] is None, r["series_number"] or 0, r["series_key"] or "",
+            r["files"][0] if r["files"] else "")
 
 
 def counts(manifest: pa.Table) -> dict:
@@ -101,6 +111,28 @@ def counts(manifest: pa.Table) -> dict:
     }
 
 
+def by_kind_counts(manifest: pa.Table) -> dict[str, dict]:
+    """`counts` of all rows, of the series rows and of the object rows:
+    ``{"all": ..., "series": ..., "object": ...}``."""
+    kinds = manifest["kind"]
+    return {"all": counts(manifest),
+            "series": counts(manifest.filter(pc.equal(kinds, "series"))),
+            "object": counts(manifest.filter(pc.equal(kinds, "object")))}
+
+
+def add_counts(a: dict, b: dict) -> dict:
+    """Two `counts` (or `by_kind_counts`) results added up, as if of one table."""
+    if "rows" not in a:
+        return {k: add_counts(a[k], b[k]) for k in a}
+    out = {"rows": a["rows"] + b["rows"]}
+    for key in ("by_kind", "by_status", "by_status_and_code"):
+        total = Counter(a[key])
+        total.update(b[key])
+        out[key] = dict(sorted(total.items())) if key != "by_status" else {
+            s: total[s] for s in STATUSES}
+    return out
+
+
 def write_index(out_url: str, manifest: pa.Table, objects: pa.Table, payload: dict,
                 options: StorageOptions | None = None) -> str:
     """Write manifest.parquet and objects.parquet under ``out_url``, then the marker.
@@ -111,16 +143,33 @@ def write_index(out_url: str, manifest: pa.Table, objects: pa.Table, payload: di
     Raises:
         StorageError: a file could not be written.
     """
+    unpublish_index(out_url, options)
+    manifest_url = join(out_url, MANIFEST_FILE)
+    write_bytes(join(out_url, OBJECTS_FILE), _parquet(objects), options)
+    write_bytes(manifest_url, _parquet(manifest), options)
+    return publish_index(out_url, payload, options)
+
+
+def unpublish_index(out_url: str, options: StorageOptions | None = None) -> None:
+    """Remove the marker of an earlier index under ``out_url``, before its files are
+    replaced: the folder must not look complete meanwhile.
+
+    Raises:
+        StorageError: the marker cannot be removed.
+    """
     marker = join(out_url, MARKER)
     fs, marker_path = filesystem(marker, options)
     try:
         if fs.exists(marker_path):
-            fs.rm_file(marker_path)  # first: the folder must not look complete meanwhile
+            fs.rm_file(marker_path)
     except OSError as e:
         raise StorageError(f"cannot replace {redact(marker)}: {e}") from e
+
+
+def publish_index(out_url: str, payload: dict, options: StorageOptions | None = None) -> str:
+    """Write the marker that says manifest.parquet and objects.parquet under ``out_url``
+    are complete; returns the manifest's URL."""
     manifest_url = join(out_url, MANIFEST_FILE)
-    write_bytes(join(out_url, OBJECTS_FILE), _parquet(objects), options)
-    write_bytes(manifest_url, _parquet(manifest), options)
     publish_marker(out_url, {**payload, "manifest": MANIFEST_FILE, "objects": OBJECTS_FILE,
                              "schema_version": MANIFEST.metadata[b"cohort.version"].decode()},
                    options, name=MARKER)

@@ -9,7 +9,7 @@ import pytest
 from cohort.config import DiscoveryConfig, IndexConfig
 from cohort.discover import index_cohort
 from cohort.discover.headers import read_headers
-from cohort.discover.listing import ObjectInfo
+from cohort.discover.listing import ObjectInfo, entries_below
 from cohort.discover.manifest import read_manifest
 from cohort.errors import ErrorCode
 from cohort.storage import is_published
@@ -96,3 +96,34 @@ def test_an_object_gone_since_the_listing_is_an_io_error_row(archive):
                          [ObjectInfo(f"s3://{good}", good, 13), gone])
     assert table["error_code"].to_pylist() == [ErrorCode.NOT_DICOM, ErrorCode.IO_ERROR]
     assert "FileNotFoundError" in table["error_detail"][1].as_py()
+
+
+def test_small_pages_batches_and_buckets_give_the_same_index_on_s3(archive):
+    """Listing pages of 7 keys written as parts by the listing tasks, batches of 16, buckets
+    of 60 objects: the same manifest as with the default sizes, and no staging folder left
+    behind."""
+    bucket, server = archive
+    options = server.storage_options()
+    sizes = {"default": DiscoveryConfig(executor="ray"),
+             "small": DiscoveryConfig(executor="ray", files_per_task=16, list_page_objects=7,
+                                      objects_per_group_task=60)}
+    got = {name: index_cohort(f"{bucket}/synthetic", f"{bucket}/out-{name}",
+                              IndexConfig(discovery=d), options) for name, d in sizes.items()}
+    assert got["small"].manifest.equals(got["default"].manifest)
+    assert got["small"].objects.equals(got["default"].objects)
+    assert got["small"].stats.objects == got["default"].objects.num_rows > 60 * 3
+    # (SeaweedFS keeps the emptied staging folder as a prefix without objects)
+    left = [p for p, _ in entries_below(server.filesystem(), "discover-archive/out-small")]
+    assert sorted(p.rsplit("/", 1)[1] for p in left) == [
+        "_SUCCESS.json", "manifest.parquet", "objects.parquet"]
+
+
+def test_an_s3_prefix_is_listed_a_page_of_keys_per_request(archive):
+    from cohort.discover.listing import _s3_entries
+
+    bucket, server = archive
+    fs = server.filesystem()
+    keys = [e["name"] for e in _s3_entries(fs, "discover-archive/junk", delimiter="",
+                                           max_keys=2)]
+    assert sorted(keys) == sorted(fs.find("discover-archive/junk"))
+    assert len(keys) == 3
