@@ -109,6 +109,7 @@ class Ownership:
     took_over: dict | None  # the owner record of a dead run this claim replaced
     record: dict | None = None  # what this claim wrote
     _stop: threading.Event | None = None
+    _thread: threading.Thread | None = None
 
     def beat(self) -> None:
         """Renew the heartbeat (while the owner file is still ours)."""
@@ -137,12 +138,15 @@ class Ownership:
                 except Exception as e:  # noqa: BLE001  (a missed beat must not stop the job)
                     logger.warning("could not renew the owner file's heartbeat: %s", e)
 
-        threading.Thread(target=loop, args=(self._stop,), daemon=True,
-                         name="cohort-owner-heartbeat").start()
+        self._thread = threading.Thread(target=loop, args=(self._stop,), daemon=True,
+                                        name="cohort-owner-heartbeat")
+        self._thread.start()
 
     def release(self) -> None:
         if self._stop is not None:
             self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=30)  # no beat may write the file back
         fs, path = filesystem(join(self.out_url, OWNER_FILE), self.options)
         try:
             current = json.loads(read_bytes(join(self.out_url, OWNER_FILE), self.options))
