@@ -7,7 +7,9 @@ the row leaves with what the finish stage needs and nothing heavier:
 
 * ``calcium``: the packed `CalciumSummary` of the voxels at or above the checkpoint's
   threshold, on the whole volume's slices (so quantification is the one external masks
-  get);
+  get); with a checkpoint that carries a component filter (`cohort.model.component_filter`),
+  of every voxel of the candidate components (probability >= its ``candidate_p``) that the
+  filter keeps, and the interval's lower bound counts only kept components;
 * ``calcium_bounds``: voxels per side and slice of the interval masks (probability at or
   above the checkpoint's two interval thresholds, fitted on its validation split), from
   which the finish stage makes each segment's volume interval;
@@ -112,6 +114,11 @@ class CalciumSegmenterStage:
         self.info = describe_segmenter(path)
         net, _ = load_checkpoint(path)
         self.net = net.to(self.device).eval()
+        self.filter = None
+        if self.info.component_filter is not None:
+            from cohort.model.component_filter import TreeEnsemble
+
+            self.filter = TreeEnsemble.from_dict(self.info.component_filter)
         self.storage, self.run_url, self.write_masks = storage, run_url, write_masks
         self.windows_per_batch = windows_per_batch
         logger.info("calcium segmenter %s on %s", self.info.name, self.device)
@@ -124,6 +131,21 @@ class CalciumSegmenterStage:
                                  device=self.device)
         return probabilities(logits, self.info.temperature)
 
+    def filtered(self, prob: np.ndarray, hu: np.ndarray, grid: Grid, row: dict
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The mask and the interval's lower-bound mask after the component filter; the
+        crop's axes are (rows, columns, slices) of ``grid``."""
+        from cohort.model.component_filter import filter_mask
+
+        slice_mm = float(abs(np.asarray(grid.slice_step) @ np.asarray(grid.normal)))
+        thickness = row.get("slice_thickness_mm")
+        thickness = float(thickness) if thickness is not None and thickness == thickness \
+            else slice_mm
+        mask, low, _ = filter_mask(prob, hu, (float(grid.spacing[1]), float(grid.spacing[0]),
+                                              slice_mm), thickness, self.filter,
+                                   voxel_mm3=float(abs(np.linalg.det(grid.matrix))))
+        return mask, low
+
     def segment(self, row: dict) -> dict:
         """The calcium of one row (see module)."""
         t0 = time.perf_counter()
@@ -135,15 +157,17 @@ class CalciumSegmenterStage:
         box = Box((k0, k1), slab.j, slab.i)
         hu = np.asarray(d["hu"][:, :, k0:k1], dtype=np.float32)
         prob = self.probabilities(hu)
-        mask = prob >= self.info.threshold
         side = plane_side(row["midline_point"], row["midline_normal"])
         sub = box.sub_grid(grid)
+        lo_t, hi_t = self.info.bounds
+        mask, low = prob >= self.info.threshold, prob >= lo_t
+        if self.filter is not None:
+            mask, low = self.filtered(prob, hu, sub, row)
         summary = on_volume(summarise_calcium(_kji(mask), _kji(hu), sub, side), k0,
                             grid.shape[0])
-        lo_t, hi_t = self.info.bounds
         bounds = {}
-        for name, t in (("low", lo_t), ("high", hi_t)):
-            s = summarise_calcium(_kji(prob >= t), _kji(hu), sub, side)
+        for name, m in (("low", low), ("high", prob >= hi_t)):
+            s = summarise_calcium(_kji(m), _kji(hu), sub, side)
             bounds[name] = on_volume(s, k0, grid.shape[0]).slice_voxels
         out = {"calcium": pack(**summary.__dict__),
                "calcium_bounds": pack(level=np.array([self.info.level]), **bounds),

@@ -44,6 +44,10 @@ class SegmenterInfo:
     #: (fitted on validation; older checkpoints: read off the level)
     bounds: tuple[float, float]
     crop: CropConfig
+    #: the second stage that keeps or drops each candidate component of the probability
+    #: map (`cohort.model.component_filter`, ``TreeEnsemble.to_dict``); None: the mask is
+    #: the voxels at or above ``threshold``
+    component_filter: dict | None = None
 
     @property
     def mask_source(self) -> str:
@@ -81,6 +85,15 @@ def describe_segmenter(url: str | None, options: StorageOptions | None = None
                           "threshold fitted on a validation split); train it with `cohort "
                           "train segmenter`, which fits both")
     crop = CropConfig(**meta["crop"]) if meta.get("crop") else CropConfig()
+    component_filter = meta.get("component_filter")
+    if component_filter is not None:
+        from cohort.model.component_filter import TreeEnsemble
+
+        try:
+            TreeEnsemble.from_dict(component_filter)
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"segmenter {source} carries a component filter this version "
+                              f"cannot use: {e}") from None
     name = net.cfg.name if net.cfg.name.startswith("unet") else f"vit-{net.cfg.name}"
     level = float(cal.get("level", 0.9))
     return SegmenterInfo(path=path, source=source, name=name,
@@ -90,4 +103,4 @@ def describe_segmenter(url: str | None, options: StorageOptions | None = None
                          threshold=float(cal["threshold"]), level=level,
                          bounds=tuple(float(b) for b in cal.get(
                              "interval_thresholds", interval_thresholds(level))),
-                         crop=crop)
+                         crop=crop, component_filter=component_filter)

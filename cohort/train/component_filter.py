@@ -197,3 +197,40 @@ def evaluate_component_filter(table: ComponentTable, model: TreeEnsemble | dict
     scores = model.score(table.components[list(FEATURES)].to_numpy())
     rows = series_rows(table, scores, model.config.keep_score)
     return scores, M.summarise(rows), rows
+
+
+def attach_component_filter(segmenter_pt: str, out_pt: str, fit: FilterFit,
+                            temperature: float, fitted_on: str) -> None:
+    """Write ``segmenter_pt`` again as ``out_pt`` with the filter in its metadata
+    (``component_filter``, read by `cohort.job.segmenter_checkpoint`) and a record of the fit
+    under ``calibration.component_filter``: the temperature its probabilities used, what it
+    was fitted on and its out-of-fold figures. The weights are untouched.
+
+    Raises:
+        ConfigError: ``segmenter_pt`` is not a calibrated segmenter checkpoint, or the
+            filter was fitted at another temperature than the checkpoint's.
+    """
+    import math
+
+    import torch
+
+    from cohort.errors import ConfigError
+
+    ckpt = torch.load(segmenter_pt, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != segmenter.FORMAT:
+        raise ConfigError(f"{segmenter_pt} is not a cohort segmenter checkpoint")
+    cal = dict(ckpt["meta"].get("calibration") or {})
+    if "temperature" not in cal:
+        raise ConfigError(f"{segmenter_pt} carries no calibration: fit the filter on a "
+                          "calibrated segmenter (`cohort train segmenter`)")
+    if not math.isclose(float(cal["temperature"]), temperature, rel_tol=1e-6):
+        raise ConfigError(f"the filter was fitted on probabilities at temperature "
+                          f"{temperature}, the checkpoint's is {cal['temperature']}: refit it")
+    cal["component_filter"] = {
+        "fitted_on": fitted_on, "temperature": float(temperature),
+        "oof_auc": fit.oof_auc,
+        "oof": {k: float(v) for k, v in fit.oof_summary.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}}
+    ckpt["meta"] = {**ckpt["meta"], "calibration": cal, "component_filter": fit.model}
+    torch.save(ckpt, out_pt)
+    logger.info("wrote %s: %s with its component filter", out_pt, segmenter_pt)
