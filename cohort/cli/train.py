@@ -157,12 +157,31 @@ def add_segmenter_parsers(train_sub) -> None:
         "shipped-segmenter", help="reproduce the shipped calcium segmenter",
         description="Generate the shipped segmenter's synthetic cohort, run its study (MAE "
                     "pre-training and fine-tuning of fold 0, the 130 HU rule beside it), "
-                    "and export the calibrated fold model (float16) to --to (default: the "
+                    "export the calibrated fold model (float16), and fit its component "
+                    "filter on a second cohort never trained on, to --to (default: the "
                     "package's cohort/model/weights/segmenter-default-synthetic.pt). About "
-                    "two hours on 2 CPU cores. SYNTHETIC phantoms only.")
+                    "two and a half hours on 2 CPU cores. SYNTHETIC phantoms only.")
     ship.add_argument("--out", required=True, metavar="URL")
     ship.add_argument("--to", metavar="PATH", help="checkpoint file to write")
     ship.set_defaults(handler=handle_shipped_segmenter)
+    filt = train_sub.add_parser(
+        "component-filter", help="fit the segmenter's component filter on unseen scans",
+        description="Fit the second stage of a calibrated segmenter: its candidate "
+                    "components (calibrated p >= 0.3) are kept or dropped by boosted trees "
+                    "over their probabilities, size and surrounding CT numbers, fitted on "
+                    "the crops of a cohort the segmenter never trained on (out-of-fold "
+                    "figures by patient); writes the segmenter with the filter to --to.")
+    filt.add_argument("--segmenter", required=True, metavar="CKPT",
+                      help="calibrated segmenter checkpoint (`cohort train segmenter`)")
+    filt.add_argument("--data", required=True, metavar="URL",
+                      help="a synthetic cohort, or the --out folder of `cohort index` with "
+                           "--labels and --masks")
+    filt.add_argument("--labels", metavar="URL", help="landmark table for the crops")
+    filt.add_argument("--masks", metavar="URL", help="folder of <SeriesInstanceUID>.nii.gz "
+                                                     "calcium masks (the truth)")
+    filt.add_argument("--out", required=True, metavar="URL", help="work folder (crop cache)")
+    filt.add_argument("--to", required=True, metavar="PATH", help="checkpoint file to write")
+    filt.set_defaults(handler=handle_component_filter)
 
 
 def handle_segmenter(args: argparse.Namespace) -> str:
@@ -197,6 +216,13 @@ def handle_pretrain(args: argparse.Namespace) -> str:
     return pretrain(args.data, args.out, train, labels_url=args.labels, workers=args.workers,
                     cpus_per_worker=args.threads, use_gpu=args.gpus,
                     options=storage_options(args.s3_endpoint))
+
+
+def handle_component_filter(args: argparse.Namespace) -> str:
+    from cohort.train.seg_command import fit_filter
+
+    return fit_filter(args.segmenter, args.data, args.out, args.to, labels_url=args.labels,
+                      masks_url=args.masks, options=storage_options(None))
 
 
 def handle_shipped_segmenter(args: argparse.Namespace) -> str:

@@ -162,6 +162,24 @@ class FilterFit:
     oof_rows: pd.DataFrame
 
 
+#: fewer candidate components of either kind (calcium or not) than this: no filter is fitted
+MIN_COMPONENTS = 50
+
+
+def _check_enough(c: pd.DataFrame, folds: int) -> None:
+    """Refuse a cohort too small to fit and score a filter on."""
+    from cohort.errors import ConfigError
+
+    calcium = int(c["y"].sum()) if len(c) else 0
+    patients = c["patient_key"].nunique() if len(c) else 0
+    if min(calcium, len(c) - calcium) < MIN_COMPONENTS or patients < folds:
+        raise ConfigError(
+            f"too few candidates to fit the component filter: {len(c)} components ({calcium} "
+            f"touching calcium) from {patients} patients; it needs {MIN_COMPONENTS} of each "
+            f"kind and at least {folds} patients: give a larger cohort the segmenter never "
+            "trained on (the shipped recipe fits it on 80 patients)")
+
+
 def fit_component_filter(table: ComponentTable, *,
                          config: ComponentFilterConfig | None = None,
                          boosting: BoostingConfig | None = None, folds: int = 5) -> FilterFit:
@@ -174,6 +192,7 @@ def fit_component_filter(table: ComponentTable, *,
     config = config or ComponentFilterConfig()
     boosting = boosting or BoostingConfig()
     c = table.components
+    _check_enough(c, folds)
     x, y, groups = c[list(FEATURES)], c["y"].to_numpy(), c["patient_key"].to_numpy()
     oof = np.zeros(len(c))
     for f, (tr, te) in enumerate(GroupKFold(folds).split(x, y, groups)):

@@ -14,12 +14,13 @@ import pandas as pd
 from cohort.errors import ConfigError
 from cohort.model import segmenter
 from cohort.ray_session import RaySession
-from cohort.storage import StorageOptions, filesystem, join, read_bytes, write_bytes
+from cohort.storage import StorageOptions, filesystem, join, read_bytes, redact, write_bytes
 from cohort.synth.config import SynthConfig
 from cohort.train.command import sources_and_labels
 from cohort.train.loop import TrainConfig
 from cohort.train.seg_data import build_seg_cache, synthetic_masks
 from cohort.train.seg_study import SIZES, VARIANTS, SegStudyConfig, read_table, run_seg_study
+from cohort.train.ship import RECIPE as LANDMARK_RECIPE
 from cohort.train.splits import SplitConfig
 from cohort.train.study import StudyConfig, run_fold
 
@@ -122,9 +123,61 @@ class SegShipRecipe:
     study: SegStudyConfig = field(default_factory=lambda: SegStudyConfig(
         splits=SplitConfig(folds=5, seed=0), only_folds=(0,), workers=1, cpus_per_worker=2))
     variants: tuple[str, ...] = ("vit", "threshold_130hu")
+    #: the cohort the component filter is fitted on, never trained on: the landmark
+    #: model's calibration cohort (`cohort.train.ship.ShipRecipe.calibration`). None: no
+    #: filter (the mask is the voxels at or above the calibrated threshold)
+    calibration: SynthConfig | None = field(
+        default_factory=lambda: LANDMARK_RECIPE.calibration)
 
 
 SEG_RECIPE = SegShipRecipe()
+
+
+def fit_filter(segmenter_pt: str, data_url: str, work_url: str, out_pt: str, *,
+               labels_url: str | None = None, masks_url: str | None = None,
+               fitted_on: str | None = None, options: StorageOptions | None = None) -> str:
+    """Fit a component filter (`cohort.model.component_filter`) for ``segmenter_pt`` on the
+    crops of ``data_url`` (a synthetic cohort, or an index with landmarks and masks), out of
+    fold by patient, and write the segmenter with it to ``out_pt``; a short report.
+
+    The cohort must be one the segmenter never trained on: the filter learns which of the
+    segmenter's candidate components are calcium on scans it has not seen."""
+    import tempfile
+
+    import torch
+
+    from cohort.job.segmenter_checkpoint import describe_segmenter
+    from cohort.model.zoo import load_checkpoint
+    from cohort.train.component_filter import (
+        attach_component_filter,
+        component_table,
+        fit_component_filter,
+    )
+
+    info = describe_segmenter(segmenter_pt, options)
+    net, _ = load_checkpoint(info.path)
+    net = net.float().eval()
+    cache_url = join(work_url, "filter-cache")
+    seg_index(data_url, cache_url, SegStudyConfig(), labels_url=labels_url,
+              masks_url=masks_url, options=options)
+
+    def logits(uid: str, hu):
+        with torch.inference_mode():
+            return segmenter.crop_logits(net, hu)
+
+    table = component_table(cache_url, logits, info.temperature, upper_p=info.bounds[1])
+    fit = fit_component_filter(table)
+    with tempfile.TemporaryDirectory() as tmp:  # then one write, to any storage
+        local = f"{tmp}/segmenter.pt"
+        attach_component_filter(info.path, local, fit, info.temperature,
+                                fitted_on or redact(data_url))
+        with open(local, "rb") as f:
+            write_bytes(out_pt, f.read(), options)
+    o = fit.oof_summary
+    return (f"component filter on {len(table.series)} series ({len(table.components)} "
+            f"candidate components), out of fold: AUC {fit.oof_auc:.3f}, Dice "
+            f"{o['dice_mean']:.3f} mean / {o['dice_pooled']:.3f} pooled, r "
+            f"{o['pearson_r_log1p']:.3f}, kappa {o['kappa_linear']:.3f} -> {out_pt}")
 
 
 def export_segmenter(study_url: str, path: str, variant: str = "vit", fold: int = 0,
@@ -162,6 +215,14 @@ def ship_segmenter(out_url: str, path: str, recipe: SegShipRecipe = SEG_RECIPE,
                              options=options)
     meta = export_segmenter(study_url, path, "vit", recipe.study.folds_run[0], options)
     cal = meta["calibration"]
+    if recipe.calibration is not None:
+        calibration_url = join(out_url, "calibration-cohort")
+        if not is_published(calibration_url, options):
+            generate_cohort(recipe.calibration, calibration_url, options, overwrite=True)
+        report += "\n" + fit_filter(
+            path, calibration_url, out_url, path, options=options,
+            fitted_on=f"calibration cohort: SYNTHETIC phantoms, seed "
+                      f"{recipe.calibration.seed}, {recipe.calibration.patients} patients")
     return (f"{report}\nshipped segmenter: fold {meta.get('fold')} (temperature "
             f"{cal['temperature']:.2f}, threshold {cal['threshold']:.2f}) -> {path} "
             f"(SYNTHETIC phantoms; recipe {asdict(recipe.synth)['patients']} patients, seed "
