@@ -37,17 +37,26 @@ def _fit(model: dict) -> FilterFit:
 
 
 @pytest.fixture(scope="module")
-def with_filter(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg") / "segmenter-filter.pt"
-    t = describe_segmenter(None).temperature
-    attach_component_filter(shipped_segmenter(), str(out), _fit(_stump().to_dict()), t,
-                            "a test")
+def plain(tmp_path_factory):
+    """The shipped segmenter without its component filter."""
+    out = tmp_path_factory.mktemp("seg") / "segmenter-plain.pt"
+    ckpt = torch.load(shipped_segmenter(), weights_only=True)
+    ckpt["meta"] = {k: v for k, v in ckpt["meta"].items() if k != "component_filter"}
+    torch.save(ckpt, out)
     return str(out)
 
 
-def test_the_checkpoint_carries_the_filter_and_its_record(with_filter):
+@pytest.fixture(scope="module")
+def with_filter(plain, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "segmenter-filter.pt"
+    t = describe_segmenter(plain).temperature
+    attach_component_filter(plain, str(out), _fit(_stump().to_dict()), t, "a test")
+    return str(out)
+
+
+def test_the_checkpoint_carries_the_filter_and_its_record(with_filter, plain):
     info = describe_segmenter(with_filter)
-    plain = describe_segmenter(None)
+    plain = describe_segmenter(plain)
     assert plain.component_filter is None
     assert TreeEnsemble.from_dict(info.component_filter).roots.tolist() == [0]
     assert info.sha256 != plain.sha256 and info.mask_source != plain.mask_source
@@ -67,9 +76,10 @@ def test_a_filter_at_another_temperature_or_of_another_kind_is_refused(tmp_path)
         describe_segmenter(str(tmp_path / "bad.pt"))
 
 
-def test_the_stage_keeps_only_what_the_filter_keeps(with_filter):
+def test_the_stage_keeps_only_what_the_filter_keeps(with_filter, plain):
     stage = CalciumSegmenterStage(with_filter, prefer_gpu=False)
-    assert CalciumSegmenterStage(None, prefer_gpu=False).filter is None
+    assert CalciumSegmenterStage(plain, prefer_gpu=False).filter is None
+    assert CalciumSegmenterStage(None, prefer_gpu=False).filter is not None  # shipped
     # crop (H, W, D) = (rows, columns, slices); 0.5 mm pixels, 2 mm slices
     grid = Grid((0.0, 0.0, 0.0), (0.5, 0, 0), (0, 0.5, 0), (0, 0, 2.0), (10, 40, 40))
     prob = np.zeros((40, 40, 10), dtype=np.float32)

@@ -29,6 +29,7 @@ def test_shipped_segmenter_is_labelled_and_calibrated():
     assert 0.05 < info.threshold < 0.95 and info.temperature > 0
     assert info.level == 0.9 and info.crop.lateral_mm > 0
     assert info.mask_source.startswith("segmenter vit-default sha256:")
+    assert info.component_filter is not None  # fitted on phantoms it never trained on
 
 
 @pytest.mark.slow  # three 512 x 512 phantoms through the whole job: about 4 minutes
