@@ -11,6 +11,7 @@ credential chain. They never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -373,27 +375,63 @@ def is_published(
         raise StorageError(f"cannot check {redact(marker)}: {_reason(e, options)}") from e
 
 
+@contextlib.contextmanager
+def _local_atomic(path: str) -> Iterator:
+    """A binary file for a local ``path`` that appears whole or not at all: written under a
+    temporary name, synced, renamed into place (removed on any failure)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    # os.open with 0o666, not mkstemp (0o600): the file gets the umask's usual mode.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(url: str, options: StorageOptions | None = None) -> Iterator:
+    """A binary file to write ``url`` through in pieces, that appears whole or not at all: a
+    temporary name renamed into place on local disks, one (multipart) upload elsewhere
+    (aborted on failure).
+
+    Raises:
+        StorageError: the file cannot be written.
+    """
+    fs, path = filesystem(url, options)
+    try:
+        if is_local(url):
+            with _local_atomic(path) as f:
+                yield f
+            return
+        f = fs.open(path, "wb")
+        try:
+            yield f
+        except BaseException:
+            discard = getattr(f, "discard", None)
+            if discard is not None:
+                discard()  # the multipart upload is aborted: no half object appears
+            raise
+        f.close()
+    except OSError as e:
+        raise StorageError(f"cannot write {redact(url)}: {e}") from e
+
+
 def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes, protocol: str) -> None:
     """Write `data` at `path` atomically: one PUT on object stores, temp + rename elsewhere."""
     if protocol in _OBJECT_STORE_PROTOCOLS:
         fs.pipe_file(path, data)
         return
     if isinstance(fs, LocalFileSystem):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        # os.open with 0o666, not mkstemp (0o600): the file gets the umask's usual mode.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with _local_atomic(path) as f:
+            f.write(data)
         return
     parent = fs._parent(path)
     if parent:

@@ -17,7 +17,6 @@ a task's memory is bounded too; a small archive is one bucket, grouped without a
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import io
 import logging
@@ -45,12 +44,11 @@ from cohort.discover.manifest import (
 )
 from cohort.discover.selection import select_series
 from cohort.discover.series import describe_stack, describe_unusable_series
-from cohort.errors import StorageError
 from cohort.schemas import MANIFEST, OBJECTS
 from cohort.storage import (
     StorageOptions,
+    atomic_file,
     filesystem,
-    is_local,
     join,
     read_bytes,
     redact,
@@ -254,7 +252,7 @@ def merge_parts(parts: list[str], out_url: str, schema: pa.Schema,
     """Merge sorted Parquet ``parts`` (by ``key``) into one file at ``out_url``, written
     atomically, holding one batch of rows per part at a time. Returns the rows written."""
     written = 0
-    with _atomic_file(out_url, options) as f, pq.ParquetWriter(f, schema,
+    with atomic_file(out_url, options) as f, pq.ParquetWriter(f, schema,
                                                                compression="zstd") as w:
         if len(parts) == 1:  # nothing to merge: copy batch by batch
             for batch in _batches(parts[0], options):
@@ -285,35 +283,3 @@ def _rows(url: str, options: StorageOptions | None) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-@contextlib.contextmanager
-def _atomic_file(url: str, options: StorageOptions | None) -> Iterator:
-    """A binary file to write ``url`` through, that appears whole or not at all: a
-    temporary name renamed into place on local disks, one (multipart) upload elsewhere."""
-    fs, path = filesystem(url, options)
-    try:
-        if is_local(url):
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    yield f
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            return
-        f = fs.open(path, "wb")
-        try:
-            yield f
-        except BaseException:
-            discard = getattr(f, "discard", None)
-            if discard is not None:
-                discard()  # the multipart upload is aborted: no half object appears
-            raise
-        f.close()
-    except OSError as e:
-        raise StorageError(f"cannot write {redact(url)}: {e}") from e
