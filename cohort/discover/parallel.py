@@ -189,14 +189,17 @@ def _reason(e: BaseException) -> str:
 
 
 def _placement(pin: bool) -> dict:
-    """Ray task options that keep a task on this node when ``pin``."""
+    """Ray task options that keep a task on this node when ``pin``, where it can run: a
+    cluster's head often has no CPUs for tasks (cluster.yaml), and a local folder the driver
+    stages in is then one the other nodes share (as they share a local input), so the task
+    runs elsewhere rather than never."""
     if not pin:
         return {}
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)}
 
 
 def _progress(what: str, done: int, total: int | None, t0: float) -> None:
