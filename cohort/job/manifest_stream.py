@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cohort.discover.manifest import MANIFEST_FILE
-from cohort.job.rows import manifest_fields, not_processed_row
+from cohort.job.rows import input_rows, not_processed_row
 from cohort.storage import StorageOptions, filesystem, is_local, join, protocol_of
 from cohort.write.identity import IdentityConfig
 from cohort.write.runs import Finished
@@ -165,13 +165,7 @@ def _job_rows(batch, common: dict, identity: IdentityConfig):
     """A batch of selected manifest rows -> the job's input rows (`cohort.job.rows`)."""
     import pandas as pd
 
-    from cohort.job.rows import folders_of
-
-    rows = [{**common, **manifest_fields(r, identity), "status": "ok",
-             "files": [str(f) for f in r.files],
-             "scrub": folders_of(r.files) if identity.salt else []}
-            for r in batch.itertuples(index=False)]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(input_rows(batch, common, identity))
 
 
 def series_dataset(index_url: str, options: StorageOptions | None, finished: Finished,
