@@ -24,6 +24,9 @@
 
 Every input series gets exactly one row per run: ok, skipped (not selected at indexing,
 with the reason) or error (with its code). Nothing raises out of a stage for one series.
+A run stopped midway (its driver killed) publishes nothing itself; the next run on the
+output publishes the parts it wrote as an interrupted run and processes the rest
+(`cohort.write.recovery`).
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from cohort import __version__
 from cohort.config import IndexConfig
+from cohort.discover.listing import check_inputs, describe_inputs, input_list
 from cohort.errors import ConfigError, StorageError
 from cohort.job.checkpoint import ModelInfo, describe
 from cohort.job.finish import QC_CHOICES, FinishConfig
@@ -49,7 +54,7 @@ from cohort.job.preflight import (
     check_masks,
     check_resources,
     check_written_keys,
-    index_of,
+    index_of_inputs,
     inside,
     only_ours,
 )
@@ -78,11 +83,11 @@ from cohort.write.ownership import (
     record_identity,
 )
 from cohort.write.progress import Progress
+from cohort.write.recovery import recover_unfinished
 from cohort.write.runs import (
     RunWriter,
     finished,
     new_run_id,
-    remove_unfinished,
     run_url,
 )
 
@@ -126,6 +131,9 @@ class RunConfig:
     #: code on the row) or "error" (an error row, as for a failed image)
     mask_problems: str = "note"
     part_rows: int = 500  # series per Parquet part file
+    #: a part is written at least this often while rows arrive (seconds): a driver killed
+    #: midway loses at most this much finished work (the next run keeps the parts written)
+    part_seconds: float = 300.0
     progress_every: int = 50  # off a terminal, one progress log line per this many series
     max_series: int | None = None  # process at most this many (a trial run)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
@@ -157,7 +165,8 @@ class RunConfig:
             raise ConfigError(f"--gpus must be >= 0 and --cpu-actors >= 1, got {self.gpus} "
                               f"and {self.cpu_actors}")
         positive = {"--actor-threads": self.actor_threads, "--batch-size": self.batch_size,
-                    "part_rows": self.part_rows, "--finish-tasks": self.finish_tasks,
+                    "part_rows": self.part_rows, "part_seconds": self.part_seconds,
+                    "--finish-tasks": self.finish_tasks,
                     "--timeout": self.series_timeout_s, "--task-memory": self.task_memory_gb,
                     "--task-cpus": self.task_cpus}
         bad = [f"{k} must be positive, got {v}" for k, v in positive.items() if not v > 0]
@@ -222,17 +231,19 @@ def code_version() -> str:
         return __version__
 
 
-def ensure_index(input_url: str, index: str | None, out_url: str, config: IndexConfig,
-                 options: StorageOptions | None) -> str:
-    """The URL of the input's manifest: the published ``index`` when the input is one
-    (`index_of`), else a fresh index of the archive under ``<out>/index``."""
+def ensure_index(inputs: str | Sequence[str], index: str | None, out_url: str,
+                 config: IndexConfig, options: StorageOptions | None) -> str:
+    """The URL of the inputs' manifest: the published ``index`` when the input is one
+    (`index_of`), else a fresh index of the archive (one or several inputs, indexed
+    together) under ``<out>/index``."""
     from cohort.discover.index import index_cohort
 
     if index is not None:
         return index
+    inputs = input_list(inputs)
     index_url = join(out_url, "index")
-    logger.info("indexing %s into %s", redact(input_url), redact(index_url))
-    index_cohort(input_url, index_url, config, options)
+    logger.info("indexing %s into %s", describe_inputs(inputs), redact(index_url))
+    index_cohort(inputs, index_url, config, options)
     return index_url
 
 
@@ -288,6 +299,18 @@ def _dataset(source, n_series: int, config: RunConfig, prepare: PrepareConfig,
                   **finish_resources(config, max_tasks=blocks))
 
 
+def _rows_as_they_come(ds):
+    """The rows of ``ds``, each block's as soon as it is done. ``Dataset.iter_rows`` hands a
+    block on only once the next one has arrived (it prefetches one), so the driver would
+    write a finished batch only when another finishes: rows held back behind a slow or
+    stalled series, and lost with a driver killed meanwhile."""
+    from ray.data.block import BlockAccessor
+
+    for batch in ds.iter_batches(batch_size=None, batch_format=None, prefetch_batches=0):
+        yield from BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).iter_rows(
+            public_row_format=True)
+
+
 def finish_heavy(config: RunConfig) -> bool:
     """Whether the finish stage reads full-resolution data for most series (a QC picture
     for every series, or label maps); otherwise it is light: quantification of the calcium
@@ -313,19 +336,23 @@ def finish_resources(config: RunConfig, max_tasks: int | None = None) -> dict:
     return {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=size)}
 
 
-def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
+def run_cohort(inputs: str | Sequence[str], out_url: str, config: RunConfig | None = None,
                options: StorageOptions | None = None) -> RunReport:
-    """Run the job (see the module docstring); return what it did.
+    """Run the job (see the module docstring) on ``inputs``: a DICOM archive or a published
+    index, or several archives (folders, prefixes, buckets on one storage) indexed together;
+    return what it did.
 
     Every check that can refuse the job runs before anything is written; an output folder
     this call created is removed again when it refuses. The run claims the output
-    (`cohort.write.ownership`), removes unpublished run folders of killed runs, and shuts
-    down a Ray instance it started.
+    (`cohort.write.ownership`), recovers the runs stopped before they published (their
+    finished series are kept, `cohort.write.recovery`), and shuts down a Ray instance it
+    started.
 
     Raises:
-        ConfigError / StorageError: before any series is processed (bad model, masks or
-            output, no salt, another salt than the output's); never because of one series.
+        ConfigError / StorageError: before any series is processed (bad model, masks, inputs
+            or output, no salt, another salt than the output's); never because of one series.
     """
+    inputs = input_list(inputs)
     config = config or RunConfig()
     t0 = time.perf_counter()
     identity = config.identity.resolved()
@@ -345,11 +372,15 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         model = describe(config.model, options)
         seg = describe_segmenter(config.segmenter, options) if config.segmenting else None
         identity_known = check_identity(out_url, identity, options)
-        index = index_of(input_url, options)  # None: an archive, indexed into OUT/index
-        if inside(out_url, input_url, options) and index is None:
-            raise ConfigError(f"--out {redact(out_url)} lies inside the input "
-                              f"{redact(input_url)}: the index would list the job's own "
-                              "outputs; write it elsewhere")
+        # None: archives, indexed into OUT/index
+        index = index_of_inputs(inputs, options)
+        if index is None:
+            for url in inputs:
+                if inside(out_url, url, options):
+                    raise ConfigError(f"--out {redact(out_url)} lies inside the input "
+                                      f"{redact(url)}: the index would list the job's own "
+                                      "outputs; write it elsewhere")
+            check_inputs(inputs, options)  # each one exists, before anything is claimed
         ownership = claim(out_url, run_id, options)
         if ownership.took_over:
             logger.warning("run %s on this output was stopped before it ended; taking over",
@@ -357,7 +388,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         ownership.keep_alive()  # a restarted head on another host can take over once it stops
         if index is None and config.index.discovery.executor == "ray":
             ray.ensure()  # the indexer's tasks and the job share this one Ray
-        report = _run(input_url, index, out_url, config, options, identity, identity_known,
+        report = _run(inputs, index, out_url, config, options, identity, identity_known,
                       model, run_id, t0, ray, seg)
         if report is None:
             return _nothing_to_do(out_url, t0)
@@ -372,7 +403,7 @@ def run_cohort(input_url: str, out_url: str, config: RunConfig | None = None,
         ray.close()
 
 
-def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
+def _run(inputs: tuple[str, ...], index: str | None, out_url: str, config: RunConfig,
          options: StorageOptions | None, identity: IdentityConfig, identity_known: bool,
          model: ModelInfo, run_id: str, t0: float, ray: RaySession,
          seg: SegmenterInfo | None = None) -> RunReport | None:
@@ -381,12 +412,9 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         ModelInputConfig()
     # deeper series are decimated by a whole factor (recorded), never refused by the model
     model_input = replace(model_input, max_len=min(model_input.max_len, model.max_len))
-    index_url = ensure_index(input_url, index, out_url, config.index, options)
-    stale = remove_unfinished(out_url, options)
-    if stale:
-        logger.warning("removed %d unfinished run folder(s) of runs stopped before they "
-                       "published (nothing in them was ever visible): %s", len(stale),
-                       ", ".join(stale))
+    index_url = ensure_index(inputs, index, out_url, config.index, options)
+    # runs stopped before they published: their finished series are kept, the rest is ours
+    recover_unfinished(out_url, run_id, options)
     # the driver holds key arrays and counts, never the manifest's or the outputs' rows
     # (cohort.job.manifest_stream)
     done = finished(out_url, options, retry_failed=config.retry_failed,
@@ -396,7 +424,8 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
     plan = scan_manifest(index_url, options, done, config.max_series,
                          want_uids=bool(config.masks))
     if plan.series == 0:
-        raise ConfigError(f"{redact(input_url)} holds no DICOM series (the index "
+        hold = "holds" if len(inputs) == 1 else "hold"
+        raise ConfigError(f"{describe_inputs(inputs)} {hold} no DICOM series (the index "
                           f"{redact(index_url)} lists why each object was not used: "
                           "objects.parquet); give a folder or prefix of DICOM files")
     if not identity_known:
@@ -411,11 +440,27 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         check_resources(config.resource_request)
     record_identity(out_url, identity, options)
     url = run_url(out_url, run_id)
-    writer = RunWriter(out_url, run_id, options, config.part_rows)
+    writer = RunWriter(out_url, run_id, options, config.part_rows, config.part_seconds)
     common = {"run_id": run_id, "model_name": model.name, "model_sha256": model.sha256,
               "model_trained_on": model.trained_on, "code_version": code_version()}
     counts = {"ok": 0, "skipped": 0, "error": 0, "finished_earlier": plan.finished_earlier,
               "left_for_later": plan.left_for_later}
+    record = {
+        "what": "cohort run", "run_id": run_id, "input": describe_inputs(inputs),
+        "inputs": [redact(u) for u in inputs],
+        "index": redact(index_url), "output": redact(out_url),
+        "model": {"source": model.source, "name": model.name, "sha256": model.sha256,
+                  "trained_on": model.trained_on, "model_input": asdict(model_input),
+                  "calibrated": model.has_temperatures,
+                  "confidence_threshold": model.confidence_threshold},
+        "segmenter": _segmenter_record(seg),
+        "masks": "external" if config.masks else ("segmenter" if seg else None),
+        "code_version": common["code_version"],
+        "config": _config_record(config),
+        "counts": {k: counts[k] for k in ("finished_earlier", "left_for_later")},
+        "series_in_manifest": plan.series,
+    }
+    writer.begin(record)  # what the run is, should it be stopped before it publishes
     for row in not_processed_rows(index_url, options, done, common, identity):
         counts[row["status"]] += 1
         writer.add(row)
@@ -439,7 +484,7 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
         ds = _dataset(source, plan.to_process, config, prepare, finish, model, seg)
         progress = Progress(plan.to_process, every=config.progress_every)
         try:
-            for row in ds.iter_rows():
+            for row in _rows_as_they_come(ds):
                 row = {k: plain(v) for k, v in row.items()}
                 counts[row["status"]] += 1
                 writer.add(row)
@@ -452,22 +497,7 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
     rate = plan.to_process / max(1e-9, time.perf_counter() - t_stream) * 60
     qc = flags.summary()
     payload = {
-        "what": "cohort run", "run_id": run_id, "input": redact(input_url),
-        "index": redact(index_url), "output": redact(out_url),
-        "model": {"source": model.source, "name": model.name, "sha256": model.sha256,
-                  "trained_on": model.trained_on, "model_input": asdict(model_input),
-                  "calibrated": model.has_temperatures,
-                  "confidence_threshold": model.confidence_threshold},
-        "segmenter": None if seg is None else {
-            "source": seg.source, "name": seg.name, "sha256": seg.sha256,
-            "trained_on": seg.trained_on, "temperature": seg.temperature,
-            "threshold": seg.threshold, "interval_level": seg.level,
-            "interval_thresholds": list(seg.bounds), "crop": asdict(seg.crop),
-            "component_filter": seg.component_filter is not None},
-        "masks": "external" if config.masks else ("segmenter" if seg else None),
-        "code_version": common["code_version"],
-        "config": _config_record(config),
-        "counts": counts, "series_in_manifest": plan.series,
+        **record, "counts": counts,
         "seconds": round(seconds, 1), "scans_per_minute": round(rate, 2),
         "qc": asdict(qc),
         "ray_data_stats": stats,
@@ -478,6 +508,17 @@ def _run(input_url: str, index: str | None, out_url: str, config: RunConfig,
     report = RunReport(run_id, url, counts, seconds, rate, payload, qc_lines=qc.lines())
     logger.info(report.line())
     return report
+
+
+def _segmenter_record(seg: SegmenterInfo | None) -> dict | None:
+    """The calcium segmenter of a run, for its manifest."""
+    if seg is None:
+        return None
+    return {"source": seg.source, "name": seg.name, "sha256": seg.sha256,
+            "trained_on": seg.trained_on, "temperature": seg.temperature,
+            "threshold": seg.threshold, "interval_level": seg.level,
+            "interval_thresholds": list(seg.bounds), "crop": asdict(seg.crop),
+            "component_filter": seg.component_filter is not None}
 
 
 def push_run(dicomweb: str, url: str, options: StorageOptions | None) -> int:

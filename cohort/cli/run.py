@@ -8,9 +8,10 @@ import shlex
 from cohort.cli.options import add_index_options, index_config, storage_options
 
 RUN_HELP = ("Process a cohort: INPUT_URL is a DICOM archive (folder, s3://bucket/prefix, any "
-            "fsspec URL; it is indexed first, into OUT/index) or a folder written by "
-            "`cohort index`. Each selected series is read, checked, tilt-corrected, split into "
-            "hemispheres; the DST finds its six landmark slices; the calcium segmenter (a "
+            "fsspec URL; it is indexed first, into OUT/index; several INPUT_URLs on one "
+            "storage are indexed together) or a folder written by `cohort index`. Each "
+            "selected series is read, checked, tilt-corrected, split into hemispheres; the "
+            "DST finds its six landmark slices; the calcium segmenter (a "
             "calibrated 3-D ViT on a crop around both ICAs) makes the calcium mask, or "
             "--masks gives yours; calcium is assigned to the eight ICA segments, with a "
             "volume interval per segment from the segmenter's calibrated probabilities. "
@@ -34,7 +35,9 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("run", help="the cohort job: landmarks and segment calcium -> Parquet",
                        description=RUN_HELP)
-    p.add_argument("input", metavar="INPUT_URL", help="DICOM archive or `cohort index` folder")
+    p.add_argument("input", metavar="INPUT_URL", nargs="+",
+                   help="DICOM archive or `cohort index` folder; several archives (folders, "
+                   "prefixes or buckets on one storage) are indexed and run together")
     p.add_argument("--out", required=True, metavar="URL", help="output folder or s3:// prefix")
     p.add_argument("--model", metavar="CKPT", help="DST checkpoint (.pt, path or URL) from "
                    "`cohort train localization` (models/fold-<f>.pt); default: the shipped "
@@ -131,7 +134,8 @@ def handle(args: argparse.Namespace) -> str:
         quantify=_quantify_config(args),
         identity=IdentityConfig(salt=args.salt, keep_ids=args.keep_ids),
         index=index_config(args))
-    report = run_cohort(args.input, args.out, config, storage_options(args.s3_endpoint))
+    report = run_cohort(tuple(args.input), args.out, config,
+                        storage_options(args.s3_endpoint))
     lines = [report.line(), *report.qc_lines]
     if report.manifest.get("model", {}).get("trained_on") == "synthetic phantoms":
         lines.append("model: trained on SYNTHETIC phantoms (the shipped demonstration "

@@ -4,6 +4,10 @@ and publish the manifest.
     result = index_cohort("s3://archive/ct", "s3://work/index", IndexConfig(), options)
     report = summarize(result)  # a few lines for the console
 
+An archive may be spread over several inputs on one storage (folders, prefixes, buckets:
+``index_cohort(["s3://a/ct", "s3://b/more"], ...)``): they are listed one after the other
+into one index, and a series whose files lie under several of them is one series.
+
 Problems in the data never raise: every object and every series ends as a manifest row.
 Only problems with the job itself raise (the input does not exist, the output cannot be
 written).
@@ -23,7 +27,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -32,7 +36,12 @@ import pyarrow.parquet as pq
 
 from cohort import __version__
 from cohort.config import IndexConfig
-from cohort.discover.listing import check_input, iter_object_pages
+from cohort.discover.listing import (
+    ObjectInfo,
+    check_inputs,
+    describe_inputs,
+    iter_object_pages,
+)
 from cohort.discover.manifest import (
     MANIFEST_FILE,
     OBJECTS_FILE,
@@ -86,13 +95,18 @@ class IndexResult:
     archive of millions of objects read them in pieces instead (pyarrow, DuckDB).
     """
 
-    input_url: str
+    inputs: tuple[str, ...]  # the URLs indexed, as given
     manifest_url: str | None  # None when nothing was written (`build_index`)
     objects_url: str | None
     stats: ScanStats
     counts: dict  # `cohort.discover.manifest.by_kind_counts` of the manifest
     options: StorageOptions | None = field(default=None, repr=False)
     _tables: dict = field(default_factory=dict, repr=False, compare=False)  # read so far
+
+    @property
+    def input_url(self) -> str:
+        """The input, when there is one (of several, the first)."""
+        return self.inputs[0]
 
     @property
     def manifest(self) -> pa.Table:
@@ -111,79 +125,82 @@ class IndexResult:
         return self._tables[name]
 
 
-def build_index(input_url: str, cfg: IndexConfig | None = None,
+def build_index(inputs: str | Sequence[str], cfg: IndexConfig | None = None,
                 options: StorageOptions | None = None) -> IndexResult:
-    """List ``input_url``, read the headers, group, check geometry and select; publish
-    nothing (the parts go through a temporary folder on this machine) and return the
-    tables read, for archives that fit in memory.
+    """List ``inputs`` (one URL or several on one storage), read the headers, group, check
+    geometry and select; publish nothing (the parts go through a temporary folder on this
+    machine) and return the tables read, for archives that fit in memory.
 
     Raises:
-        StorageError: the input does not exist or cannot be listed.
+        ConfigError: inputs on different storages, or one inside another.
+        StorageError: an input does not exist or cannot be listed.
     """
     cfg = cfg or IndexConfig()
-    check_input(input_url, options)  # before starting Ray: a wrong URL fails in a second
+    inputs = check_inputs(inputs, options)  # before starting Ray: a wrong URL fails fast
     runner = Runner(cfg.discovery)
     try:
         with tempfile.TemporaryDirectory(prefix="cohort-index-") as tmp:
-            stats, tally = _build(input_url, Stage(os.path.join(tmp, "stage")), tmp, cfg,
+            stats, tally = _build(inputs, Stage(os.path.join(tmp, "stage")), tmp, cfg,
                                   options, runner)
             tables = {"manifest": pq.read_table(os.path.join(tmp, MANIFEST_FILE)),
                       "objects": pq.read_table(os.path.join(tmp, OBJECTS_FILE))}
     finally:
         runner.close()
-    return IndexResult(input_url, None, None, stats, tally, options, tables)
+    return IndexResult(inputs, None, None, stats, tally, options, tables)
 
 
-def index_cohort(input_url: str, out_url: str, cfg: IndexConfig | None = None,
+def index_cohort(inputs: str | Sequence[str], out_url: str, cfg: IndexConfig | None = None,
                  options: StorageOptions | None = None) -> IndexResult:
     """List, read the headers, group, check geometry and select (as `build_index`), then
     publish manifest.parquet and objects.parquet under ``out_url``. The driver's memory does
     not grow with the archive: rows go through a staging folder under ``out_url``.
 
+    Args:
+        inputs: a folder or prefix, or several on one storage (one index covers them all).
+
     Raises:
-        StorageError: the input does not exist, or ``out_url`` cannot be written.
+        ConfigError: inputs on different storages, or one inside another.
+        StorageError: an input does not exist, or ``out_url`` cannot be written.
     """
     cfg = cfg or IndexConfig()
     check_writable(out_url, options)  # before any work
-    check_input(input_url, options)
+    inputs = check_inputs(inputs, options)
     stage = Stage(join(out_url, f"{STAGING_PREFIX}{uuid.uuid4().hex}"), options)
     runner = Runner(cfg.discovery)
     try:
-        stats, tally = _build(input_url, stage, out_url, cfg, options, runner, publish=True)
+        stats, tally = _build(inputs, stage, out_url, cfg, options, runner, publish=True)
     finally:
         runner.close()
         stage.remove()
-    payload = {"what": "cohort index manifest", "input": redact(input_url),
+    payload = {"what": "cohort index manifest", "input": describe_inputs(inputs),
+               "inputs": [redact(u) for u in inputs],
                "cohort_version": __version__, **tally["all"],
                "n_objects": stats.objects, "object_bytes": stats.object_bytes,
                "header_bytes_read": stats.header_bytes_read}
     url = publish_index(out_url, payload, options)
-    return IndexResult(input_url, url, join(out_url, OBJECTS_FILE), stats, tally, options)
+    return IndexResult(inputs, url, join(out_url, OBJECTS_FILE), stats, tally, options)
 
 
-def _build(input_url: str, stage: Stage, out_url: str, cfg: IndexConfig,
+def _build(inputs: tuple[str, ...], stage: Stage, out_url: str, cfg: IndexConfig,
            options: StorageOptions | None, runner: Runner, *, publish: bool = False
            ) -> tuple[ScanStats, dict]:
-    """The index of ``input_url`` through ``stage``, merged into manifest.parquet and
+    """The index of ``inputs`` through ``stage``, merged into manifest.parquet and
     objects.parquet under ``out_url``: its stats and `by_kind_counts`."""
     d = cfg.discovery
     # a local staging folder is seen by this machine's workers only
     pin = is_local(stage.url)
     seconds = {"list": 0.0}
     t0 = time.perf_counter()
-    # a local folder lists faster here than tasks start; object stores list in parallel
-    parallel = None if is_local(input_url) else functools.partial(runner.map, pin=pin)
-    pages = _timed(iter_object_pages(input_url, options, page_objects=d.list_page_objects,
-                                     parallel_map=parallel, slots=runner.slots,
-                                     stage_url=stage.url), seconds)
+    pages = _timed(_pages(inputs, stage, options, d.list_page_objects, runner, pin), seconds)
     totals = dict.fromkeys(STATS.names, 0)
 
     def add(_: int, table: pa.Table) -> None:
         for name in STATS.names:
             totals[name] += int(pc.sum(table[name]).as_py() or 0)
 
+    # the inputs share one storage (`check_inputs`): the first one names its filesystem
     n_batches = runner.for_each_batch(
-        stage_headers, (input_url, options, d, stage), batches_of(pages, d.files_per_task),
+        stage_headers, (inputs[0], options, d, stage), batches_of(pages, d.files_per_task),
         LostRows(stage), STATS, add, what="header batches", pin=pin)
     seconds["list"] = round(seconds["list"], 3)
     seconds["headers"] = round(time.perf_counter() - t0, 3)
@@ -215,6 +232,19 @@ def _build(input_url: str, stage: Stage, out_url: str, cfg: IndexConfig,
     return stats, tally
 
 
+def _pages(inputs: tuple[str, ...], stage: Stage, options: StorageOptions | None,
+           page_objects: int, runner: Runner, pin: bool) -> Iterator[list[ObjectInfo]]:
+    """The listing of every input in pages, one input after the other (a page at a time)."""
+    for i, url in enumerate(inputs):
+        # a local folder lists faster here than tasks start; object stores list in parallel
+        parallel = None if is_local(url) else functools.partial(runner.map, pin=pin)
+        # each input's listing tasks write their parts in a folder of its own
+        stage_url = stage.url if len(inputs) == 1 else join(stage.url, f"input-{i:03d}")
+        yield from iter_object_pages(url, options, page_objects=page_objects,
+                                     parallel_map=parallel, slots=runner.slots,
+                                     stage_url=stage_url)
+
+
 def _timed(pages: Iterator[list], seconds: dict) -> Iterator[list]:
     """``pages``, adding the time spent listing to ``seconds["list"]``."""
     while True:
@@ -232,7 +262,7 @@ def summarize(result: IndexResult) -> str:
     s = result.stats
     lines = [
         f"cohort index: {s.objects} objects ({_size(s.object_bytes)}) under "
-        f"{redact(result.input_url)}",
+        f"{describe_inputs(result.inputs)}",
         f"  series: {sc['rows']} ("
         + ", ".join(f"{k} {v}" for k, v in sc["by_status"].items()) + ")",
     ]

@@ -7,6 +7,9 @@ object keeps its size from the listing, so header reads need no extra request.
 Listings come in pages (`iter_object_pages`): S3 is read one ListObjectsV2 page at a time
 and other filesystems a folder at a time, so an archive of millions of objects is never
 held whole; the parallel tasks write their pages as Parquet parts to a staging folder.
+
+An index may cover several inputs (folders, prefixes, buckets) on one storage:
+`check_inputs` checks them all before any work, and they are listed one after the other.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cohort.errors import StorageError
+from cohort.errors import ConfigError, StorageError
 from cohort.storage import (
     StorageOptions,
     check_endpoint,
@@ -156,6 +159,63 @@ def check_input(url: str, options: StorageOptions | None = None) -> None:
         raise StorageError(
             f"input {redact(url)} does not exist (no object or folder of that name); check "
             "the URL and, for s3://, the bucket and --s3-endpoint")
+
+
+def input_list(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """The inputs of an index or a run as a tuple: one URL (a str) or several.
+
+    Raises:
+        ConfigError: no URL at all.
+    """
+    found = (urls,) if isinstance(urls, str) else tuple(urls)
+    if not found:
+        raise ConfigError("no input given: give one or more folders or s3:// prefixes")
+    return found
+
+
+def describe_inputs(urls: Sequence[str]) -> str:
+    """The inputs for a message or a summary: redacted, comma-separated."""
+    return ", ".join(redact(u) for u in urls)
+
+
+def check_inputs(urls: str | Sequence[str], options: StorageOptions | None = None
+                 ) -> tuple[str, ...]:
+    """`check_input` for each of ``urls``, after checking that they can make one index:
+    all on one storage (local folders, or one object store reached with ``options``), and
+    none given twice or lying inside another (its objects would be listed twice).
+
+    Returns:
+        The inputs as a tuple (`input_list`).
+
+    Raises:
+        ConfigError: inputs on different storages, or overlapping ones, naming them.
+        StorageError: an input does not exist or cannot be reached, naming it.
+    """
+    inputs = input_list(urls)
+    kinds = {_storage_of(u) for u in inputs}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"the inputs {describe_inputs(inputs)} lie on different storages "
+            f"({', '.join(sorted(kinds))}); one index reads one storage: give local folders "
+            "or prefixes of one object store, or copy them to one place")
+    paths = [filesystem(u, options)[1].rstrip("/") for u in inputs]
+    for i, a in enumerate(paths):
+        for j, b in enumerate(paths):
+            if i != j and (a == b and i > j or a.startswith(b + "/")):
+                what = "is given twice" if a == b else f"lies inside {redact(inputs[j])}"
+                raise ConfigError(f"input {redact(inputs[i])} {what}: its objects would be "
+                                  "listed twice; give it once")
+    for url in inputs:
+        check_input(url, options)
+    return inputs
+
+
+def _storage_of(url: str) -> str:
+    """The storage an input lies on: "local", or its protocol (s3a is s3)."""
+    if is_local(url):
+        return "local"
+    protocol = protocol_of(url)
+    return "s3" if protocol == "s3a" else protocol
 
 
 def find_under(context: tuple[str, StorageOptions | None], prefixes: list[str]

@@ -109,7 +109,8 @@ class Stage:
 def stage_headers(context: tuple[str, StorageOptions | None, DiscoveryConfig, Stage],
                   batch: list[ObjectInfo]) -> pa.Table:
     """Task: the OBJECTS rows of ``batch`` written as one part; returns their STATS row.
-    ``context`` is ``(input url, options, config, stage)``."""
+    ``context`` is ``(input url, options, config, stage)``; with several inputs, any of them
+    (they share one storage, whose filesystem it names)."""
     url, options, cfg, stage = context
     table = read_headers((url, options, cfg), batch)
     stage.write(table, "headers", f"part-{uuid.uuid4().hex}.parquet")

@@ -174,7 +174,7 @@ class CalciumSegmenterStage:
                "crop_edge_voxels": edge_voxels(mask, box, grid.shape),
                "segmenter_crop": box.to_list(), "mask_source": self.info.mask_source}
         if self.write_masks and self.run_url:
-            from cohort.job.finish import safe_name
+            from cohort.write.runs import safe_name
 
             rel = f"masks/{safe_name(row['series_key'])}.nii.gz"
             write_bytes(join(self.run_url, rel), mask_nifti(mask, box, grid), self.storage)

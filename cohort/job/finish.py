@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from cohort.read.nifti import read_nifti
 from cohort.read.series import read_series
 from cohort.read.volume import Volume
 from cohort.storage import join, write_bytes
+from cohort.write.runs import safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ class FinishConfig:
     label_maps: bool = False  # write NIfTI segment label maps (needs masks)
     dicom_seg: bool = False  # write a DICOM SEG and SR per series under dicom/<series>/
     keep_ids: bool = False  # identifiers as they are (--keep-ids): the exports' study UID
-
-
-def safe_name(key: str) -> str:
-    """A file name for a series key (UIDs are digits and dots; stack keys add '#k')."""
-    return re.sub(r"[^0-9A-Za-z._-]", "_", key)
 
 
 def empty_summary(n_slices: int, spacing_mm: float) -> CalciumSummary:

@@ -41,6 +41,27 @@ def index_of(input_url: str, options: StorageOptions | None) -> str | None:
     return None
 
 
+def index_of_inputs(inputs: tuple[str, ...], options: StorageOptions | None) -> str | None:
+    """`index_of` the job's inputs: the published index when the one input is one; None
+    when the inputs are archives the job indexes first.
+
+    Raises:
+        ConfigError: one of several inputs is an index (or an output holding one): an
+            index is run on alone.
+    """
+    if len(inputs) == 1:
+        return index_of(inputs[0], options)
+    for url in inputs:
+        found = index_of(url, options)
+        if found is not None:
+            raise ConfigError(
+                f"input {redact(url)} is an index written by `cohort index` (or an output "
+                f"holding one, {redact(found)}); several inputs must all be DICOM archives "
+                "(folders or prefixes), indexed together by this run: run on that index "
+                "alone, or give the archives it indexed")
+    return None
+
+
 def check_written_keys(out_url: str, patient_ids: dict[str, str | None],
                        identity: IdentityConfig, options: StorageOptions | None) -> None:
     """For outputs written before cohort recorded its identity file: the patient keys

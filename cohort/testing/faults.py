@@ -1,6 +1,6 @@
 """Failures on purpose, for tests: functions that crash, hang or recurse (importable by a
 spawned worker, unlike functions defined inside test modules), and fault drills that kill
-a worker at a named point of the job or of training (`drill`, armed by a test)."""
+or stall a worker at a named point of the job or of training (`drill`, armed by a test)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ DRILL_ENV = "COHORT_FAULT_DRILL"
 
 def drill(point: str, **context) -> None:
     """Kill this process once, as an out-of-memory kill or a lost node would, when a test
-    armed a drill for ``point`` whose conditions match ``context``; else do nothing (one
-    environment lookup: production runs never set `DRILL_ENV`)."""
+    armed a drill for ``point`` whose conditions match ``context`` (a condition given as a
+    list matches any of its values); with ``stall_s``, sleep that long instead, every time,
+    as work stuck on a slow node would. Else do nothing (one environment lookup: production
+    runs never set `DRILL_ENV`)."""
     path = os.environ.get(DRILL_ENV)
     if not path or not os.path.exists(path):
         return
@@ -50,9 +52,16 @@ def drill(point: str, **context) -> None:
         spec = json.load(f)
     if spec.get("point") != point:
         return
-    if any(str(context.get(k)) != str(v) for k, v in spec.get("when", {}).items()):
-        return
+    for k, v in spec.get("when", {}).items():
+        if str(context.get(k)) not in [str(x) for x in (v if isinstance(v, list) else [v])]:
+            return
     marker = spec["marker"]
+    if spec.get("stall_s"):
+        with open(marker, "a") as f:
+            f.write(f"stalled at {point} {context}\n")
+        logger.warning("fault drill: stalling process %d at %s", os.getpid(), point)
+        time.sleep(float(spec["stall_s"]))
+        return
     if os.path.exists(marker):  # once: the retried work must go through
         return
     with open(marker, "w") as f:
@@ -64,14 +73,18 @@ def drill(point: str, **context) -> None:
 
 
 @contextmanager
-def armed(point: str, marker: str, *, delay_s: float = 0.0, **when) -> Iterator[None]:
+def armed(point: str, marker: str, *, delay_s: float = 0.0, stall_s: float = 0.0,
+          **when) -> Iterator[None]:
     """Within the block, the first process that reaches ``drill(point, **context)`` with
-    ``context`` matching ``when`` dies and writes ``marker`` (a local path)."""
+    ``context`` matching ``when`` dies and writes ``marker`` (a local path); with
+    ``stall_s``, every such process instead sleeps ``stall_s`` seconds and adds a line to
+    ``marker``."""
     path = os.environ.get(DRILL_ENV)
     if not path:
         raise RuntimeError(f"set {DRILL_ENV} before Ray starts (tests/conftest.py does)")
     with open(path, "w") as f:
-        json.dump({"point": point, "marker": marker, "when": when, "delay_s": delay_s}, f)
+        json.dump({"point": point, "marker": marker, "when": when, "delay_s": delay_s,
+                   "stall_s": stall_s}, f)
     try:
         yield
     finally:

@@ -6,10 +6,12 @@ Two small files at the root of the output, beside ``index/`` and ``runs/``:
                      the salt (an HMAC of a fixed text under the salt, never the salt), or
                      ``keep_ids``. A run with another salt or mode would give one patient two
                      keys; it stops before any work, saying what differs.
-    _owner.json      the run that writes here now (host, process, run id, heartbeat),
-                     removed when it ends. A second run on the same output stops while that
-                     process lives; the owner file of a run that was killed is taken over, and
-                     its unpublished run folder is cleaned up. A run on another host (a
+    _owner.json      the run that writes here now (host, process and its start time, run
+                     id, heartbeat), removed when it ends. A second run on the same output
+                     stops while that process lives; the owner file of a run that was killed
+                     (its process gone, a zombie not yet reaped, or its id now another
+                     process's) is taken over, and its unpublished run folder is recovered
+                     (`cohort.write.recovery`). A run on another host (a
                      cluster's head pod restarted elsewhere) can't see that process: it takes
                      over once the owner's heartbeat, renewed every `HEARTBEAT_S`, is older
                      than `LEASE_S`.
@@ -156,14 +158,31 @@ class Ownership:
             fs.rm_file(path)
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: float | None = None) -> bool:
+    """Whether process ``pid`` of this host still is the run that wrote an owner file: it
+    exists, is not a zombie (killed, not yet reaped by its parent) and, when the file
+    recorded it, started when that run's process did (not a later process given the id)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - started) < 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except psutil.AccessDenied:  # exists, owned by someone else
         return True
-    return True
+
+
+def _started() -> float | None:
+    """When this process started (seconds since the epoch), for `_alive`."""
+    import psutil
+
+    try:
+        return psutil.Process().create_time()
+    except psutil.Error:
+        return None
 
 
 def claim(out_url: str, run_id: str, options: StorageOptions | None = None,
@@ -185,7 +204,9 @@ def claim(out_url: str, run_id: str, options: StorageOptions | None = None,
             previous = {}
         same_host = previous.get("host") == host
         pid = int(previous.get("pid") or 0)
-        if same_host and pid and pid != os.getpid() and _alive(pid):
+        started = previous.get("pid_started")
+        started = float(started) if isinstance(started, int | float) else None
+        if same_host and pid and pid != os.getpid() and _alive(pid, started):
             raise ConfigError(
                 f"another cohort run (process {pid}, run {previous.get('run_id')}) is writing "
                 f"to {redact(out_url)}; wait for it to finish, or give another --out")
@@ -200,7 +221,7 @@ def claim(out_url: str, run_id: str, options: StorageOptions | None = None,
                 f"started {previous.get('started')}) claims {redact(out_url)}{since}; wait "
                 f"for it, or, if it was killed, delete {redact(join(out_url, OWNER_FILE))} and "
                 "run again")
-    record = {"host": host, "pid": os.getpid(), "run_id": run_id,
+    record = {"host": host, "pid": os.getpid(), "pid_started": _started(), "run_id": run_id,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "heartbeat": time.time()}
     write_bytes(join(out_url, OWNER_FILE), json.dumps(record, indent=1).encode(), options)

@@ -7,12 +7,17 @@ Layout under the output URL::
     runs/<run_id>/landmarks/part-*.parquet
     runs/<run_id>/segments/part-*.parquet
     runs/<run_id>/qc/<series>.png   QC pictures; labels/<series>.nii.gz label maps
+    runs/<run_id>/_run.json         what the run is (inputs, model, configuration), written
+                                    before its first part
     runs/<run_id>/_SUCCESS.json     the run manifest, written last: the run is published
 
-A run folder without ``_SUCCESS.json`` (a run killed midway) is ignored by every reader and
-by the next run, which processes its series again. A series appears in at most one published
-run unless a later run was asked to retry it (``--retry-failed``); `latest_series` keeps the
-newest row per series, which is what `cohort query` calls ``series``.
+A part is committed by its ``series`` file, written after the part's ``landmarks`` and
+``segments`` files. A run folder without ``_SUCCESS.json`` (a run killed midway) is ignored
+by every reader; the next run on the output publishes the parts it committed as an
+interrupted run and processes only the rest (`cohort.write.recovery`). A series appears in
+at most one published run unless a later run was asked to retry it (``--retry-failed``);
+`latest_series` keeps the newest row per series, which is what `cohort query` calls
+``series``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 RUNS = "runs"
 MARKER = "_SUCCESS.json"
+#: what a run is, written before its first part (a killed run's record for its recovery)
+RUN_RECORD = "_run.json"
 TABLES = {"series": SERIES, "landmarks": LANDMARK_ROWS, "segments": SEGMENT_ROWS}
 #: codes of an ok row whose calcium mask was missing or unusable (cohort.job.prepare)
 MASK_PROBLEM_CODES = frozenset({"mask_missing", "mask_mismatch", "invalid_nifti"})
@@ -70,17 +78,6 @@ def unfinished_runs(out_url: str, options: StorageOptions | None = None) -> list
     done = set(published_runs(out_url, options))
     names = [e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)]
     return sorted(n for n in names if n not in done)
-
-
-def remove_unfinished(out_url: str, options: StorageOptions | None = None) -> list[str]:
-    """Delete the run folders without a marker (runs killed or failed before publishing:
-    nothing in them was ever visible); call it only while owning the output
-    (`cohort.write.ownership.claim`). Returns their ids."""
-    stale = unfinished_runs(out_url, options)
-    for run_id in stale:
-        fs, path = filesystem(run_url(out_url, run_id), options)
-        fs.rm(path, recursive=True)
-    return stale
 
 
 def run_manifest(out_url: str, run_id: str, options: StorageOptions | None = None) -> dict:
@@ -258,6 +255,17 @@ def _split(name: str, kinds: tuple[str, ...]) -> tuple[str, str]:
     raise ValueError(f"{name} is not <side>_<kind>")
 
 
+def safe_name(key: str) -> str:
+    """A file name for a series key (UIDs are digits and dots; stack keys add '#k'): its
+    pictures, label maps, masks and DICOM files in a run folder are named by it."""
+    return re.sub(r"[^0-9A-Za-z._-]", "_", key)
+
+
+def part_name(number: int) -> str:
+    """The file name of a run's part ``number`` in each of its tables."""
+    return f"part-{number:05d}.parquet"
+
+
 def _parquet(rows: list[dict], schema: pa.Schema) -> bytes:
     names = set(schema.names)
     table = pa.Table.from_pylist([{k: v for k, v in r.items() if k in names} for r in rows],
@@ -268,21 +276,34 @@ def _parquet(rows: list[dict], schema: pa.Schema) -> bytes:
 
 
 class RunWriter:
-    """Writes a run's three tables in parts of ``part_rows`` series as rows arrive; the
-    run is published by `publish` (the marker), never before."""
+    """Writes a run's three tables in parts as rows arrive: a part every ``part_rows``
+    series, or sooner once its first row waited ``part_seconds`` (a killed driver loses at
+    most that much finished work). The run is published by `publish` (the marker), never
+    before; `begin` records what the run is, for the recovery of a killed run."""
 
     def __init__(self, out_url: str, run_id: str, options: StorageOptions | None = None,
-                 part_rows: int = 500):
+                 part_rows: int = 500, part_seconds: float | None = None):
         self.url = run_url(out_url, run_id)
         self.options = options
         self.part_rows = part_rows
+        self.part_seconds = part_seconds
         self.pending: list[dict] = []
         self.parts = 0
         self.rows = 0
+        self._since = 0.0  # when the first pending row arrived (time.monotonic)
+
+    def begin(self, record: dict) -> None:
+        """Write ``record`` (what the run is: inputs, model, configuration) before any part."""
+        write_bytes(join(self.url, RUN_RECORD), json.dumps(record, indent=1).encode(),
+                    self.options)
 
     def add(self, row: dict) -> None:
+        if not self.pending:
+            self._since = time.monotonic()
         self.pending.append(row)
-        if len(self.pending) >= self.part_rows:
+        waited = self.part_seconds is not None and \
+            time.monotonic() - self._since >= self.part_seconds
+        if len(self.pending) >= self.part_rows or waited:
             self.flush()
 
     def flush(self) -> None:
@@ -293,8 +314,9 @@ class RunWriter:
             m, s = long_rows(row)
             marks += m
             segs += s
-        name = f"part-{self.parts:05d}.parquet"
-        for table, rows in (("series", self.pending), ("landmarks", marks), ("segments", segs)):
+        name = part_name(self.parts)
+        # the series file last: it commits the part (a part without it is not the run's)
+        for table, rows in (("landmarks", marks), ("segments", segs), ("series", self.pending)):
             write_bytes(join(self.url, table, name), _parquet(rows, TABLES[table]),
                         self.options)
         self.parts += 1

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
@@ -49,6 +50,25 @@ def realdata() -> Path:
                     "(the shared folder ../shared/realdata beside the repository, or set "
                     "COHORT_REALDATA to where it is)")
     return folder
+
+
+# --- an archive spread over several inputs ---------------------------------------------
+
+def relative_series(table: pa.Table, roots: list) -> list[dict]:
+    """The series rows of a manifest (key, status, code, files), each file named relative
+    to the input (of ``roots``, paths or URLs) it lies under."""
+
+    def rel(uri: str) -> str:
+        for root in roots:
+            if uri.startswith(str(root) + "/"):
+                return uri[len(str(root)) + 1:]
+        raise AssertionError(f"{uri} lies under none of {roots}")
+
+    rows = [r for r in table.to_pylist() if r["kind"] == "series"]
+    return sorted(({"series_key": r["series_key"], "status": r["status"],
+                    "error_code": r["error_code"], "n_files": r["n_files"],
+                    "files": [rel(f) for f in r["files"]]} for r in rows),
+                  key=lambda r: r["series_key"])
 
 
 # --- hand-made series ------------------------------------------------------------------

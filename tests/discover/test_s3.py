@@ -3,16 +3,21 @@ byte ranges (counted), the manifest published on the same server."""
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
 from cohort.config import DiscoveryConfig, IndexConfig
-from cohort.discover import index_cohort
+from cohort.discover import build_index, index_cohort
 from cohort.discover.headers import read_headers
 from cohort.discover.listing import ObjectInfo, entries_below
 from cohort.discover.manifest import read_manifest
 from cohort.errors import ErrorCode
 from cohort.storage import is_published
+from cohort.testing.archives import split_archive
+
+from .conftest import relative_series
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,34 @@ def test_an_s3_prefix_is_listed_a_page_of_keys_per_request(archive):
                                            max_keys=2)]
     assert sorted(keys) == sorted(fs.find("discover-archive/junk"))
     assert len(keys) == 3
+
+
+def test_two_buckets_make_one_index_on_s3(s3_server, small_cohort, ray_local, tmp_path):
+    """The archive spread over two buckets (one series with slices in both), listed in Ray
+    tasks: the index of the whole archive, written to one of them."""
+    folder, moved = split_archive(small_cohort / "dicom", tmp_path / "a", tmp_path / "b")
+    fs = s3_server.filesystem()
+    a, b = s3_server.make_bucket("several-a"), s3_server.make_bucket("several-b")
+    fs.put(str(tmp_path / "a") + "/", "several-a/ct", recursive=True)
+    fs.put(str(tmp_path / "b") + "/", "several-b/more/ct", recursive=True)
+    options = s3_server.storage_options()
+    inputs = [f"{a}/ct", f"{b}/more/ct"]
+    cfg = IndexConfig(discovery=DiscoveryConfig(executor="ray", files_per_task=32,
+                                                list_page_objects=50))
+    result = index_cohort(inputs, f"{a}/index", cfg, options)
+    whole = build_index(str(small_cohort / "dicom"),
+                        IndexConfig(discovery=DiscoveryConfig(executor="local")))
+    assert relative_series(result.manifest, inputs) == relative_series(
+        whole.manifest, [small_cohort / "dicom"])
+    assert result.stats.objects == whole.stats.objects
+    split = [r for r in result.manifest.to_pylist()
+             if r["kind"] == "series" and any(folder in f for f in r["files"])]
+    assert len(split) == 1 and split[0]["status"] == "selected"
+    assert sum(f.startswith(f"{b}/more/ct/") for f in split[0]["files"]) == moved
+    back = read_manifest(f"{a}/index", options)
+    assert back.equals(result.manifest)
+    left = [p for p, _ in entries_below(fs, "several-a/index")]
+    assert sorted(p.rsplit("/", 1)[1] for p in left) == [
+        "_SUCCESS.json", "manifest.parquet", "objects.parquet"]  # no staging folder left
+    marker = json.loads(fs.cat_file("several-a/index/_SUCCESS.json"))
+    assert marker["inputs"] == inputs
