@@ -1,7 +1,7 @@
 """Frozen configuration of `cohort index` (discovery, selection, the stack rules it uses);
 every value is checked here, with a message that says what would work. Other stages keep
 their configuration beside them (`SynthConfig` in `cohort.synth.config`, `RunConfig` in
-`cohort.pipeline`, `QuantifyConfig` in `cohort.quantify.config`, `TrainConfig` and
+`cohort.job.config`, `QuantifyConfig` in `cohort.quantify.config`, `TrainConfig` and
 `StudyConfig` in `cohort.train`); the command line (`cohort.cli`) takes its defaults from
 them."""
 
