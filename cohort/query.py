@@ -6,7 +6,12 @@ Views, each over every published run (runs without their marker are invisible):
     series_all   every row of every run
     landmarks    six rows per ok series, from the run of its newest series row
     segments     eight rows per ok series with volumes, likewise
-    runs         one row per published run: id, counts, model, code version, seconds
+    runs         one row per published run: id, counts, model, code version, seconds and
+                 scans per minute; ``interrupted`` for a run stopped before it ended whose
+                 finished series a later run published (`cohort.write.recovery`): its
+                 ``seconds`` and ``scans_per_minute`` are NULL (it never ended), and
+                 ``recovered_by`` / ``recovered_at`` / ``not_written`` say which run took
+                 over, when, and how many of its series it left unwritten (NULL: unknown)
     patient_changes
                  change over time: one row per patient and segment for every patient with
                  two or more dated studies measured (`PATIENT_CHANGES`)
@@ -113,26 +118,42 @@ def connect(out_url: str, options: StorageOptions | None = None) -> duckdb.DuckD
                                                table.column("run_id").to_pylist(),
                                                strict=True)]
         con.register(name, table.filter(pa.array(mask, type=pa.bool_())))
-    records = []
-    for run_id in runs:
-        m = run_manifest(out_url, run_id, options)
-        c = m.get("counts", {})
-        records.append({"run_id": run_id, "ok": c.get("ok", 0), "skipped": c.get("skipped", 0),
-                        "error": c.get("error", 0),
-                        "finished_earlier": c.get("finished_earlier", 0),
-                        "model": m.get("model", {}).get("name"),
-                        "model_sha256": m.get("model", {}).get("sha256"),
-                        "model_trained_on": m.get("model", {}).get("trained_on"),
-                        "code_version": m.get("code_version"), "seconds": m.get("seconds"),
-                        "scans_per_minute": m.get("scans_per_minute")})
-    schema = pa.schema([("run_id", pa.string()), ("ok", pa.int64()), ("skipped", pa.int64()),
-                        ("error", pa.int64()), ("finished_earlier", pa.int64()),
-                        ("model", pa.string()), ("model_sha256", pa.string()),
-                        ("model_trained_on", pa.string()), ("code_version", pa.string()),
-                        ("seconds", pa.float64()), ("scans_per_minute", pa.float64())])
-    con.register("runs", pa.Table.from_pylist(records, schema=schema))
+    con.register("runs", _runs_table([(r, run_manifest(out_url, r, options)) for r in runs]))
     con.execute(f"CREATE VIEW patient_changes AS {PATIENT_CHANGES}")
     return con
+
+
+#: the runs view's columns
+_RUNS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("ok", pa.int64()), ("skipped", pa.int64()), ("error", pa.int64()),
+    ("finished_earlier", pa.int64()), ("model", pa.string()), ("model_sha256", pa.string()),
+    ("model_trained_on", pa.string()), ("code_version", pa.string()),
+    ("seconds", pa.float64()), ("scans_per_minute", pa.float64()),
+    ("interrupted", pa.bool_()), ("recovered_by", pa.string()), ("recovered_at", pa.string()),
+    ("not_written", pa.int64()),
+])
+
+
+def _runs_table(manifests: list[tuple[str, dict]]) -> pa.Table:
+    """The runs view from ``(run id, manifest)`` pairs. An interrupted run never ended: its
+    seconds and rate are NULL, never a number its marker does not hold."""
+    records = []
+    for run_id, m in manifests:
+        c = m.get("counts") or {}
+        model = m.get("model") or {}
+        stopped = m.get("interrupted")
+        records.append({
+            "run_id": run_id, "ok": c.get("ok", 0), "skipped": c.get("skipped", 0),
+            "error": c.get("error", 0), "finished_earlier": c.get("finished_earlier", 0),
+            "model": model.get("name"), "model_sha256": model.get("sha256"),
+            "model_trained_on": model.get("trained_on"), "code_version": m.get("code_version"),
+            "seconds": None if stopped else m.get("seconds"),
+            "scans_per_minute": None if stopped else m.get("scans_per_minute"),
+            "interrupted": bool(stopped),
+            "recovered_by": (stopped or {}).get("recovered_by"),
+            "recovered_at": (stopped or {}).get("recovered_at"),
+            "not_written": (stopped or {}).get("not_written")})
+    return pa.Table.from_pylist(records, schema=_RUNS_SCHEMA)
 
 
 def query(out_url: str, sql: str, options: StorageOptions | None = None) -> pa.Table:
@@ -146,8 +167,16 @@ def query(out_url: str, sql: str, options: StorageOptions | None = None) -> pa.T
 
 
 def as_text(rel: duckdb.DuckDBPyRelation, *, full: bool) -> str:
-    """The result as a plain-text table; values are cut at 60 characters unless ``full``."""
-    return rel.fetchdf().to_string(index=False, max_colwidth=None if full else 60)
+    """The result as a plain-text table; values are cut at 60 characters unless ``full``.
+    NULL reads ``NULL`` in every column, as in DuckDB (pandas would print NaN, None or
+    <NA> by type, and NaN for a NULL number is a number nobody measured); a NaN stays NaN."""
+    table = rel.to_arrow_table()
+    frame = duckdb.from_arrow(table).fetchdf()
+    for i, column in enumerate(table.columns):
+        if column.null_count:
+            nulls = column.is_null().to_numpy(zero_copy_only=False)
+            frame.isetitem(i, frame.iloc[:, i].astype(object).where(~nulls, "NULL"))
+    return frame.to_string(index=False, max_colwidth=None if full else 60)
 
 
 def as_csv(rel: duckdb.DuckDBPyRelation) -> str:

@@ -1,6 +1,7 @@
 """`cohort query` as a user types it, over two small runs published with RunWriter: DuckDB's
 whole error message, whole values when piped, exact CSV and JSON Lines, QC pictures that can
-be found from the output folder."""
+be found from the output folder, NULL printed as NULL, and an interrupted run in the runs
+view."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import pytest
 
 from cohort.cli import main
+from cohort.query import query
+from cohort.write.recovery import recover_unfinished
 from cohort.write.runs import RunWriter
 
 OLD, NEW = "20260101T000000Z-aaaaaa", "20260102T000000Z-bbbbbb"
@@ -21,11 +24,11 @@ DETAIL = ("series 1.3.6.1.4.1.9590.100.1.2.77 has 3 slices; a head CT needs at l
           "(check the series selection)")
 
 
-def _publish(out, run_id, rows):
+def _publish(out, run_id, rows, **manifest):
     writer = RunWriter(str(out), run_id)
     for row in rows:
         writer.add({"run_id": run_id, **row})
-    writer.publish({"run_id": run_id, "counts": {"ok": 1}})
+    writer.publish({"run_id": run_id, "counts": {"ok": 1}, **manifest})
 
 
 @pytest.fixture
@@ -133,3 +136,40 @@ def test_paths_already_relative_to_the_output_are_kept(tmp_path, capsys):
     _publish(tmp_path, NEW, [{"series_key": "x", "status": "ok", "qc_picture": picture}])
     code, text, _ = _query(capsys, tmp_path, "SELECT qc_picture FROM series", "--csv")
     assert code == 0 and text.splitlines() == ["qc_picture", picture]
+
+
+def test_the_table_prints_null_as_null_and_nan_as_nan(out, capsys):
+    code, text, _ = _query(capsys, out, "SELECT NULL::DOUBLE AS a, 'nan'::DOUBLE AS b, "
+                           "NULL::INT AS c, NULL::VARCHAR AS d, 2.5 AS e")
+    assert code == 0
+    assert text.split() == ["a", "b", "c", "d", "e", "NULL", "NaN", "NULL", "NULL", "2.5"]
+
+
+def test_an_interrupted_run_reads_as_interrupted_without_seconds(tmp_path, capsys):
+    """A run killed after one part (two of its five series written), recovered and
+    published by the next run, which ends normally."""
+    out = tmp_path / "out"
+    killed = RunWriter(str(out), OLD, part_rows=2)
+    killed.begin({"what": "cohort run", "run_id": OLD, "code_version": "0.1.0+gtest",
+                  "model": {"name": "dst-tiny"}, "series_in_manifest": 5,
+                  "counts": {"finished_earlier": 0, "left_for_later": 0}})
+    for key, status in (("1.1", "ok"), ("1.2", "error")):
+        killed.add({"run_id": OLD, "series_key": key, "status": status})
+    assert killed.parts == 1
+    assert recover_unfinished(str(out), NEW).published == {OLD: 2}
+    _publish(out, NEW, [{"series_key": k, "status": "ok"} for k in ("1.3", "1.4", "1.5")],
+             counts={"ok": 3}, seconds=90.0, scans_per_minute=2.0)
+    rows = query(str(out), "SELECT run_id, ok, error, seconds, scans_per_minute, interrupted, "
+                           "recovered_by, not_written FROM runs ORDER BY run_id").to_pylist()
+    assert rows == [
+        {"run_id": OLD, "ok": 1, "error": 1, "seconds": None, "scans_per_minute": None,
+         "interrupted": True, "recovered_by": NEW, "not_written": 3},
+        {"run_id": NEW, "ok": 3, "error": 0, "seconds": 90.0, "scans_per_minute": 2.0,
+         "interrupted": False, "recovered_by": None, "not_written": None}]
+    at = query(str(out), "SELECT recovered_at FROM runs WHERE interrupted").column(0)[0]
+    assert at.as_py().endswith("Z")  # UTC, when the next run recovered it
+    code, text, _ = _query(capsys, out, "SELECT run_id, interrupted, seconds, "
+                           "scans_per_minute, recovered_by FROM runs ORDER BY run_id")
+    assert code == 0 and "NaN" not in text
+    assert text.splitlines()[1].split() == [OLD, "True", "NULL", "NULL", NEW]
+    assert text.splitlines()[2].split() == [NEW, "False", "90.0", "2.0", "NULL"]

@@ -52,6 +52,13 @@ class Run:
         return self.manifest.get("segmenter") or {}
 
     @property
+    def interrupted(self) -> dict:
+        """How a run stopped before it ended was taken over (``recovered_by``,
+        ``recovered_at``, ``rows``, ``not_written``; `cohort.write.recovery`); empty: the
+        run ended. An interrupted run has no wall time or rate."""
+        return self.manifest.get("interrupted") or {}
+
+    @property
     def risk(self) -> tuple[tuple[float, ...], tuple[str, ...]]:
         """The run's risk cut-offs (mm^3) and group names; empty when not recorded."""
         q = (self.manifest.get("config") or {}).get("quantify") or {}

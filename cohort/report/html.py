@@ -17,7 +17,8 @@ import pandas as pd
 
 from cohort.anatomy import LANDMARK_KINDS, SEGMENT_KINDS, SIDES
 from cohort.report import labels
-from cohort.report.data import ReportData
+from cohort.report.data import ReportData, Run
+from cohort.report.style import CSS
 
 #: picture files of the report, relative to its folder (`cohort.report.build`)
 FIGURES = {
@@ -125,9 +126,11 @@ def _section(id_: str, title: str, lead: str, *parts: str) -> str:
 
 def _header(d: ReportData) -> str:
     versions = sorted({str(r.manifest.get("code_version")) for r in d.runs})
+    stopped = sum(bool(r.interrupted) for r in d.runs)
     return (f'<header><h1>Intracranial carotid artery calcification: cohort report</h1>'
             f'<p class="sub">Output <code>{escape(d.out_url)}</code> &middot; '
-            f'{len(d.runs)} published run{"s" if len(d.runs) != 1 else ""} &middot; '
+            f'{len(d.runs)} published run{"s" if len(d.runs) != 1 else ""}'
+            f'{f" ({stopped} interrupted)" if stopped else ""} &middot; '
             f'cohort {escape(", ".join(versions))} &middot; made {escape(d.generated)}</p>'
             '</header>')
 
@@ -422,13 +425,14 @@ def _qc(d: ReportData, figures: set[str], gallery: list[GalleryItem], max_listed
 
 
 def _provenance(d: ReportData) -> str:
-    runs = [[_code(r.run_id), escape(str(r.manifest.get("code_version"))),
+    runs = [[_code(r.run_id) + (' <span class="chip">interrupted</span>' if r.interrupted
+                                else ""),
+             escape(str(r.manifest.get("code_version"))),
              _n(r.manifest.get("counts", {}).get("ok", 0)),
              _n(r.manifest.get("counts", {}).get("skipped", 0)),
              _n(r.manifest.get("counts", {}).get("error", 0)),
              _n(r.manifest.get("counts", {}).get("finished_earlier", 0)),
-             f"{r.manifest.get('seconds', float('nan')):,.0f} s",
-             f"{r.manifest.get('scans_per_minute', float('nan')):.1f}"] for r in d.runs]
+             *_timing(r)] for r in d.runs]
     models = []
     seen = set()
     for r in d.runs:
@@ -473,7 +477,8 @@ def _provenance(d: ReportData) -> str:
         "What made these numbers: the runs, the models with their checksums and what they "
         "were trained on, the code version, timings and each run's whole configuration.",
         "<h3>Runs</h3>" + _table(["run", "code version", "ok", "skipped", "failed",
-                                  "done earlier", "wall time", "scans / min"], runs),
+                                  "done earlier", "wall time", "scans / min"], runs)
+        + "".join(_stopped(r, {x.run_id for x in d.runs}) for r in d.runs if r.interrupted),
         "<h3>Models</h3>" + _table(["role", "name", "sha256", "source", "trained on", ""],
                                    models),
         ("<h3>Time per series (seconds)</h3>" + _table(
@@ -482,63 +487,37 @@ def _provenance(d: ReportData) -> str:
         configs)
 
 
+def _timing(run: Run) -> tuple[str, str]:
+    """A run's wall time and scans per minute: ``interrupted`` and ``-`` for a run stopped
+    before it ended (it has neither), ``-`` where the manifest lacks them."""
+    if run.interrupted:
+        return "interrupted", "-"
+    seconds, rate = run.manifest.get("seconds"), run.manifest.get("scans_per_minute")
+    return (f"{seconds:,.0f} s" if seconds is not None else "-",
+            f"{rate:.1f}" if rate is not None else "-")
+
+
+def _stopped(run: Run, published: set[str]) -> str:
+    """What happened to an interrupted run, and which run did the rest of its work."""
+    i = run.interrupted
+    by, rows, left = _code(i.get("recovered_by")), i.get("rows", 0), i.get("not_written")
+    at = str(i.get("recovered_at") or "").replace("T", " ").replace("Z", " UTC")
+    took = "which took over the output" + (f" on {escape(at)}" if at else "")
+    if left == 0:
+        rest = f"it had written all its series; run {by}, {took}, published them"
+    else:
+        rest = "its remaining " + (f"{_n(left)} series" if left is not None else "series")
+        were = "was" if left == 1 else "were"
+        rest += (f" {were} processed by run {by}, {took}"
+                 if i.get("recovered_by") in published
+                 else f" {were} left to run {by}, {took} and has not published yet")
+    return (f'<p class="note">Run {_code(run.run_id)} was <strong>interrupted</strong>: it '
+            "was stopped before it ended (its driver killed, its node lost or the job "
+            "failed), so it has no wall time or rate. The "
+            f"{_n(rows)} series row{'s' if rows != 1 else ''} it had written "
+            f"{'are' if rows != 1 else 'is'} kept in these tables; {rest}.</p>")
+
+
 def _shown(manifest: dict) -> dict:
     """The run manifest without Ray Data's long statistics text."""
     return {k: v for k, v in manifest.items() if k != "ray_data_stats"}
-
-
-CSS = """
-:root { --ink:#222; --muted:#666; --line:#e3e6ea; --accent:#1d3f6e; --bg:#f7f8fa; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink);
-  font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1200px; margin: 0 auto; padding: 28px 24px 48px; }
-header h1 { margin: 0 0 4px; font-size: 27px; color: var(--accent); }
-.sub { margin: 0 0 18px; color: var(--muted); font-size: 13.5px; }
-.synthetic { display:flex; gap:18px; align-items:center; margin: 0 0 20px; padding: 14px 20px;
-  color:#fff; border-radius:8px; font-size:15px;
-  background: repeating-linear-gradient(135deg, #b8293d 0 22px, #a32134 22px 44px); }
-.synthetic strong { font-size: 26px; letter-spacing: 3px; }
-.cards { display:grid; grid-template-columns: repeat(6, 1fr); gap: 12px; margin-bottom: 16px; }
-.card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
-.card .k { font-size:12.5px; color:var(--muted); text-transform:uppercase; letter-spacing:.4px; }
-.card .v { font-size:28px; font-weight:700; color:var(--accent); line-height:1.25; }
-.card .s, .s { font-size:12.5px; color:var(--muted); }
-nav { position: sticky; top: 0; z-index: 2; background: var(--bg); padding: 8px 0;
-  border-bottom: 1px solid var(--line); margin-bottom: 8px; }
-nav a { color: var(--accent); text-decoration:none; margin-right: 16px; font-size: 14px; }
-section { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 18px 22px;
-  margin: 18px 0; }
-h2 { margin: 0 0 6px; font-size: 21px; color: var(--accent); }
-h3 { margin: 18px 0 6px; font-size: 16px; }
-.lead { margin: 0 0 10px; }
-.note { background:#fff7e6; border-left: 4px solid #e0a030; padding: 6px 12px; margin: 8px 0;
-  font-size: 14px; }
-figure { margin: 10px 0 12px; }
-figure img { width: 100%; height: auto; display:block; }
-figcaption { font-size: 13px; color: var(--muted); margin-top: 4px; }
-table { border-collapse: collapse; width: 100%; font-size: 13.5px; margin: 6px 0 4px; }
-th, td { text-align: left; padding: 4px 10px 4px 0; border-bottom: 1px solid var(--line);
-  vertical-align: top; }
-th { font-weight: 600; color: var(--muted); font-size: 12.5px; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-table.small { font-size: 12.5px; }
-table.small code { font-size: 11.5px; word-break: break-all; }
-code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 12.5px;
-  background: #f1f3f5; padding: 0 3px; border-radius: 3px; }
-code.hash { font-size: 11px; word-break: break-all; }
-.muted { color: var(--muted); }
-.gallery { display:grid; grid-template-columns: 1fr; gap: 16px; }
-.qc { border:1px solid var(--line); border-radius:8px; overflow:hidden; background:#fafafa; }
-.qc img { width:100%; display:block; background:#000; }
-.qc .meta { padding: 8px 10px; font-size: 13px; }
-.qc .meta code { word-break: break-all; font-size: 11.5px; }
-.chip { display:inline-block; background:#fde8e0; color:#8a2b0e; border-radius: 10px;
-  padding: 0 8px; margin: 4px 4px 0 0; font-size: 12px; }
-.missing { padding: 40px; text-align:center; color: var(--muted); }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--accent); }
-pre { background:#f6f8fa; padding: 10px; font-size: 12px; overflow:auto; max-height: 420px; }
-footer { color: var(--muted); font-size: 13px; margin-top: 24px; }
-@media (max-width: 900px) { .cards { grid-template-columns: repeat(2, 1fr); }
-}
-"""

@@ -17,6 +17,7 @@ from cohort.report import ReportConfig, write_report
 from cohort.report.build import _remove_previous
 from cohort.report.data import gather
 from cohort.report.html import FIGURES
+from cohort.write.recovery import recover_unfinished
 from cohort.write.runs import RunWriter
 from tests.report.helpers import RUN1, RUN2, publish_cohort, run_payload, series_row
 
@@ -194,3 +195,55 @@ def test_on_s3(s3_server):
     assert "of 9 selected, 13 found" in page
     for src in re.findall(r'<img src="([^"]+)"', page):
         assert fs.cat_file(f"report/results/report/{src}")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _interrupted_then_resumed(out: str, *, resumed: bool) -> None:
+    """RUN1 killed after its first part (two of its four series written), recovered by
+    RUN2, which ends normally with the other two when ``resumed`` (else it is still
+    running: it has published nothing)."""
+    killed = RunWriter(out, RUN1, part_rows=2)
+    record = run_payload(RUN1, out, {"finished_earlier": 0, "left_for_later": 0},
+                         "synthetic phantoms")
+    del record["seconds"], record["scans_per_minute"]  # written before its first part
+    killed.begin({**record, "series_in_manifest": 4})
+    killed.add(series_row(RUN1, "s01", "A", "20150301", total=40.0))
+    killed.add(series_row(RUN1, "s02", "A", "20180301", status="error", code="no_skull"))
+    assert recover_unfinished(out, RUN2).published == {RUN1: 2}
+    if resumed:
+        rest = RunWriter(out, RUN2)
+        rest.add(series_row(RUN2, "s03", "B", "20160101", total=0.0))
+        rest.add(series_row(RUN2, "s04", "C", "20140601", total=8.0))
+        rest.publish(run_payload(RUN2, out, {"ok": 2, "skipped": 0, "error": 0},
+                                 "synthetic phantoms"))
+
+
+def test_an_interrupted_run_says_it_was_stopped_and_who_did_the_rest(tmp_path):
+    out = str(tmp_path / "out")
+    _interrupted_then_resumed(out, resumed=True)
+    page = Path(write_report(out, config=QUICK)).read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "2 published runs (1 interrupted)" in text
+    rows = re.findall(r"<tr><td><code>(\d{8}T\d{6}Z-\w+)</code>(.*?)</tr>", page)
+    cells = {run: re.findall(r"<td>(.*?)</td>", "<td>" + rest) for run, rest in rows}
+    # run, code version, ok, skipped, failed, done earlier, wall time, scans / min
+    assert cells[RUN1][0] == ' <span class="chip">interrupted</span>'
+    assert cells[RUN1][2:] == ["1", "0", "1", "0", "interrupted", "-"]
+    assert cells[RUN2][2:] == ["2", "0", "0", "0", "62 s", "7.3"]
+    assert re.search(rf"Run {RUN1} was interrupted: it was stopped before it ended \(its "
+                     r"driver killed, its node lost or the job failed\), so it has no wall "
+                     r"time or rate\. "
+                     r"The 2 series rows it had written are kept in these tables; its "
+                     rf"remaining 2 series were processed by run {RUN2}, which took over the "
+                     r"output on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", text)
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+
+
+def test_an_interrupted_run_whose_successor_has_not_published(tmp_path):
+    out = str(tmp_path / "out")
+    _interrupted_then_resumed(out, resumed=False)
+    page = Path(write_report(out, config=QUICK)).read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "1 published run (1 interrupted)" in text
+    assert (f"its remaining 2 series were left to run {RUN2}, which took over the output on"
+            in text and "and has not published yet." in text)
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
