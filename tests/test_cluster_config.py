@@ -45,7 +45,8 @@ def test_rayjob_yaml_runs_the_cohort_job_on_a_head_cpu_and_gpu_groups():
     assert script == "jobs/infer_cohort.py" and (ROOT / script).is_file()
     argv = ["run", *words[2:]]
     args = build_parser(argv).parse_args(argv)
-    assert args.input.startswith("s3://") and args.out and args.masks
+    assert args.input and all(u.startswith("s3://") for u in args.input)  # one or more
+    assert args.out and args.masks
     assert args.salt is None and "--salt" not in words
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert not any(k.startswith(("AWS_", "COHORT_SALT")) for k in runtime_env["env_vars"])
