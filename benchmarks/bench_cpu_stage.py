@@ -30,33 +30,47 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from code_versions import code_versions
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET_S_PER_150 = 1.0
-#: (name, thickness mm, tilted): thin, typical and tilted head series
-SERIES = (("1.0 mm", 1.0, False), ("0.625 mm", 0.625, False), ("2.5 mm tilted", 2.5, True))
+#: (name, thickness mm, tilted): head series of 150 slices or more (a shorter one would
+#: scale its fixed costs up to 150 slices), one of them gantry-tilted
+SERIES = (("1.0 mm", 1.0, False), ("0.625 mm", 0.625, False), ("1.25 mm tilted", 1.25, True))
 
+ISOLATED = " (isolated)"
 CHILD = r"""
 import json, pickle, sys, time
-import torch
-torch.set_num_threads(1)
-from cohort.job.prepare import PrepareConfig, prepare_series
-from cohort.preprocess.arterial_crop import CropConfig
-from cohort.read.series import ReadConfig
-series = json.loads(open(sys.argv[1]).read())
-config = PrepareConfig(read=ReadConfig(io_threads=1), crop=CropConfig())
-times, outs = {}, {}
-for name, files in series.items():
-    prepare_series(files, name, config)  # warm: page cache, imports, caches
-for name, files in series.items():
-    t0 = time.perf_counter()
-    out = prepare_series(files, name, config)
-    times[name] = time.perf_counter() - t0
-    out.pop("seconds_prepare", None)
-    outs[name] = out
-with open(sys.argv[2], "wb") as f:
-    pickle.dump(outs, f)
-print(json.dumps(times))
+ISOLATED = " (isolated)"
+
+
+def main():
+    import torch
+    torch.set_num_threads(1)
+    from cohort.job.prepare import PrepareConfig, prepare_isolated, prepare_series
+    from cohort.preprocess.arterial_crop import CropConfig
+    from cohort.read.series import ReadConfig
+    series = json.loads(open(sys.argv[1]).read())
+    config = PrepareConfig(read=ReadConfig(io_threads=1), crop=CropConfig())
+    times, outs = {}, {}
+    for name, files in series.items():
+        prepare_series(files, name, config)  # warm: page cache, imports, caches
+        prepare_isolated(files, name, config)  # and the job's isolated reader process
+    for name, files in series.items():
+        t0 = time.perf_counter()
+        out = prepare_series(files, name, config)
+        times[name] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        prepare_isolated(files, name, config)  # as the job calls it: the result pickled back
+        times[name + ISOLATED] = time.perf_counter() - t0
+        out.pop("seconds_prepare", None)
+        outs[name] = out
+    with open(sys.argv[2], "wb") as f:
+        pickle.dump(outs, f)
+    print(json.dumps(times))
+
+
+if __name__ == "__main__":  # the isolated reader spawns a process that imports this file
+    main()
 """
 
 
@@ -113,15 +127,10 @@ def main() -> None:
         series = generate(tmp)
         (tmp / "series.json").write_text(json.dumps(series))
         (tmp / "child.py").write_text(CHILD)
-        codes = {"this checkout": str(REPO)}
-        if args.baseline_ref:
-            wt = tmp / "baseline"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(wt),
-                            args.baseline_ref], check=True, capture_output=True)
-            codes[f"baseline {args.baseline_ref}"] = str(wt)
-        times: dict[str, dict[str, list[float]]] = {c: {s: [] for s in series} for c in codes}
-        outputs: dict[str, dict] = {}
-        try:
+        with code_versions(args.baseline_ref, tmp) as codes:
+            times: dict[str, dict[str, list[float]]] = {
+                c: {s + x: [] for s in series for x in ("", ISOLATED)} for c in codes}
+            outputs: dict[str, dict] = {}
             for r in range(args.rounds):
                 for name, code in codes.items():
                     env = {**os.environ, "PYTHONPATH": code, "OMP_NUM_THREADS": "1"}
@@ -137,23 +146,19 @@ def main() -> None:
                     with open(out, "rb") as f:
                         outputs[name] = pickle.load(f)
                 print(f"round {r + 1}/{args.rounds} done", flush=True)
-        finally:
-            if args.baseline_ref:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(tmp / "baseline")], capture_output=True)
 
     print(f"\nSYNTHETIC 512 x 512 series; prepare_series on one core; median of {args.rounds} "
           "alternating rounds")
     names = list(codes)
-    head = f"{'series':16s} {'slices':>6s}" + "".join(f" {n[:24]:>24s}" for n in names)
+    head = f"{'series':26s} {'slices':>6s}" + "".join(f" {n[:24]:>24s}" for n in names)
     print(head + ("   ratio   per 150 slices (this)" if len(names) > 1 else
                   "   per 150 slices"))
     worst = 0.0
-    for s, files in series.items():
+    for s, files in [(k + x, f) for k, f in series.items() for x in ("", ISOLATED)]:
         med = {n: statistics.median(times[n][s]) for n in names}
         per150 = med[names[0]] * 150 / len(files)
         worst = max(worst, per150)
-        line = f"{s:16s} {len(files):6d}" + "".join(f" {med[n]:22.3f} s" for n in names)
+        line = f"{s:26s} {len(files):6d}" + "".join(f" {med[n]:22.3f} s" for n in names)
         if len(names) > 1:
             line += f"   {med[names[0]] / med[names[1]]:5.2f}x"
         print(line + f"   {per150:.2f} s")

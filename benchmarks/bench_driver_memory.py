@@ -33,6 +33,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from code_versions import code_versions
 from machine_info import machine
 
 from cohort.discover.index import index_cohort
@@ -45,7 +46,6 @@ from cohort.write.identity import IdentityConfig
 from cohort.write.ownership import record_identity
 from cohort.write.runs import RunWriter
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.2
 
 
@@ -131,14 +131,8 @@ def main() -> None:
         n_files = template.filter(pc.equal(template["status"], "selected"))["n_files"][0]
         print(f"SYNTHETIC: one 64 x 64 series of {n_files} files, copied into each index")
         sha = describe(None, None).sha256
-        codes = {"this checkout": str(REPO)}
-        if args.baseline_ref:
-            wt = tmp / "baseline"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(wt),
-                            args.baseline_ref], check=True, capture_output=True)
-            codes[f"baseline {args.baseline_ref}"] = str(wt)
-        results: dict[str, dict[int, tuple[float, float]]] = {c: {} for c in codes}
-        try:
+        with code_versions(args.baseline_ref, tmp) as codes:
+            results: dict[str, dict[int, tuple[float, float]]] = {c: {} for c in codes}
             for n in args.sizes:
                 make_index(template, n, args.process, tmp / f"index{n}")
                 mb = (tmp / f"index{n}" / MANIFEST_FILE).stat().st_size / 1e6
@@ -156,10 +150,6 @@ def main() -> None:
                     print(f"  {name:>22}: driver peak {peak:8.0f} MB, {secs:6.1f} s{status}",
                           flush=True)
                     results[name][n] = (peak, secs)
-        finally:
-            if args.baseline_ref:
-                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                                str(tmp / "baseline")], capture_output=True)
         small, large = min(args.sizes), max(args.sizes)
         print(f"\ndriver peak memory, {large} / {small} index rows (target <= {TARGET}x):")
         for name, r in results.items():
