@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cohort: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("cohort: interrupted. A run stopped midway publishes nothing and is ignored; "
-              "the same command goes on where the published runs left off", file=sys.stderr)
+        print("cohort: interrupted. The series this run finished are kept: the same "
+              "command publishes them as an interrupted run and goes on with the rest",
+              file=sys.stderr)
         return 130
     except _storage_failures() as e:  # unreachable endpoint, no or wrong credentials
         print(f"cohort: error: {type(e).__name__}: {e}; check the path or URL, "

@@ -52,7 +52,7 @@ def test_query_of_a_missing_folder_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("failure, code, says", [
-    (KeyboardInterrupt(), 130, "the same command goes on"),
+    (KeyboardInterrupt(), 130, "publishes them as an interrupted run"),
     ("no-credentials", 1, "NoCredentialsError"),
     (PermissionError("Forbidden"), 1, "PermissionError: Forbidden; check"),
 ])
