@@ -217,11 +217,16 @@ def _interrupted_then_resumed(out: str, *, resumed: bool) -> None:
                                  "synthetic phantoms"))
 
 
-def test_an_interrupted_run_says_it_was_stopped_and_who_did_the_rest(tmp_path):
+def _report_of_interrupted(tmp_path, *, resumed: bool) -> tuple[str, str]:
+    """The report's HTML and its text, of an output with an interrupted run."""
     out = str(tmp_path / "out")
-    _interrupted_then_resumed(out, resumed=True)
+    _interrupted_then_resumed(out, resumed=resumed)
     page = Path(write_report(out, config=QUICK)).read_text(encoding="utf-8")
-    text = re.sub(r"<[^>]+>", "", page)
+    return page, re.sub(r"<[^>]+>", "", page)
+
+
+def test_an_interrupted_run_says_it_was_stopped_and_who_did_the_rest(tmp_path):
+    page, text = _report_of_interrupted(tmp_path, resumed=True)
     assert "2 published runs (1 interrupted)" in text
     rows = re.findall(r"<tr><td><code>(\d{8}T\d{6}Z-\w+)</code>(.*?)</tr>", page)
     cells = {run: re.findall(r"<td>(.*?)</td>", "<td>" + rest) for run, rest in rows}
@@ -239,10 +244,7 @@ def test_an_interrupted_run_says_it_was_stopped_and_who_did_the_rest(tmp_path):
 
 
 def test_an_interrupted_run_whose_successor_has_not_published(tmp_path):
-    out = str(tmp_path / "out")
-    _interrupted_then_resumed(out, resumed=False)
-    page = Path(write_report(out, config=QUICK)).read_text(encoding="utf-8")
-    text = re.sub(r"<[^>]+>", "", page)
+    _, text = _report_of_interrupted(tmp_path, resumed=False)
     assert "1 published run (1 interrupted)" in text
     assert (f"its remaining 2 series were left to run {RUN2}, which took over the output on"
             in text and "and has not published yet." in text)
