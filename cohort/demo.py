@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 
 from cohort.agreement import agreement_by_acquisition, landmark_errors, summarise, to_markdown
@@ -43,6 +44,14 @@ def run_demo(*, out_dir: str = "demo-output", patients: int = 12, seed: int = 0,
     results_dir = os.path.join(out_dir, "results")
     cfg = SynthConfig(patients=patients, seed=seed, matrix=matrix, workers=workers,
                       localizer_p=0.3, second_series_p=0.3, tilt_p=0.15, followup_p=0.2)
+    # the cohort is generated afresh, so the index and results of an earlier demo in the
+    # same folder (its own scans, or another seed's) go too: a second `./run demo` runs the
+    # job again instead of finding nothing to do
+    earlier = os.path.isdir(cohort_dir)  # only a folder an earlier demo made
+    for stale in (index_dir, results_dir):
+        if earlier and os.path.isdir(stale):
+            logger.info("removing the earlier demo's %s", stale)
+            shutil.rmtree(stale)
     t0 = time.perf_counter()
     table = generate_cohort(cfg, cohort_dir, StorageOptions(), overwrite=True)
     report = ["[1/3] " + describe_cohort(table, cohort_dir, time.perf_counter() - t0), ""]

@@ -64,3 +64,11 @@ def test_demo_runs_the_job_and_agrees_with_ground_truth(tmp_path, ray_local):
                                       str(cohort_root / r["labels_path"]), predicted)
         for seg in SEGMENTS:
             assert r[f"{seg}_voxels"] == voxels[seg], (r.series_uid, seg)
+    # the same command again (a user's second `./run demo`) runs the job again on the new
+    # cohort, instead of finding every series finished
+    again = run_demo(out_dir=str(tmp_path / "demo"), patients=2, seed=124, matrix=128,
+                     workers=1, masks=True)
+    assert "[3/3] cohort run: run " in again and "nothing to do" not in again
+    series = connect(str(results)).sql("SELECT series_uid FROM series").fetchall()
+    truth = pd.read_parquet(cohort_root / "ground_truth.parquet")
+    assert {s for (s,) in series} <= set(truth["series_instance_uid"])

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         description="Run the main job on its embedded default (a local folder, a synthetic "
                     "cohort) and print where the results are with a short summary.")
     demo.add_argument("--out", default=d["out_dir"], metavar="DIR",
-                      help="folder for the demo's results (default: ./%(default)s)")
+                      help="folder for the demo's results; an earlier demo's cohort, index and "
+                           "results there are replaced (default: ./%(default)s)")
     demo.add_argument("--patients", type=int, default=d["patients"],
                       help="synthetic patients (default %(default)s)")
     demo.add_argument("--seed", type=int, default=d["seed"], help="random seed (default "
