@@ -134,6 +134,11 @@ def add_segmenter_parsers(train_sub) -> None:
                      help="MAE epochs per fold (default %(default)s)")
     seg.add_argument("--windows-per-crop", type=int, default=d.windows_per_crop,
                      help="training windows per crop and epoch (default %(default)s)")
+    seg.add_argument("--init-weights", metavar="CKPT",
+                     help="fine-tune the ViT variants from this checkpoint instead of "
+                          "pre-training ({fold} is replaced by the fold): a segmenter of the "
+                          "same configuration continues whole (a second stage, e.g. from "
+                          "the shipped one), a pre-trained MAE gives its encoder")
     add_training_options(seg, d.train, d.splits, threads=d.cpus_per_worker,
                          workers=d.workers)
     seg.set_defaults(handler=handle_segmenter)
@@ -194,7 +199,8 @@ def handle_segmenter(args: argparse.Namespace) -> str:
     d = SegStudyConfig()
     config = replace(
         d, train=replace(d.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         patience=args.patience, seed=args.seed),
+                         patience=args.patience, seed=args.seed,
+                         init_weights=args.init_weights),
         pretrain=replace(d.pretrain, epochs=args.pretrain_epochs, seed=args.seed),
         splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
         use_gpu=args.gpus, cpus_per_worker=args.threads, only_folds=tuple(args.only_folds),

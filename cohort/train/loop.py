@@ -84,15 +84,17 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
-def initial_weights(url: str, options: StorageOptions | None) -> dict:
-    """The float32 state dict of a checkpoint to fine-tune from (``weights_only`` load)."""
+def initial_weights(url: str, options: StorageOptions | None, *, with_meta: bool = False):
+    """The float32 state dict of a checkpoint to fine-tune from (``weights_only`` load);
+    ``with_meta``: (state dict, the checkpoint's metadata)."""
     import io
 
     from cohort.model.zoo import load_checkpoint
     from cohort.storage import read_bytes
 
-    net, _ = load_checkpoint(io.BytesIO(read_bytes(url, options)))
-    return {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    net, meta = load_checkpoint(io.BytesIO(read_bytes(url, options)))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    return (state, meta) if with_meta else state
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -138,8 +140,8 @@ def train_fold(config: dict) -> None:
     task = make_task(cfg.task, cfg.model, cfg.max_len, cfg.target_sigma_mm)
     net = task.build()
     if cfg.init_weights:  # a resumed run overwrites these with its own below
-        task.init_from(net, initial_weights(cfg.init_weights.format(fold=config.get("fold")),
-                                            options))
+        task.init_from(net, *initial_weights(cfg.init_weights.format(fold=config.get("fold")),
+                                             options, with_meta=True))
     padding = padding_of(net)
     model = ray.train.torch.prepare_model(net)
     opt = make_optimizer(model.parameters(), cfg)

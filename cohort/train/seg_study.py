@@ -225,11 +225,18 @@ def _exists(url: str, options) -> bool:
 def train_variant(variant: Variant, fold: int, index: pd.DataFrame, splits: pd.DataFrame,
                   cache_url: str, out_url: str, config: SegStudyConfig,
                   options: StorageOptions | None):
-    """Pre-train (when the variant asks) and fine-tune one fold; (network, meta)."""
+    """Pre-train (when the variant asks) and fine-tune one fold; (network, meta).
+
+    With ``config.train.init_weights`` (``{fold}`` is the fold) the ViT variants fine-tune
+    from that checkpoint instead: a second stage from a segmentation checkpoint of the
+    same configuration (all of it), or from a pre-trained encoder; nothing is pre-trained.
+    """
     model = variant.model_at(config.size)
     train_cfg = replace(config.train, model=model, init_weights=None)
     repeated = _repeat_index(index, splits, fold, config.windows_per_crop)
-    if variant.pretrain:
+    if config.train.init_weights and variant.pretrain:
+        train_cfg = replace(train_cfg, init_weights=config.train.init_weights)
+    elif variant.pretrain:
         encoder = encoder_model(model)
         pre_url = join(out_url, "models", "pretrained", f"{encoder}-fold-{fold}.pt")
         if not _exists(pre_url, options):

@@ -14,7 +14,8 @@ segmenter (see `cohort.train.tasks` for the protocol every task follows):
   on fixed windows with fixed masks.
 
 A fine-tuning run (``TrainConfig.init_weights``) starts a segmentation network from a
-pre-trained checkpoint's encoder only (`SegmentationTask.init_from`).
+pre-trained checkpoint's encoder only, or from the whole of a segmentation checkpoint (a
+second fine-tuning stage; `SegmentationTask.init_from`).
 """
 
 from __future__ import annotations
@@ -135,17 +136,21 @@ class SegmentationTask:
     def augment(self, array, gen):
         return array  # windows are jittered as they are cut (`batch`)
 
-    def init_from(self, net: nn.Module, state: dict) -> None:
-        """Start from a pre-trained checkpoint: its encoder (a ViT pre-trained as an MAE),
-        or all of it when it is a segmentation network of the same kind."""
-        if isinstance(net, segmenter.CalciumSegmenter):
+    def init_from(self, net: nn.Module, state: dict, meta: dict | None = None) -> None:
+        """Start from a checkpoint: all of a segmentation network of the same configuration
+        (``meta`` says it was trained for segmentation: a second fine-tuning stage), else the
+        encoder of a ViT pre-trained as an MAE (its segmentation decoder never trained)."""
+        task = ((meta or {}).get("train_config") or {}).get("task")
+        if isinstance(net, segmenter.CalciumSegmenter) and task != "segmentation":
             enc = {k.removeprefix("encoder."): v for k, v in state.items()
                    if k.startswith("encoder.")}
             net.encoder.load_state_dict(enc)
             logger.info("encoder initialised from a pre-trained checkpoint (%d tensors)",
                         len(enc))
-        else:
-            net.load_state_dict(state)
+            return
+        net.load_state_dict(state)  # strict: the same configuration
+        logger.info("whole network initialised from a segmentation checkpoint (%d tensors)",
+                    len(state))
 
     def batch(self, arrays, rows, padding: str, gen: torch.Generator | None = None):
         windows = []
@@ -223,7 +228,7 @@ class PretrainTask:
     def augment(self, array, gen):
         return array
 
-    def init_from(self, net: nn.Module, state: dict) -> None:
+    def init_from(self, net: nn.Module, state: dict, meta: dict | None = None) -> None:
         net.segmenter.load_state_dict(state, strict=False)
 
     def batch(self, arrays, rows, padding: str, gen: torch.Generator | None = None):

@@ -111,7 +111,7 @@ class VolumeTaskMixin:
     def augment(self, array: np.ndarray, gen: torch.Generator) -> np.ndarray:
         return augment(torch.as_tensor(array)[None], gen)[0].numpy()
 
-    def init_from(self, net: nn.Module, state: dict) -> None:
+    def init_from(self, net: nn.Module, state: dict, meta: dict | None = None) -> None:
         net.load_state_dict(state)
 
 

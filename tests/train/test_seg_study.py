@@ -61,6 +61,20 @@ def test_fine_tuning_starts_from_the_pretrained_encoder_only():
     assert torch.equal(net.decoder.out.weight, decoder_before)
 
 
+def test_a_second_stage_starts_from_the_whole_segmentation_network():
+    task = SegmentationTask("tiny")
+    first = task.build()
+    torch.nn.init.constant_(first.decoder.out.weight, 0.25)
+    net = task.build()
+    task.init_from(net, first.state_dict(), {"train_config": {"task": "segmentation"}})
+    assert torch.equal(net.decoder.out.weight, first.decoder.out.weight)
+    # another configuration is refused, not half loaded
+    with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
+        SegmentationTask("tiny+patch16").init_from(
+            SegmentationTask("tiny+patch16").build(), first.state_dict(),
+            {"train_config": {"task": "segmentation"}})
+
+
 def test_validation_windows_are_the_same_every_epoch():
     task = SegmentationTask("tiny")
     crop = np.random.default_rng(0).normal(40, 20, (2, 50, 50, 12)).astype(np.float32)
@@ -117,3 +131,30 @@ def test_study_of_tiny_networks(tiny_cohort, ray_local, tmp_path):
     # the 130 HU rule takes bone inside the crop: far more than the calcium
     th = rows[rows["variant"] == "threshold_130hu"]
     assert (th["pred_mm3"] > th["true_mm3"]).all()
+
+
+@pytest.mark.timeout(900)
+def test_shipped_segmenter_recipe_runs_both_stages(tiny_cohort, ray_local, tmp_path):
+    """`cohort train shipped-segmenter` at the tiny size: the first stage pre-trains and
+    fine-tunes, the second continues from the first's whole model on the same folds and
+    crops, and the export is the second's."""
+    from cohort.train.seg_command import SegShipRecipe, ship_segmenter
+
+    d = SegStudyConfig()
+    study = replace(d, train=replace(d.train, epochs=1), pretrain=replace(d.pretrain,
+                                                                          epochs=1),
+                    splits=SplitConfig(folds=3, validation_fraction=0.3), only_folds=(0,),
+                    windows_per_crop=1, size="tiny")
+    recipe = SegShipRecipe(synth=SynthConfig(), study=study, variants=("vit",),
+                           refine=replace(d.train, epochs=1, lr=1e-3), calibration=None)
+    out = tmp_path / "ship"
+    (out / "cohort").parent.mkdir()
+    (out / "cohort").symlink_to(tiny_cohort)  # published: not generated again
+    report = ship_segmenter(str(out), str(tmp_path / "seg.pt"), recipe)
+    assert report.count("SYNTHETIC segmentation study: 6 series") == 2
+    assert not (out / "study-refined" / "models" / "pretrained").exists()
+    assert not (out / "study-refined" / "cache").exists()  # the first stage's crops
+    first = str(out / "study" / "models" / "vit-fold-0.pt")
+    net, meta = load_checkpoint(str(tmp_path / "seg.pt"))
+    assert meta["train_config"]["init_weights"] == first and meta["synthetic"]
+    assert meta["train_config"]["lr"] == 1e-3 and net.cfg.name == "tiny"
