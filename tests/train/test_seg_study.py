@@ -158,3 +158,19 @@ def test_shipped_segmenter_recipe_runs_both_stages(tiny_cohort, ray_local, tmp_p
     net, meta = load_checkpoint(str(tmp_path / "seg.pt"))
     assert meta["train_config"]["init_weights"] == first and meta["synthetic"]
     assert meta["train_config"]["lr"] == 1e-3 and net.cfg.name == "tiny"
+
+
+def test_cli_init_weights_reaches_the_study_config(monkeypatch):
+    """`cohort train segmenter --init-weights` sets the fine-tuning start of every fold."""
+    from cohort.cli import build_parser
+    from cohort.train import seg_command
+
+    seen = {}
+    monkeypatch.setattr(seg_command, "train_segmenter",
+                        lambda data, out, config, **kw: seen.setdefault("config", config))
+    argv = ["train", "segmenter", "--data", "d", "--out", "o", "--init-weights",
+            "s3://b/models/vit-fold-{fold}.pt", "--lr", "1e-3"]
+    args = build_parser(argv).parse_args(argv)
+    args.handler(args)
+    train = seen["config"].train
+    assert train.init_weights == "s3://b/models/vit-fold-{fold}.pt" and train.lr == 1e-3
