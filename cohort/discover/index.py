@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import operator
 import os
 import tempfile
 import time
@@ -46,23 +45,22 @@ from cohort.discover.manifest import (
     MANIFEST_FILE,
     OBJECTS_FILE,
     add_counts,
-    manifest_order,
     publish_index,
     unpublish_index,
 )
 from cohort.discover.parallel import Runner
 from cohort.discover.staged import (
+    MERGED,
     STATS,
     LostRows,
     Stage,
     batches_of,
     buckets_for,
     group_bucket,
-    merge_parts,
+    merge_table,
     select_bucket,
     stage_headers,
 )
-from cohort.schemas import MANIFEST, OBJECTS
 from cohort.storage import StorageOptions, check_writable, is_local, join, read_bytes, redact
 
 logger = logging.getLogger(__name__)
@@ -218,10 +216,7 @@ def _build(inputs: tuple[str, ...], stage: Stage, out_url: str, cfg: IndexConfig
     t0 = time.perf_counter()
     if publish:
         unpublish_index(out_url, options)
-    merge_parts(stage.parts("objects"), join(out_url, OBJECTS_FILE), OBJECTS,
-                operator.itemgetter("uri"), options)
-    merge_parts(stage.parts("manifest"), join(out_url, MANIFEST_FILE), MANIFEST,
-                manifest_order, options)
+    runner.map(merge_table, (stage, out_url), list(MERGED), pin=pin, here_if_one=False)
     seconds["write"] = round(time.perf_counter() - t0, 3)
 
     stats = ScanStats(objects=totals["objects"], object_bytes=totals["object_bytes"],

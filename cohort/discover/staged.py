@@ -8,7 +8,8 @@ through the driver.
               the bucket's objects with their series key          -> objects/part-<b>.parquet
               manifest rows of its unusable objects               -> manifest/objects-<b>...
     select    a task per bucket of studies: selection per study   -> manifest/series-<b>...
-    merge     here: the sorted parts merged a batch of rows at a time into one file
+    merge     a task per table: the sorted parts merged a batch of rows at a time into one
+              file (objects.parquet, manifest.parquet)
 
 The number of buckets grows with the archive (`DiscoveryConfig.objects_per_group_task`), so
 a task's memory is bounded too; a small archive is one bucket, grouped without a task
@@ -20,6 +21,7 @@ from __future__ import annotations
 import heapq
 import io
 import logging
+import operator
 import os
 import uuid
 import zlib
@@ -36,6 +38,8 @@ from cohort.discover.grouping import group_keys, iter_series, split_stacks, stac
 from cohort.discover.headers import lost_row, read_headers
 from cohort.discover.listing import ObjectInfo, entries_below, uri_of
 from cohort.discover.manifest import (
+    MANIFEST_FILE,
+    OBJECTS_FILE,
     annotate,
     by_kind_counts,
     manifest_order,
@@ -247,6 +251,21 @@ def _unique_uris(headers: pa.Table) -> pa.Table:
 
 
 # --- merging -----------------------------------------------------------------------------
+
+#: the tables an index publishes: the stage folder of their parts -> (file, schema, order)
+MERGED = {"objects": (OBJECTS_FILE, OBJECTS, operator.itemgetter("uri")),
+          "manifest": (MANIFEST_FILE, MANIFEST, manifest_order)}
+
+
+def merge_table(context: tuple[Stage, str], folder: str) -> int:
+    """Task: the sorted parts under ``folder`` of the stage (a key of `MERGED`) merged into
+    their table's file under ``out_url``; ``context`` is ``(stage, out_url)``. Returns the
+    rows written. A task even for a small index: the driver's memory stays that of a
+    coordinator, not of the largest table (buffers and allocator pages a merge leaves)."""
+    stage, out_url = context
+    file, schema, key = MERGED[folder]
+    return merge_parts(stage.parts(folder), join(out_url, file), schema, key, stage.options)
+
 
 def merge_parts(parts: list[str], out_url: str, schema: pa.Schema,
                 key: Callable[[dict], object], options: StorageOptions | None) -> int:

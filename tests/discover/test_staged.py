@@ -91,13 +91,14 @@ def test_small_pages_batches_and_buckets_give_the_same_index(archive, one_bucket
     assert result.stats.header_bytes_read == one_bucket.stats.header_bytes_read
 
 
-def test_the_driver_neither_reads_headers_nor_groups_nor_selects(archive, one_bucket, tmp_path,
-                                                                  monkeypatch, ray_local):
+def test_the_driver_neither_reads_headers_nor_groups_nor_selects_nor_merges(
+        archive, one_bucket, tmp_path, monkeypatch, ray_local):
     """With Ray, every row-sized step runs in a task: here they would raise."""
     def forbidden(*args, **kwargs):
         raise AssertionError("a step that holds rows ran in the driver")
 
-    for name in ("read_headers", "series_rows", "select_series", "manifest_table"):
+    for name in ("read_headers", "series_rows", "select_series", "manifest_table",
+                 "merge_parts"):
         monkeypatch.setattr(staged_module, name, forbidden)
     cfg = IndexConfig(discovery=DiscoveryConfig(executor="ray", files_per_task=32,
                                                 objects_per_group_task=100))
