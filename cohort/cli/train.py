@@ -139,6 +139,13 @@ def add_segmenter_parsers(train_sub) -> None:
                           "pre-training ({fold} is replaced by the fold): a segmenter of the "
                           "same configuration continues whole (a second stage, e.g. from "
                           "the shipped one), a pre-trained MAE gives its encoder")
+    seg.add_argument("--hard-positive-p", type=float, default=d.train.hard_positive_p,
+                     metavar="SHARE",
+                     help="of the training windows centred on calcium, the share centred on "
+                          "calcium touching bone (default %(default)s)")
+    seg.add_argument("--fn-weight", type=float, default=d.train.fn_weight, metavar="W",
+                     help="weight of missed calcium in the overlap loss: 0.5 is soft Dice, "
+                          "more a Tversky index that favours recall (default %(default)s)")
     add_training_options(seg, d.train, d.splits, threads=d.cpus_per_worker,
                          workers=d.workers)
     seg.set_defaults(handler=handle_segmenter)
@@ -200,7 +207,8 @@ def handle_segmenter(args: argparse.Namespace) -> str:
     config = replace(
         d, train=replace(d.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          patience=args.patience, seed=args.seed,
-                         init_weights=args.init_weights),
+                         init_weights=args.init_weights,
+                         hard_positive_p=args.hard_positive_p, fn_weight=args.fn_weight),
         pretrain=replace(d.pretrain, epochs=args.pretrain_epochs, seed=args.seed),
         splits=SplitConfig(folds=args.folds, seed=args.seed), workers=args.workers,
         use_gpu=args.gpus, cpus_per_worker=args.threads, only_folds=tuple(args.only_folds),

@@ -57,6 +57,11 @@ class TrainConfig:
     warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0
     patience: int = 10  # epochs without a better validation metric before stopping
     augment: bool = True  # intensity, noise, small in-plane shifts and rotations
+    #: segmentation: the share of calcium-centred windows centred on calcium touching bone
+    hard_positive_p: float = 0.0
+    #: segmentation: the weight of missed calcium in the overlap loss (0.5: soft Dice; more:
+    #: a Tversky index that favours finding calcium over not over-calling it)
+    fn_weight: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +78,11 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ConfigError(f"unknown training task {self.task!r}; choose from "
                               f"{', '.join(TASKS)}")
+        if not 0 <= self.hard_positive_p <= 1:
+            raise ConfigError(f"hard_positive_p is a share in 0-1, got {self.hard_positive_p}")
+        if not 0 < self.fn_weight < 1:
+            raise ConfigError(f"fn_weight must lie strictly between 0 and 1 (0.5: soft Dice), "
+                              f"got {self.fn_weight}")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -137,7 +147,8 @@ def train_fold(config: dict) -> None:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     rng = np.random.default_rng([cfg.seed, rank])
     device = ray.train.torch.get_device()
-    task = make_task(cfg.task, cfg.model, cfg.max_len, cfg.target_sigma_mm)
+    task = make_task(cfg.task, cfg.model, cfg.max_len, cfg.target_sigma_mm,
+                     hard_positive_p=cfg.hard_positive_p, fn_weight=cfg.fn_weight)
     net = task.build()
     if cfg.init_weights:  # a resumed run overwrites these with its own below
         task.init_from(net, *initial_weights(cfg.init_weights.format(fold=config.get("fold")),

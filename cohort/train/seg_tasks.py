@@ -4,11 +4,15 @@ segmenter (see `cohort.train.tasks` for the protocol every task follows):
 * ``segmentation``: a `cohort.model.segmenter` ViT or the `cohort.model.unet3d` baseline on
   windows of the cached arterial crops (`cohort.train.seg_data`); a training window is
   centred on a calcium voxel with probability ``POSITIVE_P`` (calcium is a few hundred of a
-  crop's million voxels), else anywhere in the crop; it may be mirrored left-right and its
-  CT numbers jittered (gain, noise). Loss = binary cross-entropy + soft Dice over the batch
-  (nnU-Net's). Validation: fixed windows per series (two on its calcium, two anywhere,
-  seeded by its UID), metric = 1 - the pooled Dice of the windows at p = 0.5 (lower is
-  better, as every loop metric).
+  crop's million voxels), else anywhere in the crop; of those, a share ``hard_positive_p``
+  is centred on calcium that touches bone (`bone_calcium`: what the segmenter misses most);
+  a window may be mirrored left-right and its CT numbers jittered (gain, noise). Loss =
+  binary cross-entropy + soft Dice over the batch (nnU-Net's), or with ``fn_weight`` above
+  0.5 a soft Tversky index in place of Dice (missed calcium weighs ``fn_weight``, false
+  calcium ``1 - fn_weight``: a segmenter that misses calcium is pushed to find it).
+  Validation: fixed windows per series (two on its calcium, two anywhere, seeded by its
+  UID), metric = 1 - the pooled Dice of the windows at p = 0.5 (lower is better, as every
+  loop metric).
 * ``pretrain``: the ViT as a masked autoencoder on windows of (unlabelled) crops; loss =
   MSE on the hidden patches (`cohort.model.segmenter.mae_loss`); validation: the same loss
   on fixed windows with fixed masks.
@@ -25,6 +29,7 @@ import logging
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 POSITIVE_P = 0.6  # training windows centred on calcium
 AIR_HU = -1000.0
+#: bone for `bone_calcium`: above this a voxel that is not calcium is bone (cortical bone
+#: reads 1300-1800 HU, dense plaque 260-1500; the component filter's bone threshold too)
+BONE_HU = 700.0
 
 
 def build_seg_network(name: str, with_mae: bool = False) -> nn.Module:
@@ -89,6 +97,17 @@ def window_centre(crop: np.ndarray, rng: np.random.Generator, positive: bool):
     return [rng.integers(s) for s in crop.shape[1:]]
 
 
+def bone_calcium(crop: np.ndarray) -> np.ndarray:
+    """The (K, 3) voxels of a (2, H, W, D) crop's calcium that touch bone: a calcium voxel
+    with a bone voxel (not calcium, above `BONE_HU`) among its 26 neighbours."""
+    calcium = crop[1] > 0.5
+    if not calcium.any():
+        return np.zeros((0, 3), dtype=np.int64)
+    bone = (crop[0] > BONE_HU) & ~calcium
+    near = ndi.binary_dilation(bone, structure=np.ones((3, 3, 3), bool))
+    return np.argwhere(calcium & near)
+
+
 def jitter(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Left-right mirror (p = 0.5), CT gain 0.97-1.03, Gaussian noise 0-15 HU."""
     if rng.random() < 0.5:
@@ -98,12 +117,17 @@ def jitter(window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack([hu, window[1]]).astype(np.float32)
 
 
-def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy + (1 - soft Dice over the batch)."""
+def dice_bce(logits: torch.Tensor, target: torch.Tensor, fn_weight: float = 0.5
+             ) -> torch.Tensor:
+    """Binary cross-entropy + (1 - soft Dice over the batch); with ``fn_weight`` other than
+    0.5, the soft Tversky index in place of Dice: TP / (TP + (1 - w) FP + w FN) (at 0.5
+    it is Dice)."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
-    dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
-    return bce + (1 - dice)
+    tp = (p * target).sum()
+    fp, fn = p.sum() - tp, target.sum() - tp
+    index = (tp + 0.5) / (tp + (1 - fn_weight) * fp + fn_weight * fn + 0.5)
+    return bce + (1 - index)
 
 
 class _Pair:
@@ -122,10 +146,12 @@ class SegmentationTask:
     metric = "val_loss"
     metric_text = "validation 1 - Dice %.3f (best %.3f)"
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, *, hard_positive_p: float = 0.0, fn_weight: float = 0.5):
         self.model = model
         cfg = build_seg_network(model).cfg  # fails early on a bad name
         self.window, self.knots = cfg.window, cfg.hu_knots
+        self.hard_positive_p, self.fn_weight = hard_positive_p, fn_weight
+        self._bone_calcium: dict[str, np.ndarray] = {}  # per crop, found once
 
     def build(self) -> nn.Module:
         return build_seg_network(self.model)
@@ -163,16 +189,28 @@ class SegmentationTask:
                                                window_centre(a, rng, positive)))
             else:
                 rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
-                w = take_window(a, self.window,
-                                window_centre(a, rng, rng.random() < POSITIVE_P))
-                windows.append(jitter(w, rng))
+                windows.append(jitter(take_window(a, self.window, self._centre(a, r, rng)),
+                                      rng))
         w = torch.as_tensor(np.stack(windows))
         x = segmenter.scale_hu(w[:, :1], self.knots)
         y = (w[:, 1:] > 0.5).float()
         return x, torch.zeros(len(x), dtype=torch.long), y
 
+    def _centre(self, crop: np.ndarray, row: dict, rng: np.random.Generator):
+        """A training window's centre: on calcium (``POSITIVE_P``), of which a share
+        ``hard_positive_p`` on calcium touching bone (when the crop has some)."""
+        positive = rng.random() < POSITIVE_P
+        if positive and self.hard_positive_p > 0 and rng.random() < self.hard_positive_p:
+            key = row.get("path") or row["series_uid"]
+            if key not in self._bone_calcium:
+                self._bone_calcium[key] = bone_calcium(crop)
+            hard = self._bone_calcium[key]
+            if len(hard):
+                return hard[rng.integers(len(hard))] + rng.integers(-6, 7, size=3)
+        return window_centre(crop, rng, positive)
+
     def loss(self, out, y):
-        return dice_bce(out, y)
+        return dice_bce(out, y, self.fn_weight)
 
     def validation_sums(self, out, y) -> list[float]:
         """[overlap, predicted, true voxels, BCE sum, voxels]."""

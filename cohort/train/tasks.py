@@ -190,12 +190,15 @@ class ClassificationTask(VolumeTaskMixin):
         zoo.save_checkpoint(path, net, best_val_loss=best, **meta)
 
 
-def make_task(task: str, model: str, max_len: int, target_sigma_mm: float = 0.0):
+def make_task(task: str, model: str, max_len: int, target_sigma_mm: float = 0.0, *,
+              hard_positive_p: float = 0.0, fn_weight: float = 0.5):
     """The task object ``train_fold`` drives (see module)."""
     if task in ("segmentation", "pretrain"):
         from cohort.train.seg_tasks import PretrainTask, SegmentationTask
 
-        return SegmentationTask(model) if task == "segmentation" else PretrainTask(model)
+        if task == "pretrain":
+            return PretrainTask(model)
+        return SegmentationTask(model, hard_positive_p=hard_positive_p, fn_weight=fn_weight)
     if task == "localization":
         return LocalizationTask(model, max_len, target_sigma_mm)
     if task == "classification":

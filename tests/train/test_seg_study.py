@@ -161,7 +161,8 @@ def test_shipped_segmenter_recipe_runs_both_stages(tiny_cohort, ray_local, tmp_p
 
 
 def test_cli_init_weights_reaches_the_study_config(monkeypatch):
-    """`cohort train segmenter --init-weights` sets the fine-tuning start of every fold."""
+    """`cohort train segmenter --init-weights` sets the fine-tuning start of every fold, and
+    the sampling and loss options reach the training config."""
     from cohort.cli import build_parser
     from cohort.train import seg_command
 
@@ -169,8 +170,10 @@ def test_cli_init_weights_reaches_the_study_config(monkeypatch):
     monkeypatch.setattr(seg_command, "train_segmenter",
                         lambda data, out, config, **kw: seen.setdefault("config", config))
     argv = ["train", "segmenter", "--data", "d", "--out", "o", "--init-weights",
-            "s3://b/models/vit-fold-{fold}.pt", "--lr", "1e-3"]
+            "s3://b/models/vit-fold-{fold}.pt", "--lr", "1e-3", "--hard-positive-p", "0.5",
+            "--fn-weight", "0.7"]
     args = build_parser(argv).parse_args(argv)
     args.handler(args)
     train = seen["config"].train
     assert train.init_weights == "s3://b/models/vit-fold-{fold}.pt" and train.lr == 1e-3
+    assert (train.hard_positive_p, train.fn_weight) == (0.5, 0.7)
