@@ -45,3 +45,14 @@ def test_a_node_with_other_weights_is_refused(tmp_path):
     assert verified_copy(str(path), None, good, "segmenter") == str(path)
     with pytest.raises(ConfigError, match="the segmenter on this node .* the driver checked"):
         verified_copy(str(path), None, "0" * 64, "segmenter")
+
+
+def test_the_stage_batches_windows_by_device_and_an_explicit_size_wins():
+    from cohort.job.calcium import WINDOWS_PER_BATCH, CalciumSegmenterStage
+
+    cpu = CalciumSegmenterStage(None, prefer_gpu=False)
+    assert cpu.device.type == "cpu"
+    assert cpu.windows_per_batch == WINDOWS_PER_BATCH["cpu"]
+    assert WINDOWS_PER_BATCH["cuda"] > WINDOWS_PER_BATCH["cpu"]
+    assert CalciumSegmenterStage(None, prefer_gpu=False, windows_per_batch=7
+                                 ).windows_per_batch == 7
