@@ -428,8 +428,15 @@ def build_phantom(subject: Subject, texture_seed: int) -> Phantom:
         solids += _sleeve(cl, idx <= i_cc + near, 3.0, MUSCLE, [cuts["below_cc"]])
         solids += _sleeve(cl, idx >= i_pl - near, 2.5, BLOOD, [cuts["above_pl"]],
                           w_max=a.z_anterior_clinoid + 14)
-        solids += _sleeve(cl, (idx >= i_cc - near) & (idx <= i_pl + near), 3.0, PETROUS,
-                          [cuts["above_cc"], cuts["below_pl"]])
+        in_canal = (idx >= i_cc - near) & (idx <= i_pl + near)
+        canal_cuts = [cuts["above_cc"], cuts["below_pl"]]
+        solids += _sleeve(cl, in_canal, CANAL_CONTENTS_MM + CANAL_WALL_MM, PETROUS, canal_cuts)
+        # what the bony canal holds besides the lumen (the artery's wall, periosteum, the
+        # venous plexus): soft tissue, so wall calcium lies in it, never inside the bone.
+        # Not cut at the landmark surfaces: past them the artery is in soft tissue already,
+        # and where the oblique surface leaves pyramid bone beside the artery's horizontal
+        # part, that bone keeps the same soft lining
+        solids += _sleeve(cl, in_canal, CANAL_CONTENTS_MM, MUSCLE, [])
         # Anterior clinoid process lateral to the artery, the back tip of the lesser sphenoid
         # wing; its (oblique) upper surface meets the artery's height at the landmark.
         p = cl.landmark_points["anterior_clinoid"]
@@ -552,6 +559,14 @@ def plaque_patch(p: Plaque, cl: Centreline, s: Subject,
 #: the thickest a plaque gets (mm, lumps included); a larger volume makes a longer, wider
 #: plaque
 MAX_PLAQUE_MM = 2.4
+#: the carotid canal around the petrous ICA: soft tissue from the lumen out to this (the
+#: canal is 1-2 mm wider than the artery all round, about 8.5 mm across for a 5 mm lumen),
+#: then a bony wall this thick. A plaque reaches 0.7 of its thickness out of the lumen
+#: (`WallPatch`), so even the thickest stays in the soft tissue: calcium never replaces
+#: bone (which would paint it darker than the bone around it, a grey patch no scanner
+#: shows), and the canal is told from calcium by shape, as on a real scan
+CANAL_CONTENTS_MM = 1.8
+CANAL_WALL_MM = 1.8
 
 
 def _peak_for_volume(patch: WallPatch, volume_mm3: float) -> float:

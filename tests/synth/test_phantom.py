@@ -8,13 +8,21 @@ import pytest
 from cohort.anatomy import LANDMARK_KINDS, SIDES, side_sign
 from cohort.geometry import Grid
 from cohort.synth.acquisition import sample_protocol
-from cohort.synth.phantom import build_phantom, plaque_patch
+from cohort.synth.phantom import (
+    CANAL_CONTENTS_MM,
+    CANAL_WALL_MM,
+    MAX_PLAQUE_MM,
+    build_phantom,
+    plaque_patch,
+)
 from cohort.synth.render import Placement, plaque_occupancy, render_anatomy
 from cohort.synth.scan import acquisition_grid, landmark_truth, placement_of, sample_coverage
 from cohort.synth.solids import rotation
-from cohort.synth.subject import sample_plaque, sample_pose, sample_subject
+from cohort.synth.subject import Plaque, sample_plaque, sample_pose, sample_subject
 
 STEP = 0.5  # mm, fine enough to resolve a 1.5 mm bony wall
+#: from the lumen's edge to the middle of the carotid canal's bony wall
+WALL_MM = CANAL_CONTENTS_MM + CANAL_WALL_MM / 2
 
 
 def _render_skull_base(seed: int, placement: Placement):
@@ -42,9 +50,15 @@ def _sample(hu: np.ndarray, grid: Grid, placement: Placement, phantom, template_
     return hu[ijk[..., 2], ijk[..., 1], ijk[..., 0]]
 
 
-def _ring(centre: np.ndarray, radius: float, n: int = 12) -> np.ndarray:
+def _ring(centre: np.ndarray, radius: float, n: int = 12, tangent=(0.0, 0.0, 1.0)
+          ) -> np.ndarray:
+    """Points around ``centre`` in the plane across ``tangent`` (default: horizontal)."""
+    t = np.asarray(tangent, float) / np.linalg.norm(tangent)
+    u = np.cross(t, [1.0, 0.0, 0.0] if abs(t[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(t, u)
     a = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return centre + radius * np.stack([np.cos(a), np.sin(a), np.zeros_like(a)], axis=1)
+    return centre + radius * (np.cos(a)[:, None] * u + np.sin(a)[:, None] * v)
 
 
 @pytest.mark.parametrize("seed,angles", [(1, (0.0, 0.0, 0.0)), (2, (6.0, -5.0, 4.0)),
@@ -55,7 +69,8 @@ def test_carotid_canal_and_petrolingual_are_where_bone_encloses_the_artery(seed,
     for side in SIDES:
         a, cl = subject.side(side), phantom.arteries[side]
         checked = 0
-        for p, r in zip(cl.points, cl.radius, strict=True):
+        tangents = np.gradient(cl.points, axis=0)
+        for p, r, t in zip(cl.points, cl.radius, tangents, strict=True):
             z = p[2]
             if not a.z_carotid_canal - 15 < z < a.z_anterior_clinoid - 2:
                 continue
@@ -64,7 +79,13 @@ def test_carotid_canal_and_petrolingual_are_where_bone_encloses_the_artery(seed,
             if a.z_carotid_canal - 15 < z < a.z_carotid_canal - 2:
                 assert ring < 150, f"{side} cervical ICA at z={z:.1f} is in bone ({ring:.0f} HU)"
             elif a.z_carotid_canal + 1.5 < z < a.z_petrolingual - 1.5:
-                assert ring > 600, f"{side} petrous ICA at z={z:.1f} is not in bone ({ring:.0f})"
+                # rings across the vessel (it runs obliquely, then horizontally, in the canal)
+                wall, inside = (np.median(_sample(hu, grid, placement, phantom,
+                                                  _ring(p, r + d, tangent=t)))
+                                for d in (WALL_MM, 1.0))
+                assert wall > 600, f"{side} petrous ICA at z={z:.1f} is not in bone ({wall:.0f})"
+                assert inside < 150, f"{side} petrous ICA at z={z:.1f}: no soft tissue " \
+                                     f"between the lumen and the canal's wall ({inside:.0f} HU)"
             elif a.z_petrolingual + 2 < z < a.z_anterior_clinoid - 2:
                 assert ring < 150, f"{side} cavernous ICA at z={z:.1f} is in bone ({ring:.0f})"
         assert checked > 30
@@ -88,6 +109,44 @@ def test_anterior_clinoid_landmark_is_the_top_of_the_clinoid_process(seed):
 
         assert box_max(a.z_anterior_clinoid - 3.5, a.z_anterior_clinoid - 1.0) > 900
         assert box_max(a.z_anterior_clinoid + 2.5, a.z_anterior_clinoid + 6.0) < 400
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_petrous_calcium_lies_in_the_canals_soft_tissue_never_inside_its_bone(seed):
+    """A plaque painted over bone would replace it with a lower CT number: a grey patch in
+    white bone that no scanner shows, labelled calcium. In the canal the wall's calcium
+    lies in soft tissue between the lumen and the bony wall, even the thickest plaque."""
+    assert 0.7 * MAX_PLAQUE_MM < CANAL_CONTENTS_MM  # the outward 0.7 of `WallPatch`
+    from dataclasses import replace
+
+    subject = sample_subject(np.random.default_rng(seed), 0, calcium_free_fraction=1.0)
+    plaques = tuple(Plaque(side=side, segment="petrous", position=pos, angle_deg=ang,
+                           volume_mm3=vol, hu=900.0, kind=kind, arc_deg=arc, length_mm=3.0,
+                           shape_seed=seed * 10 + n)
+                    for n, (side, pos, ang, vol, kind, arc) in enumerate([
+                        ("right", 0.3, 40.0, 200.0, "nodule", 90.0),
+                        ("left", 0.5, 200.0, 120.0, "ring", 360.0),
+                        ("left", 0.8, 300.0, 60.0, "fleck", 30.0)]))
+    subject = replace(subject, plaques=plaques)
+    phantom = build_phantom(subject, texture_seed=seed)
+    placement = Placement(np.eye(3), np.array([0.0, 0.0, 100.0]))
+    lo = np.array([-48.0, -32.0, min(subject.right.z_carotid_canal,
+                                     subject.left.z_carotid_canal) - 5])
+    hi = np.array([48.0, 28.0, max(subject.right.z_petrolingual,
+                                   subject.left.z_petrolingual) + 5])
+    wlo, whi = placement.to_world(lo[None])[0], placement.to_world(hi[None])[0]
+    step = 0.3
+    shape = tuple(int(np.ceil((whi[d] - wlo[d]) / step)) + 1 for d in (2, 1, 0))
+    grid = Grid(tuple(wlo), (step, 0, 0), (0, step, 0), (0, 0, step), shape)
+    anatomy = render_anatomy(phantom, placement, grid, scale=1, n_sub=1)
+    occupancy = plaque_occupancy(phantom.plaques, placement, grid, n_sub=1,
+                                 fields=phantom.fields)
+    for spec, occ in zip(plaques, occupancy, strict=True):
+        assert occ is not None, spec
+        under = anatomy[occ.window][occ.fraction > 0.5]
+        assert under.size > 20, spec
+        # what the plaque is painted over: lumen and canal contents, never the bony wall
+        assert np.percentile(under, 99) < 150, (spec, np.percentile(under, [50, 99]))
 
 
 def test_plaque_occupancy_adds_up_to_the_plaque_volume():
