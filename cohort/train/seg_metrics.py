@@ -60,16 +60,34 @@ def fit_interval_thresholds(probs: list[np.ndarray], trues: list[np.ndarray],
     if not probs:
         return interval_thresholds(level)
     true_n = np.array([np.count_nonzero(t) for t in trues])
-    allowed = int(np.floor((1 - level) / 2 * (len(probs) + 1)))
+    lower_n = voxels_at(probs, INTERVAL_GRID)
+    upper_n = voxels_at(probs, UPPER_GRID)
+    return (conformal_threshold(INTERVAL_GRID, lower_n, true_n, level, lower=True),
+            conformal_threshold(UPPER_GRID, upper_n, true_n, level, lower=False))
 
-    def misses(t: float, above: bool) -> int:
-        n = np.array([np.count_nonzero(p >= t) for p in probs])
-        return int(np.sum(n > true_n if above else n < true_n))
 
-    lo = next((t for t in INTERVAL_GRID if misses(t, True) <= allowed), INTERVAL_GRID[-1])
-    hi = next((1 - t for t in INTERVAL_GRID if misses(1 - t, False) <= allowed),
-              1 - INTERVAL_GRID[-1])
-    return round(float(lo), 6), round(float(hi), 6)
+#: the upper bound's thresholds, least extreme first
+UPPER_GRID = tuple(round(1 - t, 6) for t in INTERVAL_GRID)
+
+
+def voxels_at(probs: list[np.ndarray], grid: tuple[float, ...]) -> np.ndarray:
+    """(series, thresholds) voxel counts at p >= each threshold of ``grid``."""
+    return np.array([[np.count_nonzero(p >= t) for t in grid] for p in probs],
+                    dtype=np.int64).reshape(len(probs), len(grid))
+
+
+def conformal_threshold(grid: tuple[float, ...], predicted_n: np.ndarray, true_n: np.ndarray,
+                        level: float, *, lower: bool) -> float:
+    """The least extreme threshold of ``grid`` (ordered least extreme first) whose volume
+    misses the true one (a lower bound above it, an upper bound below it) in at most
+    (1 - level) / 2 of the series: a split-conformal choice for one bound. ``predicted_n``:
+    (series, thresholds) voxel counts; ``true_n``: the true voxels per series."""
+    predicted_n, true_n = np.asarray(predicted_n), np.asarray(true_n)[:, None]
+    # (the epsilon: (1 - 0.9) / 2 is 0.04999... in floating point)
+    allowed = int(np.floor((1 - level) / 2 * (len(predicted_n) + 1) + 1e-9))
+    misses = np.sum(predicted_n > true_n if lower else predicted_n < true_n, axis=0)
+    ok = np.flatnonzero(misses <= allowed)
+    return round(float(grid[ok[0]] if len(ok) else grid[-1]), 6)
 
 
 def dice(pred: np.ndarray, true: np.ndarray) -> float:

@@ -65,6 +65,20 @@ def test_the_checkpoint_carries_the_filter_and_its_record(with_filter, plain):
     assert meta["calibration"]["threshold"] == plain.threshold  # the rest is untouched
 
 
+def test_a_refitted_upper_bound_replaces_the_validation_one(plain, tmp_path):
+    from dataclasses import replace
+
+    before = describe_segmenter(plain)
+    out = tmp_path / "refit.pt"
+    attach_component_filter(plain, str(out), replace(_fit(_stump().to_dict()), upper_p=0.01),
+                            before.temperature, "a test")
+    info = describe_segmenter(str(out))
+    assert info.bounds == (before.bounds[0], 0.01)
+    cal = torch.load(out, weights_only=True)["meta"]["calibration"]
+    assert cal["interval_thresholds_validation"] == list(before.bounds)
+    assert cal["component_filter"]["interval_upper_p"] == 0.01
+
+
 def test_a_filter_at_another_temperature_or_of_another_kind_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="temperature"):
         attach_component_filter(shipped_segmenter(), str(tmp_path / "x.pt"),

@@ -48,6 +48,11 @@ def test_component_table_of_a_tiny_cache(cache):
     assert c["y"].tolist() == [0, 1] and c["lower_voxels"].tolist() == [0, 8]
     s = table.series.iloc[0]
     assert (s["true_in_crop"], s["true_voxels"], s["upper_voxels"]) == (8, 11, 10)
+    # voxels at each upper-bound threshold: the blob (p ~1) always, the false pair (p 0.88)
+    # down from 0.5
+    from cohort.train.seg_metrics import UPPER_GRID
+
+    assert s["upper_counts"] == [10] * len(UPPER_GRID)
 
 
 def hand_table() -> ComponentTable:
@@ -104,3 +109,36 @@ def test_fit_scores_every_component_out_of_fold():
     scores, summary, _ = evaluate_component_filter(table, fit.model)
     assert np.array_equal(scores, model.score(comps[list(FEATURES)].to_numpy()))
     assert summary["dice_pooled"] > 0.9
+    assert fit.upper_p is None  # the table has no upper_counts: the segmenter's bound stays
+
+
+def test_the_fit_refits_the_upper_bound_on_its_series():
+    """40 series whose voxel counts at the upper-bound thresholds grow as p falls: the fit
+    takes the least extreme threshold at which at most 5% of the series' upper volumes fall
+    below the truth, and its series rows use it."""
+    from cohort.train.seg_metrics import UPPER_GRID
+
+    rng = np.random.default_rng(1)
+    n_series, n = 40, 400
+    comps = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=list(FEATURES))
+    comps["y"] = (comps["lg_pmax"] > 0).astype(int)
+    comps["series_uid"] = [f"s{i % n_series}" for i in range(n)]
+    comps["patient_key"] = [f"p{i % 20}" for i in range(n)]
+    comps["voxels"], comps["lower_voxels"] = 5, 1
+    comps["overlap"] = comps["y"] * 5
+    series = pd.DataFrame({"series_uid": [f"s{i}" for i in range(n_series)],
+                           "patient_key": [f"p{i % 20}" for i in range(n_series)],
+                           "voxel_mm3": 1.0, "slice_thickness_mm": 1.0})
+    true = comps.groupby("series_uid")["overlap"].sum().reindex(series["series_uid"]).values
+    series["true_in_crop"] = series["true_voxels"] = true
+    # the upper volume at the k-th threshold: the truth minus 10 plus 3 voxels a step, so
+    # it reaches the truth at k = 4 for most series; 2 of 40 series (5%) never do
+    k = np.arange(len(UPPER_GRID))
+    counts = true[:, None] - 10 + 3 * k[None, :]
+    counts[:2] = 0
+    series["upper_counts"] = list(counts)
+    series["upper_voxels"] = 0
+    fit = fit_component_filter(ComponentTable(comps, series),
+                               boosting=BoostingConfig(max_iter=20), folds=5)
+    assert fit.upper_p == UPPER_GRID[4]
+    assert fit.oof_summary["interval_coverage"] >= 0.95 - 1e-9

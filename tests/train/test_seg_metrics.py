@@ -137,3 +137,19 @@ def test_interval_thresholds_fitted_on_validation_hold_its_volumes():
     assert max(misses(lo, hi)) <= allowed
     assert max(misses(*M.interval_thresholds(0.9))) > allowed
     assert M.fit_interval_thresholds([], [], 0.8) == pytest.approx((0.9, 0.1))
+
+
+def test_a_conformal_bound_takes_the_least_extreme_threshold_with_few_enough_misses():
+    grid = (0.5, 0.2, 0.1, 0.05)
+    true_n = np.array([10] * 19)
+    # 19 series, level 0.9: one miss allowed. At 0.5 five upper volumes fall short, at 0.2
+    # two, at 0.1 one, at 0.05 none
+    counts = np.tile(np.array([[20, 30, 40, 50]]), (19, 1))
+    counts[:5, 0] = 5
+    counts[:2, 1] = 9
+    counts[:1, 2] = 9
+    assert M.conformal_threshold(grid, counts, true_n, 0.9, lower=False) == 0.1
+    # as a lower bound the counts above the truth are the misses: every column misses
+    assert M.conformal_threshold(grid, counts, true_n, 0.9, lower=True) == 0.05
+    assert M.conformal_threshold(grid, counts, true_n * 100, 0.9, lower=True) == 0.5
+    assert M.voxels_at([np.array([0.9, 0.3, 0.06])], grid).tolist() == [[1, 2, 2, 3]]
