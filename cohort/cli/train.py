@@ -168,11 +168,12 @@ def add_segmenter_parsers(train_sub) -> None:
     ship = train_sub.add_parser(
         "shipped-segmenter", help="reproduce the shipped calcium segmenter",
         description="Generate the shipped segmenter's synthetic cohort, run its study (MAE "
-                    "pre-training and fine-tuning of fold 0, the 130 HU rule beside it), "
-                    "export the calibrated fold model (float16), and fit its component "
-                    "filter on a second cohort never trained on, to --to (default: the "
-                    "package's cohort/model/weights/segmenter-default-synthetic.pt). About "
-                    "two and a half hours on 2 CPU cores. SYNTHETIC phantoms only.")
+                    "pre-training and fine-tuning of fold 0, the 130 HU rule beside it, "
+                    "then a second fine-tuning stage of 20 epochs), export the calibrated "
+                    "fold model (float16), and fit its component filter on a second cohort "
+                    "never trained on, to --to (default: the package's "
+                    "cohort/model/weights/segmenter-default-synthetic.pt). About two and "
+                    "three quarter hours on 2 CPU cores. SYNTHETIC phantoms only.")
     ship.add_argument("--out", required=True, metavar="URL")
     ship.add_argument("--to", metavar="PATH", help="checkpoint file to write")
     ship.set_defaults(handler=handle_shipped_segmenter)
