@@ -85,21 +85,29 @@ def test_series_rows_of_a_series_with_nothing_kept():
     assert rows["pred_voxels"].tolist() == [0, 0] and np.isnan(rows["dice"].iloc[1])
 
 
-def test_fit_scores_every_component_out_of_fold():
-    rng = np.random.default_rng(0)
-    n = 400
+def random_table(n: int, n_series: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(components, series) of ``n`` random components over ``n_series`` series of
+    ``n_series / 2`` patients; a component is calcium (5 true voxels) when its ``lg_pmax``
+    is positive."""
+    rng = np.random.default_rng(seed)
     comps = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=list(FEATURES))
     comps["y"] = (comps["lg_pmax"] > 0).astype(int)
-    comps["series_uid"] = [f"s{i % 20}" for i in range(n)]
-    comps["patient_key"] = [f"p{i % 10}" for i in range(n)]
+    comps["series_uid"] = [f"s{i % n_series}" for i in range(n)]
+    comps["patient_key"] = [f"p{i % (n_series // 2)}" for i in range(n)]
     comps["voxels"], comps["lower_voxels"] = 5, 1
     comps["overlap"] = comps["y"] * 5
-    series = pd.DataFrame({"series_uid": [f"s{i}" for i in range(20)],
-                           "patient_key": [f"p{i % 10}" for i in range(20)],
+    series = pd.DataFrame({"series_uid": [f"s{i}" for i in range(n_series)],
+                           "patient_key": [f"p{i % (n_series // 2)}" for i in range(n_series)],
                            "voxel_mm3": 1.0, "slice_thickness_mm": 1.0})
     true = comps.groupby("series_uid")["overlap"].sum().reindex(series["series_uid"]).values
     series["true_in_crop"] = series["true_voxels"] = true
-    series["upper_voxels"] = true + 100
+    return comps, series
+
+
+def test_fit_scores_every_component_out_of_fold():
+    n = 400
+    comps, series = random_table(n, 20, seed=0)
+    series["upper_voxels"] = series["true_voxels"] + 100
     table = ComponentTable(comps, series)
     fit = fit_component_filter(table, boosting=BoostingConfig(max_iter=20), folds=5)
     assert fit.oof_scores.shape == (n,) and fit.oof_auc > 0.95
@@ -118,19 +126,8 @@ def test_the_fit_refits_the_upper_bound_on_its_series():
     below the truth, and its series rows use it."""
     from cohort.train.seg_metrics import UPPER_GRID
 
-    rng = np.random.default_rng(1)
-    n_series, n = 40, 400
-    comps = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=list(FEATURES))
-    comps["y"] = (comps["lg_pmax"] > 0).astype(int)
-    comps["series_uid"] = [f"s{i % n_series}" for i in range(n)]
-    comps["patient_key"] = [f"p{i % 20}" for i in range(n)]
-    comps["voxels"], comps["lower_voxels"] = 5, 1
-    comps["overlap"] = comps["y"] * 5
-    series = pd.DataFrame({"series_uid": [f"s{i}" for i in range(n_series)],
-                           "patient_key": [f"p{i % 20}" for i in range(n_series)],
-                           "voxel_mm3": 1.0, "slice_thickness_mm": 1.0})
-    true = comps.groupby("series_uid")["overlap"].sum().reindex(series["series_uid"]).values
-    series["true_in_crop"] = series["true_voxels"] = true
+    comps, series = random_table(400, 40, seed=1)
+    true = series["true_voxels"].to_numpy()
     # the upper volume at the k-th threshold: the truth minus 10 plus 3 voxels a step, so
     # it reaches the truth at k = 4 for most series; 2 of 40 series (5%) never do
     k = np.arange(len(UPPER_GRID))
