@@ -129,8 +129,8 @@ class SegShipRecipe:
     #: on the same folds and crops; None: one stage. The shipped checkpoint ran this
     #: stage (20 epochs at lr 1e-3) on the phantoms whose carotid canal holds soft tissue
     #: around the artery, from a first stage trained before that fix (docs/segmenter.md,
-    #: "Petrous calcium"). On the phantoms before the fix a 40-epoch stage raised
-    #: validation Dice but not the job's figures on unseen cohorts
+    #: "Results with the carotid-canal fix"). On the phantoms before the fix a 40-epoch
+    #: stage raised validation Dice but not the job's figures on unseen cohorts
     refine: TrainConfig | None = field(default_factory=lambda: replace(
         SegStudyConfig().train, epochs=20, lr=1e-3, patience=8))
     #: the cohort the component filter is fitted on, never trained on: the landmark
