@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cohort.anatomy import SEGMENTS
 from cohort.cli import main
@@ -33,14 +34,23 @@ def small_cohort(tmp_path_factory):
 @pytest.mark.timeout(900)
 def test_without_masks_the_segmenter_measures_and_says_so(small_cohort, tiny_checkpoint,
                                                           tiny_segmenter, ray_local, tmp_path):
+    # a segmenter that says it learned from 0.4-0.5 mm pixels; these series have 1.5-2 mm
+    segmenter = tmp_path / "segmenter.pt"
+    ckpt = torch.load(tiny_segmenter, weights_only=True)
+    ckpt["meta"]["trained_pixel_mm"] = [0.4, 0.5]
+    torch.save(ckpt, segmenter)
     out = tmp_path / "out"
     assert main(["run", str(small_cohort / "dicom"), "--out", str(out), "--model",
-                 str(tiny_checkpoint), "--segmenter", str(tiny_segmenter), "--write-masks",
+                 str(tiny_checkpoint), "--segmenter", str(segmenter), "--write-masks",
                  "--salt", "s", "--qc", "none"]) == 0
     db = connect(str(out))
     rows = db.sql("SELECT * FROM series").to_arrow_table().to_pandas()
     assert (rows["status"] == "ok").all()
     assert rows["volumes_computed"].all()
+    # measured, and flagged: the volumes of a segmenter outside its training may be far off
+    assert all("segmenter_untrained_spacing" in list(f) for f in rows["qc_flags"])
+    assert rows["error_detail"].str.contains("outside the 0.40-0.50 mm the calcium "
+                                             "segmenter was trained on").all()
     assert rows["mask_source"].str.match(r"^segmenter vit-tiny sha256:[0-9a-f]{12}$").all()
     assert (rows["calcium_interval_level"] == 0.9).all()
     for name in [*SEGMENTS, "total_calcium"]:

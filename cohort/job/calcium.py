@@ -179,7 +179,9 @@ class CalciumSegmenterStage:
         out = {"calcium": pack(**summary.__dict__),
                "calcium_bounds": pack(level=np.array([self.info.level]), **bounds),
                "crop_edge_voxels": edge_voxels(mask, box, grid.shape),
-               "segmenter_crop": box.to_list(), "mask_source": self.info.mask_source}
+               "segmenter_crop": box.to_list(), "mask_source": self.info.mask_source,
+               "segmenter_spacing_note": self.info.spacing_note(
+                   max(float(grid.spacing[0]), float(grid.spacing[1])))}
         if self.write_masks and self.run_url:
             from cohort.write.runs import safe_name
 
@@ -193,7 +195,8 @@ class CalciumSegmenterStage:
         batch = batch.copy()
         new = {k: [None] * len(batch) for k in ("calcium_bounds", "crop_edge_voxels",
                                                 "segmenter_crop", "mask_source",
-                                                "calcium_mask", "seconds_segment")}
+                                                "calcium_mask", "seconds_segment",
+                                                "segmenter_spacing_note")}
         calcium = list(batch["calcium"]) if "calcium" in batch else [None] * len(batch)
         problems = list(batch["mask_problem"]) if "mask_problem" in batch else \
             [None] * len(batch)

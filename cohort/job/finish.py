@@ -168,6 +168,10 @@ def finish_row(row: dict, config: FinishConfig) -> dict:
         values["risk_scheme"] = config.quantify.risk_scheme
         if row.get("calcium_bounds") is not None:
             values.update(volume_intervals(row["calcium_bounds"], summary, landmarks, qconfig))
+        if row.get("segmenter_spacing_note"):
+            values["qc_flags"] = [*values["qc_flags"],
+                                  QCFlag.SEGMENTER_UNTRAINED_SPACING.value]
+            row["error_detail"] = _note(row.get("error_detail"), row["segmenter_spacing_note"])
         if row.get("crop_edge_voxels"):
             values["qc_flags"] = [*values["qc_flags"], QCFlag.CALCIUM_AT_CROP_EDGE.value]
             row["error_detail"] = _note(row.get("error_detail"), (

@@ -48,6 +48,23 @@ class SegmenterInfo:
     #: map (`cohort.model.component_filter`, ``TreeEnsemble.to_dict``); None: the mask is
     #: the voxels at or above ``threshold``
     component_filter: dict | None = None
+    #: the in-plane pixel sizes (mm) of the series it was trained on; None: not recorded
+    trained_pixel_mm: tuple[float, float] | None = None
+
+    #: how far outside ``trained_pixel_mm`` (as a factor) a series' pixels may lie before
+    #: its volumes are flagged
+    PIXEL_MARGIN = 1.25
+
+    def spacing_note(self, pixel_mm: float) -> str | None:
+        """Why the volumes of a series with ``pixel_mm`` pixels may be wrong, or None."""
+        if self.trained_pixel_mm is None:
+            return None
+        lo, hi = self.trained_pixel_mm
+        if lo / self.PIXEL_MARGIN <= pixel_mm <= hi * self.PIXEL_MARGIN:
+            return None
+        return (f"in-plane pixels of {pixel_mm:.2f} mm, outside the {lo:.2f}-{hi:.2f} mm the "
+                f"calcium segmenter was trained on: its volumes may be far off (pass --masks, "
+                f"or a segmenter trained at this resolution)")
 
     @property
     def mask_source(self) -> str:
@@ -103,4 +120,16 @@ def describe_segmenter(url: str | None, options: StorageOptions | None = None
                          threshold=float(cal["threshold"]), level=level,
                          bounds=tuple(float(b) for b in cal.get(
                              "interval_thresholds", interval_thresholds(level))),
-                         crop=crop, component_filter=component_filter)
+                         crop=crop, component_filter=component_filter,
+                         trained_pixel_mm=_pixel_range(meta.get("trained_pixel_mm")))
+
+
+def _pixel_range(value) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"a segmenter's trained_pixel_mm must be [low, high] in mm, not "
+                          f"{value!r}") from None
+    return lo, hi

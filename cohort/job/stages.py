@@ -29,6 +29,7 @@ STAGE_DEFAULTS = {
     "variable_spacing": None, "sparse_slices": None, "mask_problem": None,
     "mask_source": None, "seg_slab": None, "calcium_bounds": None, "crop_edge_voxels": None,
     "segmenter_crop": None, "calcium_mask": None, "seconds_segment": None,
+    "segmenter_spacing_note": None,
 }
 
 
@@ -61,6 +62,6 @@ def finish_stage(row: dict, config: FinishConfig) -> dict:
     row["error_detail"] = scrub(row.get("error_detail"), row.get("scrub") or [])
     for heavy in ("calcium", "files", "midline_point", "midline_normal", "scrub",
                   "slice_repairs", "native_slice", "sparse_slices", "mask_problem",
-                  "seg_slab", "calcium_bounds", "segmenter_crop"):
+                  "seg_slab", "calcium_bounds", "segmenter_crop", "segmenter_spacing_note"):
         row.pop(heavy, None)
     return row

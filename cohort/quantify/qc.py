@@ -48,6 +48,10 @@ class QCFlag(StrEnum):
     # the calcium segmenter found calcium on an inner face of its arterial crop: the plaque
     # may go on outside the crop, where nothing is measured (volumes are then a lower bound)
     CALCIUM_AT_CROP_EDGE = "calcium_at_crop_edge"
+    # the series' in-plane pixels lie outside the range the calcium segmenter was trained
+    # on (with a margin): its volumes may be far off (on 0.9 mm pixels, the shipped one
+    # trained on 0.4-0.5 mm overcalled tenfold)
+    SEGMENTER_UNTRAINED_SPACING = "segmenter_untrained_spacing"
 
 
 #: where a row's low-confidence threshold came from (``with_model_threshold``)

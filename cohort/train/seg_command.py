@@ -193,9 +193,11 @@ def fit_filter(segmenter_pt: str, data_url: str, work_url: str, out_pt: str, *,
 
 
 def export_segmenter(study_url: str, path: str, variant: str = "vit", fold: int = 0,
-                     options: StorageOptions | None = None) -> dict:
-    """The study's fold model as float16 weights (calibration, crop and the study's test
-    figures in its metadata); returns its metadata."""
+                     options: StorageOptions | None = None, *,
+                     cache_url: str | None = None) -> dict:
+    """The study's fold model as float16 weights (calibration, crop, the range of in-plane
+    pixel sizes of its study's cohort (``cache_url``, default the study's crop cache) and
+    the study's test figures in its metadata); returns its metadata."""
     from cohort.model.zoo import load_checkpoint
     from cohort.train.seg_tasks import save_seg_checkpoint
 
@@ -205,6 +207,11 @@ def export_segmenter(study_url: str, path: str, variant: str = "vit", fold: int 
     meta["test_summary"] = {r["variant"]: {k: (float(v) if isinstance(v, float) else v)
                                            for k, v in r.items()}
                             for r in summary.to_dict("records")}
+    index = pd.read_parquet(io.BytesIO(read_bytes(
+        join(cache_url or join(study_url, "cache"), "index.parquet"), options)),
+        columns=["pixel_spacing_mm"])
+    meta["trained_pixel_mm"] = [round(float(index["pixel_spacing_mm"].min()), 4),
+                                round(float(index["pixel_spacing_mm"].max()), 4)]
     buf = io.BytesIO()
     save_seg_checkpoint(buf, net.half(), **meta)  # float16 weights: half the file
     fs, p = filesystem(path, options)
@@ -234,7 +241,8 @@ def ship_segmenter(out_url: str, path: str, recipe: SegShipRecipe = SEG_RECIPE,
                                          variants=recipe.variants,
                                          cache_url=join(out_url, "study", "cache"),
                                          options=options)
-    meta = export_segmenter(study_url, path, "vit", fold, options)
+    meta = export_segmenter(study_url, path, "vit", fold, options,
+                            cache_url=join(out_url, "study", "cache"))
     cal = meta["calibration"]
     if recipe.calibration is not None:
         calibration_url = join(out_url, "calibration-cohort")

@@ -56,3 +56,27 @@ def test_the_stage_batches_windows_by_device_and_an_explicit_size_wins():
     assert WINDOWS_PER_BATCH["cuda"] > WINDOWS_PER_BATCH["cpu"]
     assert CalciumSegmenterStage(None, prefer_gpu=False, windows_per_batch=7
                                  ).windows_per_batch == 7
+
+
+def test_the_segmenter_knows_the_pixels_it_learned_from(tmp_path):
+    import pytest
+    import torch
+
+    from cohort.errors import ConfigError
+    from cohort.job.segmenter_checkpoint import describe_segmenter, shipped_segmenter
+
+    info = describe_segmenter(None)
+    lo, hi = info.trained_pixel_mm
+    assert 0.3 < lo < hi < 0.6  # the generator's 512 x 512 phantoms
+    assert info.spacing_note((lo + hi) / 2) is None
+    assert info.spacing_note(hi * 1.2) is None  # within the margin
+    assert "0.90 mm, outside" in info.spacing_note(0.9)
+    assert "outside" in info.spacing_note(lo / 2)
+    ckpt = torch.load(shipped_segmenter(), weights_only=True)
+    del ckpt["meta"]["trained_pixel_mm"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert describe_segmenter(str(tmp_path / "old.pt")).spacing_note(5.0) is None
+    ckpt["meta"]["trained_pixel_mm"] = "fine"
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="trained_pixel_mm"):
+        describe_segmenter(str(tmp_path / "bad.pt"))
