@@ -45,6 +45,8 @@ FLAGS: dict[str, str] = {
     QCFlag.MASK_PROBLEM: "calcium mask missing or unusable",
     QCFlag.LANDMARK_GAP_IMPLAUSIBLE: "two landmarks of a side implausibly close or far",
     QCFlag.CALCIUM_AT_CROP_EDGE: "calcium at the segmenter's crop edge (volume a lower bound)",
+    QCFlag.SEGMENTER_UNTRAINED_SPACING: "pixels the segmenter never learned from (volumes "
+                                        "may be far off)",
 }
 
 KINDS: dict[str, str] = {
