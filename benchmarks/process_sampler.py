@@ -162,9 +162,12 @@ class TreeSampler(threading.Thread):
             self._cpu[p.pid] = p.cpu_s
             if p.pid == self.root:
                 part = "driver"
-            elif p.name.startswith("ray::") or p.ppid in workers:
+            elif p.name.startswith("ray::"):
                 workers.add(p.pid)
-                part = "workers"  # Ray workers and their isolated decoder processes
+                # actors keep their process; a task worker runs whatever task comes next
+                part = "actors" if "MapWorker" in p.name else "task workers"
+            elif p.ppid in workers:
+                part = "decoders"  # the task workers' isolated decoder processes
             elif p.name == "raylet":
                 part = "raylet"  # holds the object store (pages it touched)
             else:

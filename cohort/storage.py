@@ -247,6 +247,26 @@ def write_bytes(url: str, data: bytes, options: StorageOptions | None = None) ->
         ) from e
 
 
+#: s3fs reads objects larger than this in concurrent ranged GETs (its default block size)
+SPLIT_READ_BYTES = 50 * 2**20
+
+
+def cat_whole(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """The whole object at `path` in one request, for objects known to be small (well under
+    `SPLIT_READ_BYTES`: the slices of a single-frame DICOM series).
+
+    s3fs's ``cat_file`` first asks the server for the object's size (a HEAD request) to
+    decide whether to split it into concurrent ranged GETs; for the thousands of small
+    objects of a cohort that doubles the requests, and the client's and the server's CPU
+    per slice, for nothing (`benchmarks/bench_cpu_stage.py` measures it). Other
+    filesystems read as ``cat_file`` does.
+    """
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & _S3_PROTOCOLS:
+        return fs.cat_file(path, max_concurrency=1)
+    return fs.cat_file(path)
+
+
 def read_bytes(url: str, options: StorageOptions | None = None) -> bytes:
     """The whole content of the file or object at `url`.
 

@@ -21,7 +21,7 @@ from cohort.read.stack import (
     signed_tilt_deg,
 )
 from cohort.read.volume import Volume
-from cohort.storage import StorageOptions, filesystem, redact
+from cohort.storage import StorageOptions, cat_whole, filesystem, redact
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,19 @@ class ReadConfig:
 def fetch_and_decode(uris: list[str], options: StorageOptions | None,
                      threads: int) -> list[DecodedSlice]:
     """Every URI read and decoded, in parallel threads (object stores are latency-bound, and
-    the compressed-syntax decoders run in C)."""
+    the compressed-syntax decoders run in C).
+
+    The slices of a series of several files are small objects, each read in one request
+    (`cohort.storage.cat_whole`); a series of one file (multi-frame) may be hundreds of
+    megabytes and keeps the filesystem's own split reads.
+    """
     fs, _ = filesystem(uris[0], options)
+    several = len(uris) > 1
 
     def one(uri: str) -> DecodedSlice:
         try:
-            data = fs.cat_file(filesystem(uri, options)[1])
+            path = filesystem(uri, options)[1]
+            data = cat_whole(fs, path) if several else fs.cat_file(path)
         except (OSError, ValueError) as e:
             raise SeriesError(ErrorCode.IO_ERROR, f"cannot read: {e}", uri=redact(uri)) from e
         return decode(data, redact(uri))

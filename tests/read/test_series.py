@@ -271,3 +271,28 @@ def test_a_feet_first_image_is_flipped_so_slice_0_is_lowest():
     vol = Volume.from_sitk(img)
     np.testing.assert_array_equal(vol.array, arr[::-1])
     assert vol.slice_z_mm().tolist() == [94.0, 96.0, 98.0, 100.0]
+
+
+def test_a_series_on_s3_costs_one_request_per_slice(series_dir, s3_server):
+    """Each slice of a series is one GET on a real S3 server: no HEAD before it (s3fs's
+    cat_file asks for the size first, doubling the requests and the CPU per slice), and
+    the volume is the one read from the local folder."""
+    from cohort.storage import filesystem
+
+    options = s3_server.storage_options()
+    bucket = s3_server.make_bucket("one-request-per-slice")
+    files = sorted(series_dir.iterdir())
+    fs, _ = filesystem(bucket, options)
+    for f in files:
+        fs.pipe_file(f"{bucket.removeprefix('s3://')}/series/{f.name}", f.read_bytes())
+    uris = [f"{bucket}/series/{f.name}" for f in files]
+    calls: list[str] = []
+    fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    try:
+        on_s3 = read_series(uris, options, ReadConfig(io_threads=4))
+    finally:
+        fs.s3.meta.events.unregister("before-call.s3")
+    assert calls.count("GetObject") == len(files)
+    assert "HeadObject" not in calls, calls
+    local = read_series([str(f) for f in files])
+    np.testing.assert_array_equal(on_s3.array, local.array)
