@@ -53,6 +53,7 @@ from cohort.job.rows import input_rows
 from cohort.job.stages import STAGE_DEFAULTS, finish_stage, prepare_stage
 from cohort.pipeline import RunConfig, run_cohort
 from cohort.preprocess.model_input import ModelInputConfig
+from cohort.ray_session import keep_idle_workers
 from cohort.synth.config import SynthConfig
 from cohort.synth.heads import generate_cohort
 from cohort.testing.seaweed import SeaweedS3
@@ -205,6 +206,7 @@ def start_ray(cpus: int, gpus: int, object_store_gb: float, attempts: int = 3) -
     """A fresh local Ray; tried again when a loaded machine makes the node start time out."""
     import ray
 
+    keep_idle_workers()  # as the job's own local Ray (cohort.ray_session)
     for attempt in range(1, attempts + 1):
         try:
             ray.init(
@@ -273,6 +275,7 @@ class StageRun:
     cores_busy: float
     cpu_s: float  # the process tree
     server_cpu_s: float
+    peak: TreePeak
 
     @property
     def scans_per_minute(self) -> float:
@@ -316,7 +319,7 @@ def run_prepare_alone(
     if bad:
         print(f"  ({bad} series failed in the prepare stage)")
     return StageRun(len(rows), seconds, sampler.cores_busy, sampler.peak.cpu_s,
-                    sampler.excluded_cpu_s)
+                    sampler.excluded_cpu_s, sampler.peak)
 
 
 # --- the report --------------------------------------------------------------------------
@@ -344,6 +347,14 @@ def agreement(seq: Sequential, run: PipelineRun) -> str:
         f"{same_lm}/{both_ok} series with the same landmark slices, {same_total}/{both_ok} "
         "with the same total calcium voxels"
     )
+
+
+def _parts(peak: TreePeak, n: int) -> str:
+    """CPU seconds per scan by part of the process tree, and how many processes each part
+    started (a worker pool that churns pays Python's and the imports' start-up again)."""
+    return ", ".join(
+        f"{k} {v / n:.2f} ({peak.seen_by_part.get(k, 0)} processes)"
+        for k, v in sorted(peak.cpu_by_part.items()))
 
 
 def print_peak(label: str, run: PipelineRun) -> None:
@@ -498,7 +509,7 @@ def main() -> None:
             print(
                 f"  {alone.scans_per_minute:.2f} scans/min over {alone.seconds:.0f} s; machine "
                 f"{alone.cores_busy:.2f} cores busy; tree CPU {alone.cpu_s / n:.2f} s per "
-                f"scan, the S3 server {alone.server_cpu_s / n:.2f}"
+                f"scan ({_parts(alone.peak, n)}), the S3 server {alone.server_cpu_s / n:.2f}"
             )
             print(
                 f"{step}b. pipeline ({label}), run_cohort on {n} scans: local Ray with "
@@ -512,8 +523,7 @@ def main() -> None:
                 f"streaming (run_cohort {run.seconds:.0f} s in all, including the manifest "
                 f"and publishing); statuses {run.statuses}; tree CPU "
                 f"{run.peak.cpu_s / n:.2f} s per scan ("
-                + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(run.peak.cpu_by_part.items()))
-                + ")"
+                + _parts(run.peak, n) + ")"
             )
             print(
                 f"  inference actor busy {run.actor_busy_s:.1f} s of {run.stream_s:.0f} s "

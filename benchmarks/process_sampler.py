@@ -21,6 +21,8 @@ class TreePeak:
     samples: int = 0
     cpu_s: float = 0.0  # CPU seconds (user + system) the tree used while sampled
     cpu_by_part: dict[str, float] = field(default_factory=dict)
+    #: processes seen per part while sampled (a worker pool that churns starts many)
+    seen_by_part: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class TreeSampler(threading.Thread):
             part = self._part.get(pid, "?")
             self.peak.cpu_by_part[part] = self.peak.cpu_by_part.get(part, 0.0) + used
         self.peak.cpu_s = sum(self.peak.cpu_by_part.values())
+        for part in self._part.values():
+            self.peak.seen_by_part[part] = self.peak.seen_by_part.get(part, 0) + 1
 
     @property
     def cores_busy(self) -> float:

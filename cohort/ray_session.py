@@ -19,6 +19,24 @@ import os
 
 logger = logging.getLogger(__name__)
 
+#: seconds an idle Ray worker process lives on a node that has more workers than CPUs (Ray's
+#: own default: 1 s). A worker of the CPU stage keeps an isolated decoder process with torch
+#: and the readers loaded, about 2 CPU seconds to start; the finish and read tasks' extra
+#: workers put a 2-CPU node over that count all the time, so with Ray's default the raylet
+#: stopped idle workers and started new ones all through a run: 22 workers and 14 decoders
+#: for 100 scans, a quarter of the job's CPU (`benchmarks/bench_pipeline.py`). Idle workers
+#: still go first when a node runs short of memory (Ray's OOM policy).
+IDLE_WORKER_S = 60
+IDLE_WORKER_ENV = "RAY_idle_worker_killing_time_threshold_ms"
+
+
+def keep_idle_workers() -> None:
+    """Let idle workers of a Ray started from this process live `IDLE_WORKER_S` (the raylet
+    reads it from the environment when it starts; a value already set wins). A cluster's
+    nodes need it where they start: ``RAY_idle_worker_killing_time_threshold_ms=60000 ray
+    start ...``."""
+    os.environ.setdefault(IDLE_WORKER_ENV, str(IDLE_WORKER_S * 1000))
+
 
 def quiet_ray_logs() -> None:
     """Ray's own console output below warnings off: its C++ core's error lines about
@@ -44,6 +62,7 @@ def ensure_ray(num_cpus: int = 0) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
     else:
+        keep_idle_workers()
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=verbose, logging_level=logging.WARNING)
     logger.info("Ray started (%s CPUs)", ray.cluster_resources().get("CPU"))

@@ -53,10 +53,12 @@ def ray_local(tmp_path_factory):
 
     import ray
 
+    from cohort.ray_session import keep_idle_workers
     from cohort.testing.faults import DRILL_ENV
 
     # fault drills are armed through a file the workers know of from their start
     os.environ[DRILL_ENV] = str(tmp_path_factory.mktemp("drills") / "drill.json")
+    keep_idle_workers()  # as a command's own local Ray
     ray.init(num_cpus=2, num_gpus=1, object_store_memory=200 * 1024**2,
              include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
