@@ -247,13 +247,9 @@ def write_bytes(url: str, data: bytes, options: StorageOptions | None = None) ->
         ) from e
 
 
-#: s3fs reads objects larger than this in concurrent ranged GETs (its default block size)
-SPLIT_READ_BYTES = 50 * 2**20
-
-
 def cat_whole(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
     """The whole object at `path` in one request, for objects known to be small (well under
-    `SPLIT_READ_BYTES`: the slices of a single-frame DICOM series).
+    s3fs's 50 MiB split-read block: the slices of a single-frame DICOM series).
 
     s3fs's ``cat_file`` first asks the server for the object's size (a HEAD request) to
     decide whether to split it into concurrent ranged GETs; for the thousands of small
